@@ -1,0 +1,196 @@
+//! `KvService`: the replicated key-value namespace over gRPC.
+
+use synod_proto::v1 as pb;
+use synod_proto::v1::kv_service_client::KvServiceClient;
+use synod_proto::v1::kv_service_server::KvService;
+use tonic::{Request, Response, Status};
+
+use super::convert::{key_value, page_token, parse_page_token, write_meta};
+use super::leader::wants_linearizable;
+use super::{ApiError, LeaderRouter};
+use crate::runtime::Proposer;
+use crate::state::{Applied, Command, KvCondition, KEY_BYTES_MAX, VALUE_BYTES_MAX};
+
+const PAGE_SIZE_DEFAULT: usize = 100;
+const PAGE_SIZE_MAX: usize = 1000;
+
+/// Serves `synod.v1.KvService`.
+pub struct KvApi {
+    proposer: Proposer,
+    router: LeaderRouter,
+}
+
+impl KvApi {
+    /// A service proposing through `proposer` and reading through `router`.
+    pub fn new(proposer: Proposer, router: LeaderRouter) -> Self {
+        Self { proposer, router }
+    }
+}
+
+fn validate_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::invalid("key", "must not be empty"));
+    }
+    if key.len() > KEY_BYTES_MAX {
+        return Err(ApiError::invalid(
+            "key",
+            format!("{} bytes, the limit is {KEY_BYTES_MAX}", key.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn put_command(request: pb::PutRequest) -> Result<Command, ApiError> {
+    validate_key(&request.key)?;
+    if request.value.len() > VALUE_BYTES_MAX {
+        return Err(ApiError::invalid(
+            "value",
+            format!(
+                "{} bytes, the limit is {VALUE_BYTES_MAX}",
+                request.value.len()
+            ),
+        ));
+    }
+    let condition = match (request.expect_absent, request.expect_mod_index) {
+        (true, 0) => KvCondition::Absent,
+        (true, _) => {
+            return Err(ApiError::invalid(
+                "expect_mod_index",
+                "cannot be combined with expect_absent",
+            ))
+        }
+        (false, 0) => KvCondition::Always,
+        (false, index) => KvCondition::ModIndex(index),
+    };
+    Ok(Command::KvPut {
+        key: request.key,
+        value: request.value,
+        condition,
+    })
+}
+
+fn page_size(page: Option<&pb::PageRequest>) -> Result<usize, ApiError> {
+    match page.map_or(0, |p| p.page_size as usize) {
+        0 => Ok(PAGE_SIZE_DEFAULT),
+        size if size > PAGE_SIZE_MAX => Err(ApiError::invalid(
+            "page.page_size",
+            format!("{size} exceeds the maximum of {PAGE_SIZE_MAX}"),
+        )),
+        size => Ok(size),
+    }
+}
+
+#[tonic::async_trait]
+impl KvService for KvApi {
+    #[tracing::instrument(skip_all)]
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let command = put_command(request.into_inner())?;
+        let result = self
+            .proposer
+            .propose(command)
+            .await
+            .map_err(ApiError::from)?;
+        let kv = match &result.outcome {
+            Ok(Applied::Kv(kv)) => key_value(kv),
+            Ok(other) => {
+                return Err(ApiError::Internal(format!("unexpected outcome {other:?}")).into())
+            }
+            Err(rejection) => return Err(ApiError::from(rejection.clone()).into()),
+        };
+        Ok(Response::new(pb::PutResponse {
+            write: Some(write_meta(&result)),
+            kv: Some(kv),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        validate_key(&request.get_ref().key)?;
+        let linearizable = wants_linearizable(request.get_ref().consistency);
+        if linearizable {
+            if let Some(leader) = self.router.forward_target(&request)? {
+                return KvServiceClient::new(leader)
+                    .get(self.router.forwarded(request))
+                    .await;
+            }
+            self.router.ensure_linearizable().await?;
+        }
+        let request = request.into_inner();
+        let (kv, read) = self.router.read_local(linearizable, |state| {
+            state.kv.get(&request.key).map(key_value)
+        });
+        Ok(Response::new(pb::GetResponse {
+            kv,
+            read: Some(read),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let limit = page_size(request.get_ref().page.as_ref())?;
+        let linearizable = wants_linearizable(request.get_ref().consistency);
+        if linearizable {
+            if let Some(leader) = self.router.forward_target(&request)? {
+                return KvServiceClient::new(leader)
+                    .list(self.router.forwarded(request))
+                    .await;
+            }
+            self.router.ensure_linearizable().await?;
+        }
+        let request = request.into_inner();
+        let token = request
+            .page
+            .as_ref()
+            .map(|p| p.page_token.as_str())
+            .unwrap_or("");
+        let after = match token {
+            "" => None,
+            token => Some(parse_page_token(token).ok_or_else(|| {
+                ApiError::invalid("page.page_token", "not a token from a previous page")
+            })?),
+        };
+        let ((kvs, more), read) = self.router.read_local(linearizable, |state| {
+            let mut found = state.kv.list(&request.prefix, after.as_deref(), limit + 1);
+            let more = found.len() > limit;
+            found.truncate(limit);
+            (found.into_iter().map(key_value).collect::<Vec<_>>(), more)
+        });
+        let next_page_token = match (more, kvs.last()) {
+            (true, Some(last)) => page_token(&last.key),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListResponse {
+            kvs,
+            next_page_token,
+            read: Some(read),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let key = request.into_inner().key;
+        validate_key(&key)?;
+        let result = self
+            .proposer
+            .propose(Command::KvDelete { key })
+            .await
+            .map_err(ApiError::from)?;
+        let deleted = matches!(result.outcome, Ok(Applied::Deleted(true)));
+        Ok(Response::new(pb::DeleteResponse {
+            write: Some(write_meta(&result)),
+            deleted,
+        }))
+    }
+}

@@ -1,0 +1,94 @@
+//! The `synod` command line: running nodes (`server`, `dev`, `demo`) and operating a cluster
+//! (`cluster`, `kv`). Client commands reach any member given by `--addr` and follow the leader.
+
+mod cluster;
+mod demo;
+mod kv;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Address of `synod dev`, the default target of client commands.
+pub const DEV_ADDR: &str = "127.0.0.1:7100";
+
+/// Synod: a replicated coordinator for fleets of AI agents and federated learning.
+#[derive(Parser)]
+#[command(name = "synod", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a coordinator node.
+    Server(server::ServerArgs),
+    /// Run a single-node cluster with data in a temporary directory, for development.
+    Dev(server::DevArgs),
+    /// Start a 3-node cluster, write through it, kill its leader and show it carry on.
+    Demo(demo::DemoArgs),
+    /// Inspect and change the cluster's membership.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// Read and write the replicated key-value namespace.
+    #[command(subcommand)]
+    Kv(kv::KvCommand),
+}
+
+/// Options shared by every client command.
+#[derive(clap::Args, Clone)]
+pub struct ClientArgs {
+    /// Any cluster member (host:port); several may be given comma-separated.
+    #[arg(long, env = "SYNOD_ADDR", default_value = DEV_ADDR, value_delimiter = ',')]
+    pub addr: Vec<String>,
+}
+
+impl ClientArgs {
+    /// A client for the given members.
+    pub fn client(&self) -> anyhow::Result<synod_sdk::Client> {
+        Ok(synod_sdk::Client::new(self.addr.clone())?)
+    }
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => server::run_server(args).await,
+            Command::Dev(args) => server::run_dev(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Cluster(command) => cluster::run(command).await,
+            Command::Kv(command) => kv::run(command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Installs the log subscriber: `filter` unless `RUST_LOG` is set; logs go to stderr.
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,25 @@
+//! The Synod coordinator: a Raft-replicated server that coordinates agents, jobs and federated
+//! learning, and the `synod` command line that runs and operates it.
+//!
+//! Layers, dependencies pointing one way:
+//!
+//! ```text
+//!   cli ─► node ─► api ─► runtime ─► raft ─► state
+//! ```
+//! - [`state`]: the pure replicated state machine.
+//! - [`raft`]: openraft adapters (disk, network, transport service).
+//! - [`runtime`]: leader-side live parts (batching proposer, clock).
+//! - [`api`]: thin gRPC services and the one place errors become statuses.
+//! - [`node`]: wiring of one coordinator node; [`config`]: its settings.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod local_cluster;
+pub mod node;
+pub mod raft;
+pub mod runtime;
+pub mod shutdown;
+pub mod state;

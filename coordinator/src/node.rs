@@ -1,0 +1,197 @@
+//! Wiring of one coordinator node: storage, Raft, proposer, gRPC services on one listener,
+//! cluster bootstrap, and orderly shutdown.
+//!
+//! ```text
+//!   TcpListener ─► tonic Server ─┬─ RaftTransport (peers)
+//!                                ├─ ClusterService, KvService (clients)
+//!                                └─ grpc.health.v1, reflection
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, SnapshotPolicy};
+use synod_proto::v1::cluster_service_server::ClusterServiceServer;
+use synod_proto::v1::kv_service_server::KvServiceServer;
+use synod_proto::v1::raft_transport_server::RaftTransportServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ClusterApi, KvApi, LeaderRouter};
+use crate::config::NodeConfig;
+use crate::raft::{
+    open_disk, DiskError, LogStore, NetworkFactory, PeerClients, Raft, RaftTransportService,
+    StateMachineStore,
+};
+use crate::runtime::{BatchLimits, Proposer};
+
+/// The node could not start or failed while running.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Storage failed.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// Raft rejected its configuration or failed.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The listen address could not be bound.
+    #[error("listen {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Runs a node until `shutdown` is cancelled. `ready` receives the bound address once serving.
+pub async fn run(
+    config: NodeConfig,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> Result<(), NodeError> {
+    let disk = open_disk(&config.data_dir)?;
+    let log = LogStore::open(disk.clone())?;
+    let state_machine =
+        StateMachineStore::open(disk).map_err(|e| NodeError::Raft(e.to_string()))?;
+    let state = state_machine.shared();
+    let peers = PeerClients::default();
+    let raft = Raft::new(
+        config.id,
+        Arc::new(raft_config(&config)?),
+        NetworkFactory::new(peers.clone()),
+        log.clone(),
+        state_machine,
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+    let limits = BatchLimits {
+        commands_max: config.limits.batch_commands_max,
+        bytes_max: config.limits.batch_bytes_max,
+        ..BatchLimits::default()
+    };
+    let proposer = Proposer::start(raft.clone(), config.id, peers.clone(), limits);
+    let router = LeaderRouter::new(raft.clone(), config.id, state, peers);
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| NodeError::Bind {
+        addr: config.listen.to_string(),
+        source,
+    })?;
+    bootstrap(&raft, &config).await?;
+    tracing::info!(id = config.id, addr = %bound, "node serving");
+    if let Some(ready) = ready {
+        let _ = ready.send(bound);
+    }
+
+    let served = serve(
+        listener,
+        &config,
+        &raft,
+        proposer,
+        router,
+        log,
+        shutdown.clone(),
+    )
+    .await;
+    tracing::info!(id = config.id, "stopping raft");
+    let _ = raft.shutdown().await;
+    served
+}
+
+fn raft_config(config: &NodeConfig) -> Result<openraft::Config, NodeError> {
+    let snapshot_logs = config.raft.snapshot_logs;
+    openraft::Config {
+        cluster_name: "synod".into(),
+        heartbeat_interval: config.raft.heartbeat_ms,
+        election_timeout_min: config.raft.election_timeout_min_ms,
+        election_timeout_max: config.raft.election_timeout_max_ms,
+        install_snapshot_timeout: 2_000,
+        max_payload_entries: 64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_logs),
+        max_in_snapshot_log_to_keep: (snapshot_logs / 2).min(1_000),
+        snapshot_max_chunk_size: 1024 * 1024,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| NodeError::Raft(e.to_string()))
+}
+
+/// Forms a new cluster from the initial members. Every initial member calls `initialize` with
+/// the same membership, which is safe; a node with existing state skips it.
+async fn bootstrap(raft: &Raft, config: &NodeConfig) -> Result<(), NodeError> {
+    if config.initial_members.is_empty() {
+        return Ok(());
+    }
+    let members: std::collections::BTreeMap<u64, BasicNode> = config
+        .initial_members
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => {
+            tracing::info!(members = ?config.initial_members, "initialized a new cluster");
+            Ok(())
+        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(NodeError::Raft(e.to_string())),
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    config: &NodeConfig,
+    raft: &Raft,
+    proposer: Proposer,
+    router: LeaderRouter,
+    log: LogStore,
+    shutdown: CancellationToken,
+) -> Result<(), NodeError> {
+    let message_max = config.limits.message_bytes_max;
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<KvServiceServer<KvApi>>()
+        .await;
+    health_reporter
+        .set_serving::<ClusterServiceServer<ClusterApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(synod_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| NodeError::Raft(format!("reflection: {e}")))?;
+    let transport = RaftTransportService::new(raft.clone(), proposer.forward_handler());
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .add_service(
+            RaftTransportServer::new(transport)
+                .max_decoding_message_size(crate::raft::PEER_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(crate::raft::PEER_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            ClusterServiceServer::new(ClusterApi::new(router.clone(), log))
+                .max_decoding_message_size(message_max),
+        )
+        .add_service(
+            KvServiceServer::new(KvApi::new(proposer, router))
+                .max_decoding_message_size(message_max)
+                .max_encoding_message_size(message_max),
+        )
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,440 @@
+//! The Raft log on disk, with group commit.
+//!
+//! Appends are encoded on the caller's task, kept in memory until durable (so they are readable
+//! at once, as openraft requires) and handed to one writer thread. The writer drains everything
+//! queued, writes it in a single redb transaction (one fsync) and only then reports the entries
+//! flushed. Truncate, purge and vote writes travel through the same queue, so disk order always
+//! equals call order.
+//!
+//! ```text
+//!  append ─► pending (memory) ─► queue ─► writer thread: [ops..] ─► 1 txn + fsync ─► callbacks
+//!  read   ─► pending first, then disk
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    AnyError, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, RaftLogReader,
+    StorageError, StorageIOError, Vote,
+};
+use redb::ReadableTable;
+use tokio::sync::oneshot;
+
+use super::codec::{decode, encode};
+use super::disk::{read_meta, Disk, DiskError, COMMITTED_KEY, LOGS, META, PURGED_KEY, VOTE_KEY};
+use super::types::{NodeId, TypeConfig};
+
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+/// The Raft log of one node. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    disk: Disk,
+    /// Entries appended but not yet durable, by index.
+    pending: Mutex<BTreeMap<u64, Entry<TypeConfig>>>,
+    /// Last log id and last purged log id, kept in memory.
+    bounds: Mutex<Bounds>,
+    /// Highest committed index reported by openraft.
+    committed_index: AtomicU64,
+    queue: Mutex<mpsc::Sender<WriteOp>>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Bounds {
+    last: Option<LogId<NodeId>>,
+    purged: Option<LogId<NodeId>>,
+}
+
+enum WriteOp {
+    Append {
+        entries: Vec<(LogId<NodeId>, Vec<u8>)>,
+        callback: LogFlushed<TypeConfig>,
+    },
+    Truncate {
+        from_index: u64,
+        done: oneshot::Sender<Result<(), DiskError>>,
+    },
+    Purge {
+        upto_index: u64,
+        encoded: Vec<u8>,
+        done: oneshot::Sender<Result<(), DiskError>>,
+    },
+    Meta {
+        key: &'static str,
+        value: Vec<u8>,
+        done: Option<oneshot::Sender<Result<(), DiskError>>>,
+    },
+}
+
+impl LogStore {
+    /// Opens the log kept in `disk` and starts its writer thread.
+    pub fn open(disk: Disk) -> Result<Self, DiskError> {
+        let purged: Option<LogId<NodeId>> =
+            read_meta(&disk, PURGED_KEY)?.and_then(|bytes| decode("purged log id", &bytes).ok());
+        let last = last_on_disk(&disk)?.or(purged);
+        let committed_index = read_meta(&disk, COMMITTED_KEY)?
+            .and_then(|bytes| decode::<Option<LogId<NodeId>>>("committed", &bytes).ok())
+            .flatten()
+            .map_or(0, |id| id.index);
+        let (sender, receiver) = mpsc::channel();
+        let inner = Arc::new(Inner {
+            disk: disk.clone(),
+            pending: Mutex::new(BTreeMap::new()),
+            bounds: Mutex::new(Bounds { last, purged }),
+            committed_index: AtomicU64::new(committed_index),
+            queue: Mutex::new(sender),
+        });
+        let writer_inner = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("synod-log-writer".into())
+            .spawn(move || run_writer(disk, receiver, writer_inner))
+            .map_err(|source| DiskError::DataDir {
+                path: "log writer thread".into(),
+                source,
+            })?;
+        Ok(Self { inner })
+    }
+
+    /// Highest log index known to be committed.
+    pub fn committed_index(&self) -> u64 {
+        self.inner.committed_index.load(Ordering::Relaxed)
+    }
+
+    fn enqueue(&self, op: WriteOp) -> Result<(), DiskError> {
+        let queue = self.inner.queue.lock().expect("log queue lock");
+        queue.send(op).map_err(|_| DiskError::WriterStopped)
+    }
+
+    async fn enqueue_and_wait(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), DiskError>>) -> WriteOp,
+    ) -> Result<(), DiskError> {
+        let (done, wait) = oneshot::channel();
+        self.enqueue(make(done))?;
+        wait.await.map_err(|_| DiskError::WriterStopped)?
+    }
+
+    fn read_range(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        // Pending first, then disk: an entry leaves `pending` only after it is on disk.
+        let mut found: BTreeMap<u64, Entry<TypeConfig>> = {
+            let pending = self.inner.pending.lock().expect("pending lock");
+            pending
+                .range(start..end)
+                .map(|(i, e)| (*i, e.clone()))
+                .collect()
+        };
+        let want = (end - start) as usize;
+        if found.len() < want {
+            let from_disk = read_disk_range(&self.inner.disk, start, end).map_err(read_error)?;
+            for entry in from_disk {
+                found.entry(entry.log_id.index).or_insert(entry);
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+}
+
+fn run_writer(disk: Disk, receiver: mpsc::Receiver<WriteOp>, inner: std::sync::Weak<Inner>) {
+    while let Ok(first) = receiver.recv() {
+        let mut ops = vec![first];
+        ops.extend(receiver.try_iter().take(4096));
+        let result = write_ops(&disk, &ops);
+        let Some(inner) = inner.upgrade() else { return };
+        finish_ops(&inner, ops, result);
+    }
+}
+
+fn write_ops(disk: &Disk, ops: &[WriteOp]) -> Result<(), DiskError> {
+    let txn = disk.begin_write()?;
+    {
+        let mut logs = txn.open_table(LOGS)?;
+        let mut meta = txn.open_table(META)?;
+        for op in ops {
+            match op {
+                WriteOp::Append { entries, .. } => {
+                    for (log_id, bytes) in entries {
+                        logs.insert(log_id.index, bytes.as_slice())?;
+                    }
+                }
+                WriteOp::Truncate { from_index, .. } => {
+                    logs.retain_in(*from_index.., |_, _| false)?;
+                }
+                WriteOp::Purge {
+                    upto_index,
+                    encoded,
+                    ..
+                } => {
+                    meta.insert(PURGED_KEY, encoded.as_slice())?;
+                    logs.retain_in(..=*upto_index, |_, _| false)?;
+                }
+                WriteOp::Meta { key, value, .. } => {
+                    meta.insert(*key, value.as_slice())?;
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn finish_ops(inner: &Inner, ops: Vec<WriteOp>, result: Result<(), DiskError>) {
+    let failed = result.as_ref().err().map(|e| e.to_string());
+    let io_error = || std::io::Error::other(failed.clone().unwrap_or_default());
+    for op in ops {
+        match op {
+            WriteOp::Append { entries, callback } => {
+                if failed.is_none() {
+                    let mut pending = inner.pending.lock().expect("pending lock");
+                    for (log_id, _) in &entries {
+                        if pending.get(&log_id.index).map(|e| e.log_id) == Some(*log_id) {
+                            pending.remove(&log_id.index);
+                        }
+                    }
+                }
+                callback.log_io_completed(failed.as_ref().map_or(Ok(()), |_| Err(io_error())));
+            }
+            WriteOp::Truncate { done, .. } | WriteOp::Purge { done, .. } => {
+                let _ = done.send(
+                    failed
+                        .as_ref()
+                        .map_or(Ok(()), |_| Err(DiskError::WriterStopped)),
+                );
+            }
+            WriteOp::Meta { done, .. } => {
+                if let Some(done) = done {
+                    let _ = done.send(
+                        failed
+                            .as_ref()
+                            .map_or(Ok(()), |_| Err(DiskError::WriterStopped)),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(error) = failed {
+        tracing::error!(%error, "log write failed");
+    }
+}
+
+fn last_on_disk(disk: &Disk) -> Result<Option<LogId<NodeId>>, DiskError> {
+    let txn = disk.begin_read()?;
+    let table = txn.open_table(LOGS)?;
+    let last = table.last()?;
+    Ok(last.and_then(|(_, bytes)| {
+        decode::<Entry<TypeConfig>>("log entry", bytes.value())
+            .ok()
+            .map(|e| e.log_id)
+    }))
+}
+
+fn read_disk_range(disk: &Disk, start: u64, end: u64) -> Result<Vec<Entry<TypeConfig>>, DiskError> {
+    let txn = disk.begin_read()?;
+    let table = txn.open_table(LOGS)?;
+    let mut entries = Vec::new();
+    for item in table.range(start..end)? {
+        let (_, bytes) = item?;
+        match decode::<Entry<TypeConfig>>("log entry", bytes.value()) {
+            Ok(entry) => entries.push(entry),
+            Err(error) => {
+                return Err(DiskError::Redb(redb::Error::Corrupted(error.to_string())));
+            }
+        }
+    }
+    Ok(entries)
+}
+
+fn storage_error(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    error: impl std::error::Error + 'static,
+) -> StorageError<NodeId> {
+    StorageError::IO {
+        source: StorageIOError::new(subject, verb, AnyError::new(&error)),
+    }
+}
+
+fn read_error(error: DiskError) -> StorageError<NodeId> {
+    storage_error(ErrorSubject::Logs, ErrorVerb::Read, error)
+}
+
+fn write_error(error: DiskError) -> StorageError<NodeId> {
+    storage_error(ErrorSubject::Logs, ErrorVerb::Write, error)
+}
+
+fn bounds_of<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(x) => *x,
+        Bound::Excluded(x) => x.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(x) => x.saturating_add(1),
+        Bound::Excluded(x) => *x,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let (start, end) = bounds_of(&range);
+        let last = self.inner.bounds.lock().expect("bounds lock").last;
+        let end = end.min(last.map_or(0, |id| id.index + 1));
+        self.read_range(start, end)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let bounds = *self.inner.bounds.lock().expect("bounds lock");
+        Ok(LogState {
+            last_purged_log_id: bounds.purged,
+            last_log_id: bounds.last.or(bounds.purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        let value = encode("vote", vote)
+            .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        self.enqueue_and_wait(|done| WriteOp::Meta {
+            key: VOTE_KEY,
+            value,
+            done: Some(done),
+        })
+        .await
+        .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Write, e))
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        let bytes = read_meta(&self.inner.disk, VOTE_KEY)
+            .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Read, e))?;
+        bytes
+            .map(|b| decode("vote", &b))
+            .transpose()
+            .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Read, e))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        let index = committed.map_or(0, |id| id.index);
+        self.inner
+            .committed_index
+            .fetch_max(index, Ordering::Relaxed);
+        // Durability of `committed` is optional in Raft: it is written with the next batch and
+        // nobody waits for it.
+        let value = encode("committed", &committed)
+            .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        self.enqueue(WriteOp::Meta {
+            key: COMMITTED_KEY,
+            value,
+            done: None,
+        })
+        .map_err(write_error)
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        let bytes = read_meta(&self.inner.disk, COMMITTED_KEY).map_err(read_error)?;
+        Ok(bytes
+            .and_then(|b| decode::<Option<LogId<NodeId>>>("committed", &b).ok())
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut encoded = Vec::new();
+        let mut last = None;
+        {
+            let mut pending = self.inner.pending.lock().expect("pending lock");
+            for entry in entries {
+                let bytes = encode("log entry", &entry)
+                    .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+                let log_id = *entry.get_log_id();
+                encoded.push((log_id, bytes));
+                last = Some(log_id);
+                pending.insert(log_id.index, entry);
+            }
+        }
+        if let Some(last) = last {
+            self.inner.bounds.lock().expect("bounds lock").last = Some(last);
+        }
+        self.enqueue(WriteOp::Append {
+            entries: encoded,
+            callback,
+        })
+        .map_err(write_error)
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let from_index = log_id.index;
+        self.inner
+            .pending
+            .lock()
+            .expect("pending lock")
+            .retain(|index, _| *index < from_index);
+        let previous = if from_index == 0 {
+            None
+        } else {
+            self.read_range(from_index - 1, from_index)?
+                .pop()
+                .map(|e| e.log_id)
+        };
+        {
+            let mut bounds = self.inner.bounds.lock().expect("bounds lock");
+            bounds.last = previous.or(bounds.purged);
+        }
+        self.enqueue_and_wait(|done| WriteOp::Truncate { from_index, done })
+            .await
+            .map_err(write_error)
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let encoded = encode("purged log id", &log_id)
+            .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        {
+            let mut bounds = self.inner.bounds.lock().expect("bounds lock");
+            bounds.purged = Some(log_id);
+            if bounds.last.is_none_or(|last| last.index < log_id.index) {
+                bounds.last = Some(log_id);
+            }
+        }
+        self.inner
+            .pending
+            .lock()
+            .expect("pending lock")
+            .retain(|index, _| *index > log_id.index);
+        self.enqueue_and_wait(|done| WriteOp::Purge {
+            upto_index: log_id.index,
+            encoded,
+            done,
+        })
+        .await
+        .map_err(write_error)
+    }
+}

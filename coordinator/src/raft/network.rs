@@ -1,0 +1,172 @@
+//! Outgoing node-to-node traffic: openraft's network factory over tonic, and the shared pool of
+//! gRPC channels to peers (also used to forward client requests to the leader).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::{de::DeserializeOwned, Serialize};
+use synod_proto::v1::raft_transport_client::RaftTransportClient;
+use synod_proto::v1::RaftPayload;
+use tonic::transport::{Channel, Endpoint};
+
+use super::codec::{decode, encode};
+use super::types::{NodeId, TypeConfig};
+
+/// Largest message exchanged between nodes (log batches and snapshot chunks stay below it).
+pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// A pool of lazily connected gRPC channels to other nodes, by address.
+#[derive(Clone, Default)]
+pub struct PeerClients {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl PeerClients {
+    /// A channel to `addr` (host:port), created on first use and shared afterwards.
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut channels = self.channels.lock().expect("peer channels lock");
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// The internal Raft transport client for `addr`.
+    pub fn transport(
+        &self,
+        addr: &str,
+    ) -> Result<RaftTransportClient<Channel>, tonic::transport::Error> {
+        Ok(RaftTransportClient::new(self.channel(addr)?)
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
+    }
+}
+
+/// Creates openraft connections to peers.
+#[derive(Clone, Default)]
+pub struct NetworkFactory {
+    peers: PeerClients,
+}
+
+impl NetworkFactory {
+    /// A factory drawing channels from `peers`.
+    pub fn new(peers: PeerClients) -> Self {
+        Self { peers }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConnection {
+        PeerConnection {
+            target,
+            client: self.peers.transport(&node.addr).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// openraft's connection to one peer.
+pub struct PeerConnection {
+    target: NodeId,
+    client: Result<RaftTransportClient<Channel>, String>,
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+type PeerResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+impl PeerConnection {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        request: &Req,
+        option: &RPCOption,
+    ) -> PeerResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = self.client.as_mut().map_err(|e| {
+            RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone())))
+        })?;
+        let payload = encode("raft request", request)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut grpc_request = tonic::Request::new(RaftPayload {
+            ok: payload.into(),
+            error: Default::default(),
+        });
+        grpc_request.set_timeout(option.hard_ttl());
+        let reply = match rpc {
+            Rpc::AppendEntries => client.append_entries(grpc_request).await,
+            Rpc::Vote => client.vote(grpc_request).await,
+            Rpc::InstallSnapshot => client.install_snapshot(grpc_request).await,
+        };
+        let reply = reply.map_err(status_to_rpc_error)?.into_inner();
+        if !reply.error.is_empty() {
+            let error: RaftError<NodeId, E> = decode("raft error", &reply.error)
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            return Err(RPCError::RemoteError(RemoteError::new(self.target, error)));
+        }
+        decode("raft reply", &reply.ok).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+}
+
+fn status_to_rpc_error<E: std::error::Error>(
+    status: tonic::Status,
+) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+    let error = std::io::Error::other(format!("{}: {}", status.code(), status.message()));
+    match status.code() {
+        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&error)),
+        _ => RPCError::Network(NetworkError::new(&error)),
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> PeerResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        self.call(Rpc::AppendEntries, &request, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        request: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> PeerResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call(Rpc::InstallSnapshot, &request, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        request: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> PeerResult<VoteResponse<NodeId>, openraft::error::Infallible> {
+        self.call(Rpc::Vote, &request, &option).await
+    }
+}

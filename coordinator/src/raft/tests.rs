@@ -1,0 +1,25 @@
+//! openraft's storage conformance suite run against Synod's redb-backed stores.
+
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::StorageError;
+
+use super::{open_disk, LogStore, NodeId, StateMachineStore, TypeConfig};
+
+struct RedbBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for RedbBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = open_disk(dir.path()).expect("open disk");
+        let log = LogStore::open(disk.clone()).expect("open log");
+        let state_machine = StateMachineStore::open(disk)?;
+        Ok((dir, log, state_machine))
+    }
+}
+
+#[test]
+fn redb_stores_pass_the_openraft_suite() -> Result<(), StorageError<NodeId>> {
+    Suite::test_all(RedbBuilder)
+}

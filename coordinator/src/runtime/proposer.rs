@@ -1,0 +1,245 @@
+//! The batching proposer: gathers commands proposed concurrently into one Raft entry, so that
+//! replication, fsync and apply are paid once per batch.
+//!
+//! ```text
+//!   propose(cmd) ─► queue ─► [cmd, cmd, ...] up to the batch limits ─► one client_write
+//!                                  (a few batches in flight at once)
+//!   on a follower the batch is forwarded to the leader's RaftTransport.Forward instead
+//! ```
+
+use std::sync::Arc;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
+use synod_proto::v1::RaftPayload;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::raft::{decode, encode, Committed, ForwardHandler, PeerClients, ProposeError, Raft};
+use crate::runtime::clock;
+use crate::state::{Command, Outcome, Proposal};
+
+/// Limits on one batch and on batches in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Most commands in one entry.
+    pub commands_max: usize,
+    /// Most approximate bytes in one entry.
+    pub bytes_max: usize,
+    /// Most batches being committed at once.
+    pub in_flight_max: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            commands_max: 4096,
+            bytes_max: 512 * 1024,
+            in_flight_max: 4,
+        }
+    }
+}
+
+/// Where one command was committed and what it produced.
+#[derive(Debug, Clone)]
+pub struct CommandResult {
+    /// The command's outcome.
+    pub outcome: Outcome,
+    /// Log index of the entry.
+    pub log_index: u64,
+    /// Term of the entry.
+    pub term: u64,
+    /// Leader that committed it.
+    pub leader_id: u64,
+}
+
+struct Pending {
+    command: Command,
+    reply: oneshot::Sender<Result<CommandResult, ProposeError>>,
+}
+
+/// Proposes commands through Raft, batching them. Cheap to clone.
+#[derive(Clone)]
+pub struct Proposer {
+    queue: mpsc::Sender<Pending>,
+    writer: BatchWriter,
+}
+
+#[derive(Clone)]
+struct BatchWriter {
+    raft: Raft,
+    node_id: u64,
+    peers: PeerClients,
+}
+
+impl Proposer {
+    /// Starts the batching loop for `raft`.
+    pub fn start(raft: Raft, node_id: u64, peers: PeerClients, limits: BatchLimits) -> Self {
+        let (queue, receiver) = mpsc::channel(limits.commands_max * 4);
+        let writer = BatchWriter {
+            raft,
+            node_id,
+            peers,
+        };
+        tokio::spawn(run_batches(receiver, writer.clone(), limits));
+        Self { queue, writer }
+    }
+
+    /// Commits `command` and returns its outcome once applied on this node's leader.
+    pub async fn propose(&self, command: Command) -> Result<CommandResult, ProposeError> {
+        let (reply, wait) = oneshot::channel();
+        self.queue
+            .send(Pending { command, reply })
+            .await
+            .map_err(|_| ProposeError::ShuttingDown)?;
+        wait.await.map_err(|_| ProposeError::ShuttingDown)?
+    }
+
+    /// The forward handler for the transport service.
+    pub fn forward_handler(&self) -> Arc<dyn ForwardHandler> {
+        Arc::new(self.writer.clone())
+    }
+}
+
+async fn run_batches(
+    mut receiver: mpsc::Receiver<Pending>,
+    writer: BatchWriter,
+    limits: BatchLimits,
+) {
+    let in_flight = Arc::new(Semaphore::new(limits.in_flight_max));
+    while let Some(first) = receiver.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut bytes = first.command.size_bytes();
+        let mut batch = vec![first];
+        while batch.len() < limits.commands_max && bytes < limits.bytes_max {
+            let Ok(next) = receiver.try_recv() else { break };
+            bytes += next.command.size_bytes();
+            batch.push(next);
+        }
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            let (commands, replies): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+            let result = writer.write(commands, true).await;
+            drop(permit);
+            deliver(result, replies);
+        });
+    }
+}
+
+fn deliver(
+    result: Result<Committed, ProposeError>,
+    replies: Vec<oneshot::Sender<Result<CommandResult, ProposeError>>>,
+) {
+    match result {
+        Ok(committed) => {
+            for (outcome, reply) in committed.outcomes.into_iter().zip(replies) {
+                let _ = reply.send(Ok(CommandResult {
+                    outcome,
+                    log_index: committed.log_index,
+                    term: committed.term,
+                    leader_id: committed.leader_id,
+                }));
+            }
+        }
+        Err(error) => {
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+impl BatchWriter {
+    /// Commits `commands` as one entry here if leader, else forwards them when allowed.
+    async fn write(
+        &self,
+        commands: Vec<Command>,
+        may_forward: bool,
+    ) -> Result<Committed, ProposeError> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.state == ServerState::Leader {
+            return self.commit_locally(commands).await;
+        }
+        let leader = metrics.current_leader.and_then(|id| {
+            let node = metrics.membership_config.membership().get_node(&id)?;
+            Some((id, node.addr.clone()))
+        });
+        match leader {
+            Some((_, addr)) if may_forward => self.forward(&addr, commands).await,
+            _ => Err(ProposeError::NotLeader {
+                leader_id: leader.as_ref().map(|(id, _)| *id),
+                leader_addr: leader.map(|(_, addr)| addr),
+            }),
+        }
+    }
+
+    async fn commit_locally(&self, commands: Vec<Command>) -> Result<Committed, ProposeError> {
+        let proposal = Proposal {
+            now_ms: clock::now_ms(),
+            commands,
+        };
+        match self.raft.client_write(proposal).await {
+            Ok(response) => Ok(Committed {
+                outcomes: response.data,
+                log_index: response.log_id.index,
+                term: response.log_id.leader_id.term,
+                leader_id: response.log_id.leader_id.node_id,
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
+                Err(ProposeError::NotLeader {
+                    leader_id: to.leader_id,
+                    leader_addr: to.leader_node.map(|node| node.addr),
+                })
+            }
+            Err(RaftError::APIError(other)) => Err(ProposeError::Fatal(other.to_string())),
+            Err(RaftError::Fatal(fatal)) => Err(match fatal {
+                openraft::error::Fatal::Stopped => ProposeError::ShuttingDown,
+                other => ProposeError::Fatal(other.to_string()),
+            }),
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader_addr: &str,
+        commands: Vec<Command>,
+    ) -> Result<Committed, ProposeError> {
+        let unreachable = |detail: String| ProposeError::LeaderUnreachable {
+            leader_addr: leader_addr.to_owned(),
+            detail,
+        };
+        let payload = encode("forwarded commands", &commands)
+            .map_err(|e| ProposeError::Fatal(e.to_string()))?;
+        let mut client = self
+            .peers
+            .transport(leader_addr)
+            .map_err(|e| unreachable(e.to_string()))?;
+        let reply = client
+            .forward(RaftPayload {
+                ok: payload.into(),
+                error: Default::default(),
+            })
+            .await
+            .map_err(|status| unreachable(status.message().to_owned()))?
+            .into_inner();
+        if !reply.error.is_empty() {
+            return Err(decode("forward error", &reply.error)
+                .map_err(|e| ProposeError::Fatal(e.to_string()))?);
+        }
+        decode("forward reply", &reply.ok).map_err(|e| ProposeError::Fatal(e.to_string()))
+    }
+}
+
+#[tonic::async_trait]
+impl ForwardHandler for BatchWriter {
+    async fn commit_forwarded(&self, commands: Vec<Command>) -> Result<Committed, ProposeError> {
+        tracing::trace!(
+            node = self.node_id,
+            commands = commands.len(),
+            "forwarded batch"
+        );
+        self.write(commands, false).await
+    }
+}

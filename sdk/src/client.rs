@@ -1,0 +1,272 @@
+//! The cluster client: one logical connection to a coordinator cluster that follows the leader.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use synod_proto::v1 as pb;
+use synod_proto::v1::cluster_service_client::ClusterServiceClient;
+use synod_proto::v1::kv_service_client::KvServiceClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+use crate::retry::{next_step, Next};
+use crate::{ClientError, RetryPolicy};
+
+/// Largest message the client sends or accepts.
+const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// A client of a Synod cluster. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoints: Mutex<Vec<String>>,
+    current: Mutex<String>,
+    channels: Mutex<HashMap<String, Channel>>,
+    policy: RetryPolicy,
+}
+
+impl Client {
+    /// A client for the cluster reachable at any of `addrs` (host:port). Connects lazily.
+    pub fn new<A: Into<String>>(addrs: impl IntoIterator<Item = A>) -> Result<Self, ClientError> {
+        Self::with_policy(addrs, RetryPolicy::default())
+    }
+
+    /// Like [`Client::new`] with explicit retry timing.
+    pub fn with_policy<A: Into<String>>(
+        addrs: impl IntoIterator<Item = A>,
+        policy: RetryPolicy,
+    ) -> Result<Self, ClientError> {
+        let endpoints: Vec<String> = addrs.into_iter().map(Into::into).collect();
+        let first = endpoints.first().cloned().ok_or(ClientError::NoEndpoints)?;
+        for addr in &endpoints {
+            endpoint(addr, &policy)?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                endpoints: Mutex::new(endpoints),
+                current: Mutex::new(first),
+                channels: Mutex::new(HashMap::new()),
+                policy,
+            }),
+        })
+    }
+
+    /// The member the next call goes to first.
+    pub fn current_addr(&self) -> String {
+        self.inner.current.lock().expect("client lock").clone()
+    }
+
+    /// A channel to `addr`, shared across calls.
+    pub fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+        let mut channels = self.inner.channels.lock().expect("client lock");
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = endpoint(addr, &self.inner.policy)?.connect_lazy();
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Runs `call` against the cluster, following leader hints and skipping unreachable
+    /// members until it succeeds, fails for good, or the retry deadline passes.
+    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let policy = self.inner.policy;
+        let deadline = tokio::time::Instant::now() + policy.deadline;
+        let mut backoff = policy.backoff_initial;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let addr = self.current_addr();
+            let status = match call(self.channel(&addr)?).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => status,
+            };
+            match next_step(&status) {
+                Next::Fail => return Err(ClientError::Rejected(status)),
+                Next::Redirect(leader) if leader != addr => {
+                    tracing::debug!(%leader, "following leader hint");
+                    self.switch_to(leader);
+                    continue;
+                }
+                Next::Redirect(_) | Next::TryAnother => self.rotate(&addr),
+            }
+            if tokio::time::Instant::now() + backoff > deadline {
+                return Err(ClientError::Unavailable {
+                    attempts,
+                    last: format!("{}: {}", status.code(), status.message()),
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(policy.backoff_max);
+        }
+    }
+
+    fn switch_to(&self, addr: String) {
+        let mut endpoints = self.inner.endpoints.lock().expect("client lock");
+        if !endpoints.contains(&addr) {
+            endpoints.push(addr.clone());
+        }
+        *self.inner.current.lock().expect("client lock") = addr;
+    }
+
+    fn rotate(&self, failed: &str) {
+        let endpoints = self.inner.endpoints.lock().expect("client lock");
+        let position = endpoints.iter().position(|a| a == failed).unwrap_or(0);
+        let next = endpoints[(position + 1) % endpoints.len()].clone();
+        *self.inner.current.lock().expect("client lock") = next;
+    }
+
+    /// Sets a key.
+    pub async fn put(
+        &self,
+        key: impl Into<String>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<pb::PutResponse, ClientError> {
+        self.put_request(pb::PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Sets a key with compare-and-set conditions.
+    pub async fn put_request(
+        &self,
+        request: pb::PutRequest,
+    ) -> Result<pb::PutResponse, ClientError> {
+        self.call(|channel| {
+            let request = request.clone();
+            async move { kv(channel).put(request).await }
+        })
+        .await
+    }
+
+    /// Reads a key.
+    pub async fn get(
+        &self,
+        key: impl Into<String>,
+        consistency: pb::Consistency,
+    ) -> Result<pb::GetResponse, ClientError> {
+        let request = pb::GetRequest {
+            key: key.into(),
+            consistency: consistency as i32,
+        };
+        self.call(|channel| {
+            let request = request.clone();
+            async move { kv(channel).get(request).await }
+        })
+        .await
+    }
+
+    /// Lists keys.
+    pub async fn list(&self, request: pb::ListRequest) -> Result<pb::ListResponse, ClientError> {
+        self.call(|channel| {
+            let request = request.clone();
+            async move { kv(channel).list(request).await }
+        })
+        .await
+    }
+
+    /// Deletes a key.
+    pub async fn delete(&self, key: impl Into<String>) -> Result<pb::DeleteResponse, ClientError> {
+        let request = pb::DeleteRequest { key: key.into() };
+        self.call(|channel| {
+            let request = request.clone();
+            async move { kv(channel).delete(request).await }
+        })
+        .await
+    }
+
+    /// The cluster's status; `from_leader` asks the leader (with replication progress).
+    pub async fn status(&self, from_leader: bool) -> Result<pb::ClusterStatus, ClientError> {
+        self.call(|channel| async move {
+            cluster(channel)
+                .get_status(pb::GetStatusRequest { from_leader })
+                .await
+        })
+        .await
+    }
+
+    /// The status as one specific member sees it, without retries or redirects.
+    pub async fn status_of(&self, addr: &str) -> Result<pb::ClusterStatus, ClientError> {
+        let request = pb::GetStatusRequest { from_leader: false };
+        cluster(self.channel(addr)?)
+            .get_status(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(ClientError::Rejected)
+    }
+
+    /// Adds a learner and (when `wait`) waits until it caught up.
+    pub async fn add_learner(
+        &self,
+        id: u64,
+        addr: impl Into<String>,
+        wait: bool,
+    ) -> Result<pb::MembershipResponse, ClientError> {
+        let request = pb::AddLearnerRequest {
+            id,
+            addr: addr.into(),
+            wait_caught_up: wait,
+        };
+        self.call(|channel| {
+            let request = request.clone();
+            async move { cluster(channel).add_learner(request).await }
+        })
+        .await
+    }
+
+    /// Promotes a learner to voter.
+    pub async fn promote(&self, id: u64) -> Result<pb::MembershipResponse, ClientError> {
+        self.call(|channel| async move {
+            cluster(channel)
+                .promote_member(pb::PromoteMemberRequest { id })
+                .await
+        })
+        .await
+    }
+
+    /// Removes a member.
+    pub async fn remove(&self, id: u64) -> Result<pb::MembershipResponse, ClientError> {
+        self.call(|channel| async move {
+            cluster(channel)
+                .remove_member(pb::RemoveMemberRequest { id })
+                .await
+        })
+        .await
+    }
+}
+
+fn endpoint(addr: &str, policy: &RetryPolicy) -> Result<Endpoint, ClientError> {
+    let bad = |detail: String| ClientError::BadAddress {
+        addr: addr.to_owned(),
+        detail,
+    };
+    if !addr.contains(':') {
+        return Err(bad("expected host:port".into()));
+    }
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| bad(e.to_string()))?
+        .connect_timeout(std::time::Duration::from_millis(300))
+        .timeout(policy.attempt_timeout)
+        .tcp_nodelay(true))
+}
+
+fn kv(channel: Channel) -> KvServiceClient<Channel> {
+    KvServiceClient::new(channel)
+        .max_decoding_message_size(MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(MESSAGE_BYTES_MAX)
+}
+
+fn cluster(channel: Channel) -> ClusterServiceClient<Channel> {
+    ClusterServiceClient::new(channel)
+}

@@ -1,0 +1,17 @@
+//! Synod's client library.
+//!
+//! [`Client`] talks to a coordinator cluster through any of its members and follows the
+//! leader transparently: a follower's `UNAVAILABLE` reply with a `synod-leader-addr` hint sends
+//! the next attempt to the leader, and a member that cannot be reached is skipped for the next.
+//! The caller sees one call that succeeds or a final error.
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod error;
+mod retry;
+
+pub use client::Client;
+pub use error::ClientError;
+pub use retry::RetryPolicy;
+pub use synod_proto::v1 as proto;

@@ -1,0 +1,1 @@
+//! Shared fixtures of the multi-process tests and benchmarks.
