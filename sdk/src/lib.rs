@@ -15,3 +15,4 @@ pub use client::Client;
 pub use error::ClientError;
 pub use retry::RetryPolicy;
 pub use synod_proto::v1 as proto;
+pub use tonic::Code;

@@ -32,7 +32,7 @@ pub fn page_token(last_key: &str) -> String {
 
 /// Decodes a page token made by [`page_token`].
 pub fn parse_page_token(token: &str) -> Option<String> {
-    if token.len() % 2 != 0 {
+    if !token.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..token.len())

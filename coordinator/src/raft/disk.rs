@@ -27,7 +27,7 @@ pub(super) const SNAPSHOT_KEY: &str = "snapshot";
 pub enum DiskError {
     /// redb reported an error.
     #[error("storage: {0}")]
-    Redb(#[from] redb::Error),
+    Redb(Box<redb::Error>),
     /// The data directory could not be prepared.
     #[error("data directory {path}: {source}")]
     DataDir {
@@ -45,11 +45,12 @@ pub enum DiskError {
 macro_rules! redb_from {
     ($($t:ty),*) => {$(
         impl From<$t> for DiskError {
-            fn from(e: $t) -> Self { DiskError::Redb(e.into()) }
+            fn from(e: $t) -> Self { DiskError::Redb(Box::new(e.into())) }
         }
     )*};
 }
 redb_from!(
+    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,

@@ -11,6 +11,9 @@
 //!  read   ─► pending first, then disk
 //! ```
 
+// openraft's StorageError is large by design; it is what the storage traits return.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -252,7 +255,7 @@ fn read_disk_range(disk: &Disk, start: u64, end: u64) -> Result<Vec<Entry<TypeCo
         match decode::<Entry<TypeConfig>>("log entry", bytes.value()) {
             Ok(entry) => entries.push(entry),
             Err(error) => {
-                return Err(DiskError::Redb(redb::Error::Corrupted(error.to_string())));
+                return Err(redb::Error::Corrupted(error.to_string()).into());
             }
         }
     }

@@ -20,6 +20,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
 }
 
 #[test]
+#[allow(clippy::result_large_err)]
 fn redb_stores_pass_the_openraft_suite() -> Result<(), StorageError<NodeId>> {
     Suite::test_all(RedbBuilder)
 }
