@@ -62,8 +62,8 @@ impl Default for RaftSettings {
     fn default() -> Self {
         Self {
             heartbeat_ms: 50,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 400,
             snapshot_logs: 20_000,
         }
     }
@@ -79,6 +79,8 @@ pub struct LimitSettings {
     pub batch_commands_max: usize,
     /// Most approximate bytes in one Raft entry.
     pub batch_bytes_max: usize,
+    /// Most batches being replicated at once; fewer in flight means larger batches.
+    pub batches_in_flight_max: usize,
 }
 
 impl Default for LimitSettings {
@@ -87,6 +89,7 @@ impl Default for LimitSettings {
             message_bytes_max: 4 * 1024 * 1024,
             batch_commands_max: 4096,
             batch_bytes_max: 512 * 1024,
+            batches_in_flight_max: 2,
         }
     }
 }
@@ -281,6 +284,12 @@ fn validate_limits(limits: &LimitSettings) -> Result<(), ConfigError> {
     }
     if limits.batch_commands_max == 0 {
         return Err(invalid("limits.batch_commands_max", "must be positive"));
+    }
+    if !(1..=64).contains(&limits.batches_in_flight_max) {
+        return Err(invalid(
+            "limits.batches_in_flight_max",
+            "must be between 1 and 64",
+        ));
     }
     if limits.batch_bytes_max == 0 || limits.batch_bytes_max > 16 * 1024 * 1024 {
         return Err(invalid(

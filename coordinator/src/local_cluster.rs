@@ -31,7 +31,7 @@ impl Default for NodeOptions {
         Self {
             snapshot_logs: 20_000,
             heartbeat_ms: 50,
-            election_timeout_min_ms: 300,
+            election_timeout_min_ms: 200,
             log: "info".into(),
         }
     }
@@ -134,6 +134,11 @@ impl LocalCluster {
         self.nodes.values().map(|n| n.addr.clone()).collect()
     }
 
+    /// Process id of node `id` while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes.get(&id)?.child.as_ref().map(Child::id)
+    }
+
     /// Root directory holding data directories and logs.
     pub fn root(&self) -> &Path {
         &self.root
@@ -217,7 +222,7 @@ impl LocalCluster {
         wait_until(timeout, "a leader all running nodes agree on", || async {
             let mut leader = None;
             for id in &running {
-                let status = client.status_of(self.addr(*id)).await.ok()?;
+                let status = client.status_of(self.addr(*id), false).await.ok()?;
                 let stale = !running.contains(&status.leader_id);
                 if stale || leader.is_some_and(|l| l != status.leader_id) {
                     return None;
@@ -241,7 +246,7 @@ impl LocalCluster {
         wait_until(timeout, "replicas to converge", || async {
             let mut seen: Option<(u64, String)> = None;
             for id in ids {
-                let status = client.status_of(self.addr(*id)).await.ok()?;
+                let status = client.status_of(self.addr(*id), true).await.ok()?;
                 let this = (status.applied_index, status.state_digest);
                 if this.0 < min_index || seen.as_ref().is_some_and(|s| *s != this) {
                     return None;

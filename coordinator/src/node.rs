@@ -17,6 +17,7 @@ use synod_proto::v1::kv_service_server::KvServiceServer;
 use synod_proto::v1::raft_transport_server::RaftTransportServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ClusterApi, KvApi, LeaderRouter};
@@ -75,7 +76,7 @@ pub async fn run(
     let limits = BatchLimits {
         commands_max: config.limits.batch_commands_max,
         bytes_max: config.limits.batch_bytes_max,
-        ..BatchLimits::default()
+        in_flight_max: config.limits.batches_in_flight_max,
     };
     let proposer = Proposer::start(raft.clone(), config.id, peers.clone(), limits);
     let router = LeaderRouter::new(raft.clone(), config.id, state, peers);
@@ -173,7 +174,6 @@ async fn serve(
         .map_err(|e| NodeError::Raft(format!("reflection: {e}")))?;
     let transport = RaftTransportService::new(raft.clone(), proposer.forward_handler());
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .add_service(
             RaftTransportServer::new(transport)
@@ -191,7 +191,20 @@ async fn serve(
         )
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .serve_with_incoming_shutdown(accepted(listener), shutdown.cancelled())
         .await?;
     Ok(())
+}
+
+/// Accepted connections with Nagle's algorithm off: tonic applies its own `tcp_nodelay` only to
+/// listeners it binds itself, and small replies held back by Nagle wait for delayed ACKs
+/// (tens of milliseconds per request).
+fn accepted(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|stream| {
+        let stream = stream?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }

@@ -10,6 +10,7 @@ use synod_proto::v1::kv_service_client::KvServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
+use crate::put_pipeline::{Broken, PutPipeline};
 use crate::retry::{next_step, Next};
 use crate::{ClientError, RetryPolicy};
 
@@ -27,6 +28,7 @@ struct Inner {
     current: Mutex<String>,
     channels: Mutex<HashMap<String, Channel>>,
     policy: RetryPolicy,
+    pipeline: tokio::sync::Mutex<Option<Arc<PutPipeline>>>,
 }
 
 impl Client {
@@ -51,6 +53,7 @@ impl Client {
                 current: Mutex::new(first),
                 channels: Mutex::new(HashMap::new()),
                 policy,
+                pipeline: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -139,10 +142,65 @@ impl Client {
     }
 
     /// Sets a key with compare-and-set conditions.
+    ///
+    /// Puts travel over a shared `PutStream` to the current member while it works; when it
+    /// breaks or answers with a leader hint, this put falls back to a unary call that follows
+    /// the leader, and a new stream opens for later puts.
     pub async fn put_request(
         &self,
         request: pb::PutRequest,
     ) -> Result<pb::PutResponse, ClientError> {
+        if let Some(pipeline) = self.pipeline().await {
+            let attempt = tokio::time::timeout(
+                self.inner.policy.attempt_timeout,
+                pipeline.put(request.clone()),
+            );
+            match attempt.await {
+                Ok(Ok(Ok(response))) => return Ok(response),
+                Ok(Ok(Err(status))) => match next_step(&status) {
+                    Next::Fail => return Err(ClientError::Rejected(status)),
+                    Next::Redirect(leader) => self.switch_to(leader),
+                    Next::TryAnother => {}
+                },
+                Ok(Err(Broken)) | Err(_) => {}
+            }
+            self.drop_pipeline(&pipeline).await;
+        }
+        self.put_unary(request).await
+    }
+
+    /// The open pipeline to the current member, opening one if needed; `None` when it cannot
+    /// be opened now.
+    async fn pipeline(&self) -> Option<Arc<PutPipeline>> {
+        let mut slot = self.inner.pipeline.lock().await;
+        let addr = self.current_addr();
+        if let Some(pipeline) = slot.as_ref() {
+            if !pipeline.is_closed() && pipeline.addr() == addr {
+                return Some(pipeline.clone());
+            }
+        }
+        let channel = self.channel(&addr).ok()?;
+        let opening = PutPipeline::open(channel, addr, MESSAGE_BYTES_MAX);
+        let pipeline = tokio::time::timeout(self.inner.policy.attempt_timeout, opening)
+            .await
+            .ok()?
+            .ok()?;
+        let pipeline = Arc::new(pipeline);
+        *slot = Some(pipeline.clone());
+        Some(pipeline)
+    }
+
+    async fn drop_pipeline(&self, broken: &Arc<PutPipeline>) {
+        let mut slot = self.inner.pipeline.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, broken))
+        {
+            *slot = None;
+        }
+    }
+
+    async fn put_unary(&self, request: pb::PutRequest) -> Result<pb::PutResponse, ClientError> {
         self.call(|channel| {
             let request = request.clone();
             async move { kv(channel).put(request).await }
@@ -190,15 +248,26 @@ impl Client {
     pub async fn status(&self, from_leader: bool) -> Result<pb::ClusterStatus, ClientError> {
         self.call(|channel| async move {
             cluster(channel)
-                .get_status(pb::GetStatusRequest { from_leader })
+                .get_status(pb::GetStatusRequest {
+                    from_leader,
+                    include_state_digest: false,
+                })
                 .await
         })
         .await
     }
 
-    /// The status as one specific member sees it, without retries or redirects.
-    pub async fn status_of(&self, addr: &str) -> Result<pb::ClusterStatus, ClientError> {
-        let request = pb::GetStatusRequest { from_leader: false };
+    /// The status as one specific member sees it, without retries or redirects; with the state
+    /// digest when `include_state_digest`.
+    pub async fn status_of(
+        &self,
+        addr: &str,
+        include_state_digest: bool,
+    ) -> Result<pb::ClusterStatus, ClientError> {
+        let request = pb::GetStatusRequest {
+            from_leader: false,
+            include_state_digest,
+        };
         cluster(self.channel(addr)?)
             .get_status(request)
             .await

@@ -9,6 +9,7 @@
 
 mod client;
 mod error;
+mod put_pipeline;
 mod retry;
 
 pub use client::Client;

@@ -1,14 +1,17 @@
 //! Shared fixtures of the multi-process tests and benchmarks: where the `synod` binary is and
 //! how to start a cluster of it.
 
+pub mod bench;
+
 use std::path::PathBuf;
 
 use synod_coordinator::local_cluster::{LocalCluster, NodeOptions};
 
-/// The `synod` binary built alongside the running test or bench executable.
+/// The `synod` binary built alongside the running test or bench executable (same profile).
 ///
 /// `cargo test --workspace` builds it (the coordinator package has integration tests, which
-/// makes cargo build its binaries first).
+/// makes cargo build its binaries first); for the bench, `cargo build --release -p
+/// synod-coordinator --bin synod` does.
 pub fn synod_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let candidates = exe.ancestors().skip(1).take(2).map(|dir| dir.join("synod"));

@@ -135,7 +135,7 @@ async fn ten_thousand_commands_through_all_nodes_apply_identically_everywhere() 
     assert!(index >= committed && digest.len() == 64);
     for id in [1, 2, 3] {
         assert_eq!(keys_on(&cluster, id, "bulk").await?, acked, "node {id}");
-        let status = cluster.client()?.status_of(cluster.addr(id)).await?;
+        let status = cluster.client()?.status_of(cluster.addr(id), false).await?;
         assert_eq!(
             status.commands_applied, 10_000,
             "node {id} applied every command once"
@@ -240,7 +240,7 @@ async fn a_node_that_fell_behind_a_compaction_catches_up_by_snapshot() -> anyhow
         .await?;
     let lagger_last = cluster
         .client()?
-        .status_of(cluster.addr(lagger))
+        .status_of(cluster.addr(lagger), false)
         .await?
         .last_log_index;
     cluster.kill(lagger)?;
@@ -267,7 +267,7 @@ async fn a_node_that_fell_behind_a_compaction_catches_up_by_snapshot() -> anyhow
     cluster
         .wait_converged(&[1, 2, 3], committed, CONVERGE_TIMEOUT)
         .await?;
-    let status = client.status_of(cluster.addr(lagger)).await?;
+    let status = client.status_of(cluster.addr(lagger), false).await?;
     assert!(
         status.snapshot_index > lagger_last,
         "lagger installed a snapshot: {status:?}"

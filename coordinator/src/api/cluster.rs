@@ -28,7 +28,7 @@ impl ClusterApi {
         self.router.raft().metrics().borrow().clone()
     }
 
-    fn status(&self) -> pb::ClusterStatus {
+    fn status(&self, include_digest: bool) -> pb::ClusterStatus {
         let metrics = self.metrics();
         let leader_addr = self
             .router
@@ -37,7 +37,14 @@ impl ClusterApi {
             .unwrap_or_default();
         let (digest, commands_applied) = self
             .router
-            .read_local(false, |state| (state.digest(), state.commands_applied))
+            .read_local(false, |state| {
+                let digest = if include_digest {
+                    state.digest()
+                } else {
+                    String::new()
+                };
+                (digest, state.commands_applied)
+            })
             .0;
         pb::ClusterStatus {
             node_id: metrics.id,
@@ -218,7 +225,9 @@ impl ClusterService for ClusterApi {
         if request.get_ref().from_leader {
             forward_to_leader!(self, request, get_status);
         }
-        Ok(Response::new(self.status()))
+        Ok(Response::new(
+            self.status(request.get_ref().include_state_digest),
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(id = request.get_ref().id))]

@@ -1,9 +1,12 @@
 //! `KvService`: the replicated key-value namespace over gRPC.
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use synod_proto::v1 as pb;
 use synod_proto::v1::kv_service_client::KvServiceClient;
 use synod_proto::v1::kv_service_server::KvService;
-use tonic::{Request, Response, Status};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{key_value, page_token, parse_page_token, write_meta};
 use super::leader::wants_linearizable;
@@ -13,6 +16,8 @@ use crate::state::{Applied, Command, KvCondition, KEY_BYTES_MAX, VALUE_BYTES_MAX
 
 const PAGE_SIZE_DEFAULT: usize = 100;
 const PAGE_SIZE_MAX: usize = 1000;
+/// Most unanswered puts on one PutStream.
+const STREAM_IN_FLIGHT_MAX: usize = 4096;
 
 /// Serves `synod.v1.KvService`.
 pub struct KvApi {
@@ -24,6 +29,61 @@ impl KvApi {
     /// A service proposing through `proposer` and reading through `router`.
     pub fn new(proposer: Proposer, router: LeaderRouter) -> Self {
         Self { proposer, router }
+    }
+}
+
+/// Validates and commits one put.
+async fn put(proposer: &Proposer, request: pb::PutRequest) -> Result<pb::PutResponse, ApiError> {
+    let command = put_command(request)?;
+    let result = proposer.propose(command).await?;
+    match &result.outcome {
+        Ok(Applied::Kv(kv)) => Ok(pb::PutResponse {
+            write: Some(write_meta(&result)),
+            kv: Some(key_value(kv)),
+        }),
+        Ok(other) => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
+        Err(rejection) => Err(rejection.clone().into()),
+    }
+}
+
+/// Serves one PutStream: reads puts, commits up to [`STREAM_IN_FLIGHT_MAX`] of them at once
+/// and answers each as it completes. Stops reading while that many are unanswered.
+async fn serve_put_stream(
+    proposer: Proposer,
+    mut inbound: Streaming<pb::PutStreamRequest>,
+    answers: mpsc::Sender<Result<pb::PutStreamResponse, Status>>,
+) {
+    let mut in_flight = FuturesUnordered::new();
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            message = inbound.message(), if reading && in_flight.len() < STREAM_IN_FLIGHT_MAX => {
+                match message {
+                    Ok(Some(request)) => in_flight.push(answer_put(&proposer, request)),
+                    Ok(None) | Err(_) => reading = false,
+                }
+            }
+            Some(answer) = in_flight.next() => {
+                if answers.send(Ok(answer)).await.is_err() {
+                    return;
+                }
+            }
+            else => return,
+        }
+    }
+}
+
+async fn answer_put(proposer: &Proposer, request: pb::PutStreamRequest) -> pb::PutStreamResponse {
+    let result = match request.put {
+        Some(body) => put(proposer, body).await,
+        None => Err(ApiError::invalid("put", "required")),
+    };
+    pb::PutStreamResponse {
+        request_id: request.request_id,
+        result: Some(match result {
+            Ok(ok) => pb::put_stream_response::Result::Ok(ok),
+            Err(error) => pb::put_stream_response::Result::Error(error.into()),
+        }),
     }
 }
 
@@ -87,23 +147,25 @@ impl KvService for KvApi {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let command = put_command(request.into_inner())?;
-        let result = self
-            .proposer
-            .propose(command)
-            .await
-            .map_err(ApiError::from)?;
-        let kv = match &result.outcome {
-            Ok(Applied::Kv(kv)) => key_value(kv),
-            Ok(other) => {
-                return Err(ApiError::Internal(format!("unexpected outcome {other:?}")).into())
-            }
-            Err(rejection) => return Err(ApiError::from(rejection.clone()).into()),
-        };
-        Ok(Response::new(pb::PutResponse {
-            write: Some(write_meta(&result)),
-            kv: Some(kv),
-        }))
+        Ok(Response::new(
+            put(&self.proposer, request.into_inner()).await?,
+        ))
+    }
+
+    type PutStreamStream = ReceiverStream<Result<pb::PutStreamResponse, Status>>;
+
+    #[tracing::instrument(skip_all)]
+    async fn put_stream(
+        &self,
+        request: Request<Streaming<pb::PutStreamRequest>>,
+    ) -> Result<Response<Self::PutStreamStream>, Status> {
+        let (answers, receiver) = mpsc::channel(STREAM_IN_FLIGHT_MAX);
+        tokio::spawn(serve_put_stream(
+            self.proposer.clone(),
+            request.into_inner(),
+            answers,
+        ));
+        Ok(Response::new(ReceiverStream::new(receiver)))
     }
 
     #[tracing::instrument(skip_all)]

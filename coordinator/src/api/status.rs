@@ -85,30 +85,57 @@ impl From<Rejection> for ApiError {
     }
 }
 
-impl From<ApiError> for Status {
-    fn from(error: ApiError) -> Self {
-        let message = error.to_string();
-        match error {
-            ApiError::InvalidArgument { .. } => Status::invalid_argument(message),
-            ApiError::NotFound(_) => Status::not_found(message),
-            ApiError::AlreadyExists(_) => Status::already_exists(message),
-            ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
-            ApiError::Internal(_) => Status::internal(message),
-            ApiError::Unavailable { leader, .. } => unavailable(message, leader),
+impl ApiError {
+    /// The gRPC code of this error.
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::InvalidArgument { .. } => Code::InvalidArgument,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::AlreadyExists(_) => Code::AlreadyExists,
+            ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ApiError::Internal(_) => Code::Internal,
+            ApiError::Unavailable { .. } => Code::Unavailable,
+        }
+    }
+
+    fn leader(&self) -> Option<&(u64, String)> {
+        match self {
+            ApiError::Unavailable { leader, .. } => leader.as_ref(),
+            _ => None,
         }
     }
 }
 
-fn unavailable(message: String, leader: Option<(u64, String)>) -> Status {
-    let mut status = Status::new(Code::Unavailable, message);
-    if let Some((id, addr)) = leader {
-        let metadata = status.metadata_mut();
-        if let Ok(value) = addr.parse() {
-            metadata.insert(LEADER_ADDR_METADATA, value);
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        let mut status = Status::new(error.code(), error.to_string());
+        if let Some((id, addr)) = error.leader() {
+            add_leader_hint(&mut status, *id, addr);
         }
-        if let Ok(value) = id.to_string().parse() {
-            metadata.insert(LEADER_ID_METADATA, value);
+        status
+    }
+}
+
+/// The same error as one answer inside a stream.
+impl From<ApiError> for synod_proto::v1::RequestError {
+    fn from(error: ApiError) -> Self {
+        Self {
+            code: error.code() as i32,
+            message: error.to_string(),
+            leader_addr: error
+                .leader()
+                .map(|(_, addr)| addr.clone())
+                .unwrap_or_default(),
         }
     }
-    status
+}
+
+fn add_leader_hint(status: &mut Status, id: u64, addr: &str) {
+    let metadata = status.metadata_mut();
+    if let Ok(value) = addr.parse() {
+        metadata.insert(LEADER_ADDR_METADATA, value);
+    }
+    if let Ok(value) = id.to_string().parse() {
+        metadata.insert(LEADER_ID_METADATA, value);
+    }
 }

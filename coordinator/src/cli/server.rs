@@ -45,6 +45,9 @@ pub struct ServerArgs {
     /// Largest client message in bytes (key `limits.message_bytes_max`).
     #[arg(long, env = "SYNOD_MESSAGE_BYTES_MAX")]
     message_bytes_max: Option<usize>,
+    /// Most batches replicated at once (key `limits.batches_in_flight_max`).
+    #[arg(long, env = "SYNOD_BATCHES_IN_FLIGHT_MAX")]
+    batches_in_flight_max: Option<usize>,
     /// Log filter, e.g. info or synod_coordinator=debug.
     #[arg(long, env = "SYNOD_LOG", default_value = "info")]
     log: String,
@@ -67,7 +70,8 @@ impl ServerArgs {
             election_timeout_min_ms => raft.election_timeout_min_ms,
             election_timeout_max_ms => raft.election_timeout_max_ms,
             snapshot_logs => raft.snapshot_logs,
-            message_bytes_max => limits.message_bytes_max);
+            message_bytes_max => limits.message_bytes_max,
+            batches_in_flight_max => limits.batches_in_flight_max);
         if let Some(advertise) = &self.advertise {
             config.advertise = Some(advertise.clone());
         }

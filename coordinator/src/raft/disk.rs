@@ -37,6 +37,9 @@ pub enum DiskError {
         #[source]
         source: std::io::Error,
     },
+    /// A group write failed; every operation in it failed with it.
+    #[error("log write failed: {0}")]
+    WriteFailed(String),
     /// The writer thread is gone (the node is shutting down).
     #[error("storage writer stopped")]
     WriterStopped,

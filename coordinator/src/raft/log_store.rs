@@ -48,6 +48,8 @@ struct Inner {
     bounds: Mutex<Bounds>,
     /// Highest committed index reported by openraft.
     committed_index: AtomicU64,
+    /// Latest committed log id, persisted lazily by the writer.
+    committed: Mutex<Option<LogId<NodeId>>>,
     queue: Mutex<mpsc::Sender<WriteOp>>,
 }
 
@@ -74,7 +76,7 @@ enum WriteOp {
     Meta {
         key: &'static str,
         value: Vec<u8>,
-        done: Option<oneshot::Sender<Result<(), DiskError>>>,
+        done: oneshot::Sender<Result<(), DiskError>>,
     },
 }
 
@@ -94,6 +96,7 @@ impl LogStore {
             pending: Mutex::new(BTreeMap::new()),
             bounds: Mutex::new(Bounds { last, purged }),
             committed_index: AtomicU64::new(committed_index),
+            committed: Mutex::new(None),
             queue: Mutex::new(sender),
         });
         let writer_inner = Arc::downgrade(&inner);
@@ -157,17 +160,27 @@ fn run_writer(disk: Disk, receiver: mpsc::Receiver<WriteOp>, inner: std::sync::W
     while let Ok(first) = receiver.recv() {
         let mut ops = vec![first];
         ops.extend(receiver.try_iter().take(4096));
-        let result = write_ops(&disk, &ops);
         let Some(inner) = inner.upgrade() else { return };
+        let committed = *inner.committed.lock().expect("committed lock");
+        let result = write_ops(&disk, &ops, committed);
         finish_ops(&inner, ops, result);
     }
 }
 
-fn write_ops(disk: &Disk, ops: &[WriteOp]) -> Result<(), DiskError> {
+fn write_ops(
+    disk: &Disk,
+    ops: &[WriteOp],
+    committed: Option<LogId<NodeId>>,
+) -> Result<(), DiskError> {
     let txn = disk.begin_write()?;
     {
         let mut logs = txn.open_table(LOGS)?;
         let mut meta = txn.open_table(META)?;
+        if committed.is_some() {
+            if let Ok(bytes) = encode("committed", &committed) {
+                meta.insert(COMMITTED_KEY, bytes.as_slice())?;
+            }
+        }
         for op in ops {
             match op {
                 WriteOp::Append { entries, .. } => {
@@ -212,21 +225,13 @@ fn finish_ops(inner: &Inner, ops: Vec<WriteOp>, result: Result<(), DiskError>) {
                 }
                 callback.log_io_completed(failed.as_ref().map_or(Ok(()), |_| Err(io_error())));
             }
-            WriteOp::Truncate { done, .. } | WriteOp::Purge { done, .. } => {
-                let _ = done.send(
-                    failed
-                        .as_ref()
-                        .map_or(Ok(()), |_| Err(DiskError::WriterStopped)),
-                );
-            }
-            WriteOp::Meta { done, .. } => {
-                if let Some(done) = done {
-                    let _ = done.send(
-                        failed
-                            .as_ref()
-                            .map_or(Ok(()), |_| Err(DiskError::WriterStopped)),
-                    );
-                }
+            WriteOp::Truncate { done, .. }
+            | WriteOp::Purge { done, .. }
+            | WriteOp::Meta { done, .. } => {
+                let _ = done.send(match &failed {
+                    None => Ok(()),
+                    Some(error) => Err(DiskError::WriteFailed(error.clone())),
+                });
             }
         }
     }
@@ -327,7 +332,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.enqueue_and_wait(|done| WriteOp::Meta {
             key: VOTE_KEY,
             value,
-            done: Some(done),
+            done,
         })
         .await
         .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Write, e))
@@ -343,20 +348,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        // Durability of `committed` is optional in Raft: the writer persists the latest value
+        // with its next transaction, and nobody waits for it.
+        *self.inner.committed.lock().expect("committed lock") = committed;
         let index = committed.map_or(0, |id| id.index);
         self.inner
             .committed_index
             .fetch_max(index, Ordering::Relaxed);
-        // Durability of `committed` is optional in Raft: it is written with the next batch and
-        // nobody waits for it.
-        let value = encode("committed", &committed)
-            .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        self.enqueue(WriteOp::Meta {
-            key: COMMITTED_KEY,
-            value,
-            done: None,
-        })
-        .map_err(write_error)
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {

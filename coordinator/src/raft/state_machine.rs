@@ -42,6 +42,7 @@ pub type SharedState = Arc<RwLock<AppliedState>>;
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, BasicNode>,
+    #[serde(with = "serde_bytes")]
     data: Vec<u8>,
 }
 

@@ -34,7 +34,7 @@ impl Default for BatchLimits {
         Self {
             commands_max: 4096,
             bytes_max: 512 * 1024,
-            in_flight_max: 4,
+            in_flight_max: 2,
         }
     }
 }

@@ -30,6 +30,7 @@ pub enum Command {
         /// The key.
         key: String,
         /// The new value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         /// Condition checked at apply time.
         condition: KvCondition,

@@ -17,6 +17,7 @@ pub struct KeyValue {
     /// The key.
     pub key: String,
     /// The value.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Log index of the write that created the key.
     pub create_index: u64,

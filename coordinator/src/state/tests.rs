@@ -36,8 +36,12 @@ fn put_creates_a_key_with_revision_one() {
 #[test]
 fn overwrite_keeps_create_index_and_bumps_version() {
     let mut state = State::default();
-    state.apply(&put("a", "1", KvCondition::Always), at(3)).unwrap();
-    state.apply(&put("a", "2", KvCondition::Always), at(9)).unwrap();
+    state
+        .apply(&put("a", "1", KvCondition::Always), at(3))
+        .unwrap();
+    state
+        .apply(&put("a", "2", KvCondition::Always), at(9))
+        .unwrap();
     let kv = state.kv.get("a").unwrap();
     assert_eq!(
         (
@@ -61,7 +65,9 @@ fn failed_condition_is_rejected_and_changes_nothing() {
     ];
     for (condition, message) in cases {
         let mut state = State::default();
-        state.apply(&put("a", "1", KvCondition::Always), at(3)).unwrap();
+        state
+            .apply(&put("a", "1", KvCondition::Always), at(3))
+            .unwrap();
         let before = state.kv.clone();
         let outcome = state.apply(&put("a", "2", condition), at(4));
         let rejection = outcome.unwrap_err();
@@ -85,7 +91,9 @@ fn conditions_that_hold_apply() {
 #[test]
 fn delete_reports_whether_the_key_existed() {
     let mut state = State::default();
-    state.apply(&put("a", "1", KvCondition::Always), at(1)).unwrap();
+    state
+        .apply(&put("a", "1", KvCondition::Always), at(1))
+        .unwrap();
     let delete = Command::KvDelete { key: "a".into() };
     assert_eq!(state.apply(&delete, at(2)), Ok(Applied::Deleted(true)));
     assert_eq!(state.apply(&delete, at(3)), Ok(Applied::Deleted(false)));
@@ -96,7 +104,9 @@ fn delete_reports_whether_the_key_existed() {
 fn list_pages_through_a_prefix_in_order() {
     let mut state = State::default();
     for (i, key) in ["b/2", "a/1", "b/1", "b/3", "c"].iter().enumerate() {
-        state.apply(&put(key, "v", KvCondition::Always), at(i as u64 + 1)).unwrap();
+        state
+            .apply(&put(key, "v", KvCondition::Always), at(i as u64 + 1))
+            .unwrap();
     }
     let keys = |kvs: Vec<&KeyValue>| kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>();
     assert_eq!(keys(state.kv.list("b/", None, 2)), ["b/1", "b/2"]);

@@ -1,0 +1,23 @@
+//! The parts of the `bench` program (`src/bin/bench.rs`), which measures committed commands/s,
+//! latency and leader fail-over of a 3-node Synod cluster and, in the same run, of a 3-member
+//! etcd cluster driven with the same workload.
+//!
+//! ```text
+//!   bin/bench.rs ─► level (one writer count) ─► load (closed-loop writers, histogram)
+//!        │                 └─► cpu (/proc sampling)
+//!        ├──────► failover (kill -9 the leader, time the first write)
+//!        ├──────► synod | etcd  (a `System`: start, connect, kill, restart)
+//!        └──────► report (table, ratios, JSON)
+//! ```
+//! Everything talks to 127.0.0.1 only; the bench never installs anything.
+
+pub mod cpu;
+pub mod etcd;
+pub mod etcd_client;
+pub mod etcd_proto;
+pub mod failover;
+pub mod level;
+pub mod load;
+pub mod report;
+pub mod synod;
+pub mod system;

@@ -1,0 +1,199 @@
+//! `bench`: measures committed commands/s, latency (p50/p99/p99.9) and leader fail-over time of
+//! a 3-node Synod cluster of real processes on loopback, and of a 3-member etcd cluster under
+//! the same workload in the same run (when `etcd` is on `PATH`).
+//!
+//! ```text
+//!   cargo build --release -p synod-coordinator --bin synod
+//!   cargo run --release -p synod-tests --bin bench -- cluster [--writers 1,16,64,256] …
+//! ```
+//! Progress goes to stderr, the report to stdout; `--json` adds one JSON object at the end.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use synod_coordinator::local_cluster::NodeOptions;
+
+use synod_tests::bench::etcd::{find_etcd, EtcdOptions, EtcdSystem};
+use synod_tests::bench::load::LoadPlan;
+use synod_tests::bench::report::{machine, Report, SystemReport};
+use synod_tests::bench::synod::SynodSystem;
+use synod_tests::bench::system::System;
+use synod_tests::synod_binary;
+
+/// Synod's benchmark program.
+#[derive(Parser)]
+#[command(name = "bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// KV puts against a 3-node loopback cluster (and etcd), then leader fail-over rounds.
+    Cluster(ClusterArgs),
+}
+
+/// Flags of `bench cluster`.
+#[derive(Args, Serialize, Debug)]
+struct ClusterArgs {
+    /// Concurrent closed-loop writer counts to measure, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    writers: Vec<usize>,
+    /// Measured seconds per writer count.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Warm-up seconds before each measurement.
+    #[arg(long, default_value_t = 1)]
+    warmup_seconds: u64,
+    /// Bytes of each value written.
+    #[arg(long, default_value_t = 256)]
+    payload_bytes: usize,
+    /// Leader fail-over rounds per system (0 skips them).
+    #[arg(long, default_value_t = 5)]
+    failovers: usize,
+    /// Writers sharing one client connection.
+    #[arg(long, default_value_t = 16)]
+    writers_per_connection: usize,
+    /// Raft heartbeat interval of both systems, ms.
+    #[arg(long, default_value_t = 50)]
+    heartbeat_ms: u64,
+    /// Minimum election timeout of both systems, ms (Synod picks up to twice this; etcd
+    /// randomizes likewise).
+    #[arg(long, default_value_t = 300)]
+    election_timeout_ms: u64,
+    /// Measure Synod only.
+    #[arg(long)]
+    skip_etcd: bool,
+    /// Also print the results as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ClusterArgs {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.writers.is_empty() || self.writers.iter().any(|w| *w == 0 || *w > 10_000) {
+            bail!("--writers: give 1 to 10000 writers per level, e.g. 1,16,64,256");
+        }
+        if self.seconds == 0 || self.seconds > 600 || self.warmup_seconds > 60 {
+            bail!("--seconds must be 1-600 and --warmup-seconds at most 60");
+        }
+        if self.payload_bytes > 512 * 1024 {
+            bail!("--payload-bytes: at most 524288");
+        }
+        if self.writers_per_connection == 0 || self.failovers > 100 {
+            bail!("--writers-per-connection must be positive and --failovers at most 100");
+        }
+        if self.heartbeat_ms == 0 || self.election_timeout_ms < 5 * self.heartbeat_ms {
+            bail!("--election-timeout-ms must be at least 5 × --heartbeat-ms (etcd requires it)");
+        }
+        Ok(())
+    }
+
+    fn plan(&self, writers: usize) -> LoadPlan {
+        LoadPlan {
+            writers,
+            warmup: Duration::from_secs(self.warmup_seconds),
+            measure: Duration::from_secs(self.seconds),
+            payload_bytes: self.payload_bytes,
+            key_prefix: format!("bench/{writers}w"),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let BenchCommand::Cluster(args) = Cli::parse().command;
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    args.validate()?;
+    let synod_binary = synod_binary()?;
+    let etcd_binary = if args.skip_etcd { None } else { etcd_on_path() };
+
+    let mut systems = vec![bench_synod(&args, &synod_binary).await?];
+    if let Some(etcd_binary) = etcd_binary {
+        systems.push(bench_etcd(&args, &etcd_binary).await?);
+    }
+    let settings = serde_json::to_value(&args)?;
+    let report = Report::new(settings, machine(), systems);
+    println!("{}", report.render());
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+fn etcd_on_path() -> Option<std::path::PathBuf> {
+    let found = find_etcd();
+    if found.is_none() {
+        eprintln!("etcd not found (install: apt-get install etcd-server); measuring Synod only");
+    }
+    found
+}
+
+async fn bench_synod(args: &ClusterArgs, binary: &std::path::Path) -> anyhow::Result<SystemReport> {
+    eprintln!("synod: starting 3 nodes of {}", binary.display());
+    let options = NodeOptions {
+        heartbeat_ms: args.heartbeat_ms,
+        election_timeout_min_ms: args.election_timeout_ms,
+        log: "warn".into(),
+        ..NodeOptions::default()
+    };
+    let system = SynodSystem::start(binary, options)
+        .await
+        .context("starting the Synod cluster")?;
+    run_system(system, args).await
+}
+
+async fn bench_etcd(args: &ClusterArgs, binary: &std::path::Path) -> anyhow::Result<SystemReport> {
+    eprintln!("etcd: starting 3 members of {}", binary.display());
+    let options = EtcdOptions {
+        heartbeat_ms: args.heartbeat_ms,
+        election_timeout_ms: args.election_timeout_ms,
+    };
+    let system = EtcdSystem::start(binary, options)
+        .await
+        .context("starting the etcd cluster")?;
+    run_system(system, args).await
+}
+
+/// Every writer level, then the fail-over rounds; the system is stopped when this returns.
+async fn run_system<S: System>(mut system: S, args: &ClusterArgs) -> anyhow::Result<SystemReport> {
+    let mut levels = Vec::new();
+    for writers in &args.writers {
+        let plan = args.plan(*writers);
+        let level = synod_tests::bench::level::measure(&system, &plan, args.writers_per_connection)
+            .await
+            .with_context(|| format!("{} at {writers} writers", system.name()))?;
+        eprintln!(
+            "  {} {:>4} writers: {:>7.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+            system.name(),
+            writers,
+            level.ops_per_sec,
+            level.p50_ms,
+            level.p99_ms,
+            level.errors
+        );
+        levels.push(level);
+    }
+    let failover = match args.failovers {
+        0 => None,
+        rounds => Some(synod_tests::bench::failover::measure(&mut system, rounds).await?),
+    };
+    Ok(SystemReport {
+        system: system.name().into(),
+        levels,
+        failover,
+    })
+}
