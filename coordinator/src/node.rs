@@ -103,12 +103,17 @@ pub async fn run(
         &raft,
         proposer,
         router,
-        log,
+        log.clone(),
         shutdown.clone(),
     )
     .await;
+    // In-flight requests have been answered; stop Raft (a leader stops heartbeating, so the
+    // others elect a successor as soon as its lease runs out) and make every queued write
+    // durable before the process exits.
     tracing::info!(id = config.id, "stopping raft");
     let _ = raft.shutdown().await;
+    log.flush().await?;
+    tracing::info!(id = config.id, "stopped");
     served
 }
 

@@ -9,6 +9,7 @@
 
 mod client;
 mod error;
+pub mod job_file;
 mod put_pipeline;
 mod retry;
 

@@ -468,6 +468,34 @@ async fn sigterm_stops_a_leader_cleanly_and_the_rest_carry_on() -> anyhow::Resul
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_serves_grpc_health() -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let _serial = serial().await;
+    let cluster = start_cluster(3, options())?;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    for id in [1, 2, 3] {
+        let channel = cluster.client()?.channel(cluster.addr(id))?;
+        let mut health = HealthClient::new(channel);
+        for service in ["synod.v1.KvService", "synod.v1.ClusterService"] {
+            let request = HealthCheckRequest {
+                service: service.into(),
+            };
+            let status = health.check(request).await?.into_inner().status;
+            assert_eq!(status, ServingStatus::Serving as i32, "node {id} {service}");
+        }
+        let unknown = HealthCheckRequest {
+            service: "no.such.Service".into(),
+        };
+        assert_eq!(
+            health.check(unknown).await.unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+    }
+    Ok(())
+}
+
 mod tonic_code {
     pub use synod_sdk::Code::*;
 }

@@ -73,6 +73,10 @@ enum WriteOp {
         encoded: Vec<u8>,
         done: oneshot::Sender<Result<(), DiskError>>,
     },
+    /// Completes once everything queued before it is durable.
+    Flush {
+        done: oneshot::Sender<Result<(), DiskError>>,
+    },
     Meta {
         key: &'static str,
         value: Vec<u8>,
@@ -108,6 +112,11 @@ impl LogStore {
                 source,
             })?;
         Ok(Self { inner })
+    }
+
+    /// Waits until every write queued so far (and the latest committed index) is on disk.
+    pub async fn flush(&self) -> Result<(), DiskError> {
+        self.enqueue_and_wait(|done| WriteOp::Flush { done }).await
     }
 
     /// Highest log index known to be committed.
@@ -202,6 +211,7 @@ fn write_ops(
                 WriteOp::Meta { key, value, .. } => {
                     meta.insert(*key, value.as_slice())?;
                 }
+                WriteOp::Flush { .. } => {}
             }
         }
     }
@@ -227,7 +237,8 @@ fn finish_ops(inner: &Inner, ops: Vec<WriteOp>, result: Result<(), DiskError>) {
             }
             WriteOp::Truncate { done, .. }
             | WriteOp::Purge { done, .. }
-            | WriteOp::Meta { done, .. } => {
+            | WriteOp::Meta { done, .. }
+            | WriteOp::Flush { done } => {
                 let _ = done.send(match &failed {
                     None => Ok(()),
                     Some(error) => Err(DiskError::WriteFailed(error.clone())),

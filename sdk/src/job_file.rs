@@ -1,0 +1,309 @@
+//! Job files: a readable TOML form of a job (`synod job submit FILE`), converted to the API's
+//! `JobSpec`. Payloads may be written as a string (sent as UTF-8) or as a TOML table (sent as
+//! JSON), so handlers that take JSON read naturally.
+//!
+//! ```toml
+//! name = "research"
+//! [goal]
+//! description = "Summarize what is known about X"
+//! goal_task = "validate"            # omit for "all tasks succeed"
+//!
+//! [[tasks]]
+//! id = "plan"
+//! kind = "planner.decompose"
+//! payload = { topic = "X" }
+//! capabilities = ["planner"]
+//! strategy = "capability"           # round_robin | least_loaded | capability | auction
+//! timeout_ms = 30000
+//! retry = { max_attempts = 3, initial_backoff_ms = 200 }
+//!
+//! [[tasks]]
+//! id = "validate"
+//! kind = "validator.check"
+//! depends_on = ["plan"]
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use synod_proto::v1 as pb;
+
+/// A job file could not be read or converted.
+#[derive(Debug, thiserror::Error)]
+pub enum JobFileError {
+    /// Not valid TOML for a job file (the message names the key, line and column).
+    #[error("{0}")]
+    Parse(String),
+    /// A value is not allowed.
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// Path of the field, e.g. `tasks[2].strategy`.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// Human-readable name.
+    #[serde(default)]
+    pub name: String,
+    /// What the job must achieve.
+    #[serde(default)]
+    pub goal: GoalSection,
+    /// Labels for filtering.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Scheduling priority.
+    #[serde(default)]
+    pub priority: i32,
+    /// Whole-job timeout.
+    #[serde(default)]
+    pub timeout_ms: u64,
+    /// The tasks.
+    #[serde(default)]
+    pub tasks: Vec<TaskSection>,
+}
+
+/// `[goal]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoalSection {
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// The task whose success is the job's success; absent: every task must succeed.
+    pub goal_task: Option<String>,
+}
+
+/// One `[[tasks]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSection {
+    /// Id unique in the job.
+    pub id: String,
+    /// Handler kind.
+    #[serde(default)]
+    pub kind: String,
+    /// Description shown to bidders and operators.
+    #[serde(default)]
+    pub description: String,
+    /// Input: a string, or a table sent as JSON.
+    pub payload: Option<toml::Value>,
+    /// Upstream task ids.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Capabilities the agent must all have.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Preferred agent labels.
+    #[serde(default)]
+    pub preferred_labels: BTreeMap<String, String>,
+    /// Resources the task occupies.
+    #[serde(default)]
+    pub resources: BTreeMap<String, f64>,
+    /// Per-attempt time limit.
+    #[serde(default)]
+    pub timeout_ms: u64,
+    /// Retry policy.
+    pub retry: Option<RetrySection>,
+    /// `round_robin`, `least_loaded`, `capability` (default) or `auction`.
+    pub strategy: Option<String>,
+    /// Auction bid window.
+    pub bid_window_ms: Option<u64>,
+    /// Strategy when an auction gets no bid.
+    pub auction_fallback: Option<String>,
+}
+
+/// `retry = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// Attempts in total, including the first.
+    pub max_attempts: u32,
+    /// First backoff.
+    #[serde(default)]
+    pub initial_backoff_ms: u64,
+    /// Longest backoff.
+    #[serde(default)]
+    pub max_backoff_ms: u64,
+    /// Backoff growth per attempt.
+    #[serde(default)]
+    pub multiplier: f64,
+}
+
+/// Parses a job file's text into the API's job spec.
+pub fn parse_job_file(text: &str) -> Result<pb::JobSpec, JobFileError> {
+    let file: JobFile = toml::from_str(text)
+        .map_err(|e| JobFileError::Parse(e.to_string().trim_end().to_owned()))?;
+    file.into_spec()
+}
+
+impl JobFile {
+    /// Converts to the API's job spec.
+    pub fn into_spec(self) -> Result<pb::JobSpec, JobFileError> {
+        let tasks = self
+            .tasks
+            .into_iter()
+            .enumerate()
+            .map(|(i, task)| task.into_spec(i))
+            .collect::<Result<_, _>>()?;
+        let (criterion, goal_task_id) = match self.goal.goal_task {
+            Some(id) => (pb::GoalCriterion::GoalTask, id),
+            None => (pb::GoalCriterion::AllTasks, String::new()),
+        };
+        Ok(pb::JobSpec {
+            name: self.name,
+            goal: Some(pb::Goal {
+                description: self.goal.description,
+                criterion: criterion as i32,
+                goal_task_id,
+            }),
+            tasks,
+            labels: self.labels.into_iter().collect(),
+            priority: self.priority,
+            timeout_ms: self.timeout_ms,
+        })
+    }
+}
+
+impl TaskSection {
+    fn into_spec(self, index: usize) -> Result<pb::TaskSpec, JobFileError> {
+        let field = |name: &str| format!("tasks[{index}].{name}");
+        let strategy = parse_strategy(self.strategy.as_deref(), &field("strategy"))?;
+        let auction = match (self.bid_window_ms, self.auction_fallback.as_deref()) {
+            (None, None) => None,
+            (window, fallback) => Some(pb::AuctionSettings {
+                bid_window_ms: window.unwrap_or(0),
+                fallback_strategy: parse_strategy(fallback, &field("auction_fallback"))? as i32,
+                max_rounds: 0,
+            }),
+        };
+        Ok(pb::TaskSpec {
+            task_id: self.id,
+            kind: self.kind,
+            description: self.description,
+            payload: payload_bytes(self.payload, &field("payload"))?,
+            depends_on: self
+                .depends_on
+                .into_iter()
+                .map(|task_id| pb::Dependency {
+                    task_id,
+                    condition: None,
+                })
+                .collect(),
+            required_capabilities: self.capabilities,
+            preferred_labels: self.preferred_labels.into_iter().collect(),
+            resources: self.resources.into_iter().collect(),
+            timeout_ms: self.timeout_ms,
+            retry: self.retry.map(|r| pb::RetryPolicy {
+                max_attempts: r.max_attempts,
+                initial_backoff_ms: r.initial_backoff_ms,
+                max_backoff_ms: r.max_backoff_ms,
+                multiplier: r.multiplier,
+            }),
+            strategy: strategy as i32,
+            auction,
+            ..Default::default()
+        })
+    }
+}
+
+fn parse_strategy(name: Option<&str>, field: &str) -> Result<pb::AssignmentStrategy, JobFileError> {
+    match name {
+        None => Ok(pb::AssignmentStrategy::Unspecified),
+        Some("round_robin") => Ok(pb::AssignmentStrategy::RoundRobin),
+        Some("least_loaded") => Ok(pb::AssignmentStrategy::LeastLoaded),
+        Some("capability") => Ok(pb::AssignmentStrategy::Capability),
+        Some("auction") => Ok(pb::AssignmentStrategy::Auction),
+        Some(other) => Err(JobFileError::Invalid {
+            field: field.to_owned(),
+            problem: format!(
+                "'{other}' is not one of round_robin, least_loaded, capability, auction"
+            ),
+        }),
+    }
+}
+
+fn payload_bytes(payload: Option<toml::Value>, field: &str) -> Result<Vec<u8>, JobFileError> {
+    match payload {
+        None => Ok(Vec::new()),
+        Some(toml::Value::String(text)) => Ok(text.into_bytes()),
+        Some(value) => serde_json::to_vec(&value).map_err(|e| JobFileError::Invalid {
+            field: field.to_owned(),
+            problem: e.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_file_becomes_a_spec() {
+        let spec = parse_job_file(
+            r#"
+            name = "demo"
+            [goal]
+            description = "d"
+            goal_task = "b"
+            [[tasks]]
+            id = "a"
+            kind = "k"
+            payload = { topic = "x", n = 2 }
+            strategy = "auction"
+            bid_window_ms = 50
+            auction_fallback = "least_loaded"
+            retry = { max_attempts = 3, initial_backoff_ms = 100 }
+            [[tasks]]
+            id = "b"
+            kind = "k2"
+            payload = "plain"
+            depends_on = ["a"]
+            capabilities = ["gpu"]
+            "#,
+        )
+        .unwrap();
+        let goal = spec.goal.unwrap();
+        assert_eq!(
+            (goal.criterion, goal.goal_task_id.as_str()),
+            (pb::GoalCriterion::GoalTask as i32, "b")
+        );
+        let a = &spec.tasks[0];
+        assert_eq!(a.payload, br#"{"n":2,"topic":"x"}"#);
+        assert_eq!(a.strategy, pb::AssignmentStrategy::Auction as i32);
+        let auction = a.auction.as_ref().unwrap();
+        assert_eq!(
+            (auction.bid_window_ms, auction.fallback_strategy),
+            (50, pb::AssignmentStrategy::LeastLoaded as i32)
+        );
+        assert_eq!(a.retry.as_ref().unwrap().max_attempts, 3);
+        let b = &spec.tasks[1];
+        assert_eq!(b.payload, b"plain");
+        assert_eq!(b.depends_on[0].task_id, "a");
+        assert_eq!(b.required_capabilities, ["gpu"]);
+    }
+
+    #[test]
+    fn bad_files_name_the_field() {
+        let cases = [
+            (
+                "[[tasks]]\nid = \"a\"\nstrategy = \"fastest\"\n",
+                "tasks[0].strategy: 'fastest' is not one of",
+            ),
+            (
+                "[[tasks]]\nid = \"a\"\ncolour = 1\n",
+                "unknown field `colour`",
+            ),
+            ("[[tasks]]\nkind = \"k\"\n", "missing field `id`"),
+        ];
+        for (text, expected) in cases {
+            let error = parse_job_file(text).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+}
