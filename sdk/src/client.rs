@@ -112,6 +112,19 @@ impl Client {
         }
     }
 
+    /// Sends later calls to `addr` (the leader, as a member told us).
+    pub(crate) fn redirect(&self, addr: String) {
+        self.switch_to(addr);
+    }
+
+    /// Chooses where to go after `status` ended a call or stream to `addr`.
+    pub(crate) fn after_failure(&self, addr: &str, status: &Status) {
+        match next_step(status) {
+            Next::Redirect(leader) if leader != addr => self.switch_to(leader),
+            _ => self.rotate(addr),
+        }
+    }
+
     fn switch_to(&self, addr: String) {
         let mut endpoints = self.inner.endpoints.lock().expect("client lock");
         if !endpoints.contains(&addr) {

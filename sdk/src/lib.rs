@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 mod client;
 mod error;
 pub mod job_file;

@@ -1,0 +1,228 @@
+//! The agent's state that outlives sessions (identity, running tasks, unacknowledged results)
+//! and the reconnect loop around sessions.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use synod_proto::v1 as pb;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::handler::{Task, TaskOutcome, TaskRequest};
+use super::outbox::Outbox;
+use super::session::{run_session, SessionEnd};
+use super::AgentBuilder;
+use crate::{Client, ClientError};
+
+/// (job id, task id).
+pub(crate) type TaskKey = (String, String);
+
+/// The agent's identity once registered.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) agent_id: String,
+    pub(crate) session_token: String,
+}
+
+/// A task being run by a handler.
+pub(crate) struct RunningTask {
+    pub(crate) attempt: u32,
+    pub(crate) cancel: CancellationToken,
+}
+
+/// A subtask request waiting for its answer.
+pub(crate) struct SubtaskWaiter {
+    pub(crate) parent: TaskKey,
+    pub(crate) wait: bool,
+    pub(crate) reply: oneshot::Sender<Result<Vec<pb::SubtaskOutcome>, String>>,
+}
+
+/// Everything that survives a reconnect.
+pub(crate) struct AgentCore {
+    pub(crate) config: AgentBuilder,
+    pub(crate) identity: Option<Identity>,
+    pub(crate) running: HashMap<TaskKey, RunningTask>,
+    pub(crate) outbox: Outbox,
+    pub(crate) draining: bool,
+    pub(crate) completions: mpsc::Sender<(pb::TaskRef, TaskOutcome)>,
+    pub(crate) completed: mpsc::Receiver<(pb::TaskRef, TaskOutcome)>,
+    pub(crate) requests: mpsc::Sender<TaskRequest>,
+    pub(crate) requested: mpsc::Receiver<TaskRequest>,
+    /// Subtask requests by request id until committed.
+    pub(crate) subtask_requests: HashMap<u64, SubtaskWaiter>,
+    /// Parents waiting for their subtasks to end.
+    pub(crate) subtask_waits: HashMap<TaskKey, SubtaskWaiter>,
+}
+
+impl AgentCore {
+    pub(crate) fn new(config: AgentBuilder) -> Self {
+        let capacity = config.max_concurrent as usize * 2 + 16;
+        let (completions, completed) = mpsc::channel(capacity);
+        let (requests, requested) = mpsc::channel(capacity);
+        Self {
+            config,
+            identity: None,
+            running: HashMap::new(),
+            outbox: Outbox::default(),
+            draining: false,
+            completions,
+            completed,
+            requests,
+            requested,
+            subtask_requests: HashMap::new(),
+            subtask_waits: HashMap::new(),
+        }
+    }
+
+    /// Keeps a session open until `shutdown`, following leader changes and retrying failures
+    /// with capped exponential backoff.
+    pub(crate) async fn run(
+        mut self,
+        client: Client,
+        shutdown: CancellationToken,
+    ) -> Result<(), ClientError> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let addr = client.current_addr();
+            let channel = client.channel(&addr)?;
+            match run_session(&mut self, channel, &shutdown).await {
+                Ok(SessionEnd::Shutdown) => return Ok(()),
+                Ok(SessionEnd::Redirect(leader)) => {
+                    tracing::info!(%leader, "session moves to the leader");
+                    client.redirect(leader);
+                    backoff = Duration::from_millis(50);
+                    continue;
+                }
+                Err(status) => {
+                    tracing::warn!(%addr, code = ?status.code(), message = status.message(), "session ended");
+                    client.after_failure(&addr, &status);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Starts a handler for an assignment, or refuses it.
+    pub(crate) fn start_task(
+        &mut self,
+        assignment: pb::TaskAssignment,
+    ) -> Option<pb::agent_message::Kind> {
+        let task_ref = assignment.task.clone().unwrap_or_default();
+        let key = (task_ref.job_id.clone(), task_ref.task_id.clone());
+        if let Some(existing) = self.running.get(&key) {
+            if existing.attempt == task_ref.attempt {
+                return None; // re-sent assignment of an attempt already running
+            }
+            existing.cancel.cancel();
+        }
+        if self.draining || self.running.len() >= self.config.max_concurrent as usize {
+            return Some(pb::agent_message::Kind::TaskRejected(pb::TaskRejected {
+                task: Some(task_ref),
+                reason: if self.draining {
+                    "draining"
+                } else {
+                    "at capacity"
+                }
+                .into(),
+            }));
+        }
+        let handler = self
+            .config
+            .handlers
+            .get(&assignment.kind)
+            .or(self.config.fallback_handler.as_ref())
+            .cloned();
+        let cancel = CancellationToken::new();
+        self.running.insert(
+            key,
+            super::core::RunningTask {
+                attempt: task_ref.attempt,
+                cancel: cancel.clone(),
+            },
+        );
+        let task = Task {
+            task: task_ref.clone(),
+            kind: assignment.kind.clone(),
+            payload: assignment.payload,
+            item: assignment.item,
+            dependency_outputs: assignment.dependency_outputs.into_iter().collect(),
+            deadline_at_ms: assignment.deadline_at_ms,
+            cancelled: cancel.clone(),
+            requests: self.requests.clone(),
+        };
+        let completions = self.completions.clone();
+        tokio::spawn(async move {
+            let outcome = match handler {
+                Some(handler) => tokio::select! {
+                    outcome = handler.run(task) => outcome,
+                    _ = cancel.cancelled() => return,
+                },
+                None => TaskOutcome::fatal(format!("no handler for kind '{}'", assignment.kind)),
+            };
+            let _ = completions.send((task_ref, outcome)).await;
+        });
+        Some(pb::agent_message::Kind::TaskStarted(pb::TaskStarted {
+            task: assignment.task,
+        }))
+    }
+
+    /// Turns a finished attempt into its result message (None if it was cancelled meanwhile).
+    pub(crate) fn finish_task(
+        &mut self,
+        task: pb::TaskRef,
+        outcome: TaskOutcome,
+    ) -> Option<pb::agent_message::Kind> {
+        let key = (task.job_id.clone(), task.task_id.clone());
+        match self.running.get(&key) {
+            Some(running) if running.attempt == task.attempt => {
+                self.running.remove(&key);
+            }
+            _ => return None,
+        }
+        let outcome = match outcome {
+            TaskOutcome::Succeeded(output) => {
+                pb::task_result::Outcome::Success(pb::task_result::Success { output })
+            }
+            TaskOutcome::Failed { error, retryable } => {
+                pb::task_result::Outcome::Failure(pb::task_result::Failure {
+                    error_message: error,
+                    retryable,
+                })
+            }
+        };
+        Some(pb::agent_message::Kind::TaskResult(pb::TaskResult {
+            task: Some(task),
+            outcome: Some(outcome),
+        }))
+    }
+
+    /// Cancels a running attempt at the coordinator's request.
+    pub(crate) fn cancel_task(&mut self, task: &pb::TaskRef) {
+        let key = (task.job_id.clone(), task.task_id.clone());
+        if self
+            .running
+            .get(&key)
+            .is_some_and(|r| r.attempt == task.attempt)
+        {
+            if let Some(running) = self.running.remove(&key) {
+                running.cancel.cancel();
+            }
+        }
+    }
+
+    /// The attempts running now, for heartbeats and re-registration.
+    pub(crate) fn running_refs(&self) -> Vec<pb::TaskRef> {
+        self.running
+            .iter()
+            .map(|((job_id, task_id), running)| pb::TaskRef {
+                job_id: job_id.clone(),
+                task_id: task_id.clone(),
+                attempt: running.attempt,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,140 @@
+//! What an agent's code sees: the task it was handed, how it reports the outcome, and the
+//! handler traits for tasks and auction bids.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use synod_proto::v1 as pb;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The final outcome of one task attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskOutcome {
+    /// The task succeeded with this output (at most 1 MiB).
+    Succeeded(Vec<u8>),
+    /// The task failed; `retryable` lets the job's retry policy try again.
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
+}
+
+impl TaskOutcome {
+    /// A retryable failure.
+    pub fn retryable(error: impl Into<String>) -> Self {
+        Self::Failed {
+            error: error.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure that no retry can fix.
+    pub fn fatal(error: impl Into<String>) -> Self {
+        Self::Failed {
+            error: error.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// One assigned task attempt, as handed to a handler.
+#[derive(Debug)]
+pub struct Task {
+    /// Job, task and attempt (the fencing token).
+    pub task: pb::TaskRef,
+    /// Handler kind.
+    pub kind: String,
+    /// Input.
+    pub payload: Vec<u8>,
+    /// Fan-out item, empty otherwise.
+    pub item: Vec<u8>,
+    /// Outputs of the task's dependencies by task id.
+    pub dependency_outputs: BTreeMap<String, Vec<u8>>,
+    /// When the attempt times out (leader clock, Unix ms); 0 when unknown.
+    pub deadline_at_ms: u64,
+    /// Cancelled when the coordinator cancels this attempt; stop work and return anything.
+    pub cancelled: CancellationToken,
+    pub(crate) requests: mpsc::Sender<TaskRequest>,
+}
+
+/// Requests a running task makes through its agent's session.
+#[derive(Debug)]
+pub(crate) enum TaskRequest {
+    /// Add subtasks to the job; answered when committed, or when they all ended if `wait`.
+    AddSubtasks {
+        parent: pb::TaskRef,
+        subtasks: Vec<pb::TaskSpec>,
+        wait: bool,
+        reply: oneshot::Sender<Result<Vec<pb::SubtaskOutcome>, String>>,
+    },
+}
+
+impl Task {
+    /// Adds subtasks to this task's job (a planner decomposing its goal). With `wait`, returns
+    /// once every subtask has ended, with their outcomes; without, once they are committed.
+    pub async fn add_subtasks(
+        &self,
+        subtasks: Vec<pb::TaskSpec>,
+        wait: bool,
+    ) -> Result<Vec<pb::SubtaskOutcome>, String> {
+        let (reply, answer) = oneshot::channel();
+        let request = TaskRequest::AddSubtasks {
+            parent: self.task.clone(),
+            subtasks,
+            wait,
+            reply,
+        };
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| "agent stopped".to_owned())?;
+        answer.await.map_err(|_| "agent stopped".to_owned())?
+    }
+}
+
+/// Runs tasks of one or more kinds.
+pub trait TaskHandler: Send + Sync + 'static {
+    /// Runs one attempt to its outcome.
+    fn run(&self, task: Task) -> BoxFuture<TaskOutcome>;
+}
+
+impl<F, Fut> TaskHandler for F
+where
+    F: Fn(Task) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = TaskOutcome> + Send + 'static,
+{
+    fn run(&self, task: Task) -> BoxFuture<TaskOutcome> {
+        Box::pin(self(task))
+    }
+}
+
+/// An offer in an auction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Offer {
+    /// Agent-defined cost, finite and ≥ 0; the lowest wins.
+    pub cost: f64,
+    /// Estimated run time.
+    pub estimate_ms: u64,
+}
+
+/// Answers calls for bids: `Some(offer)` to bid, `None` to decline.
+pub trait BidHandler: Send + Sync + 'static {
+    /// Decides on one call.
+    fn bid(&self, call: &pb::CallForBids) -> Option<Offer>;
+}
+
+impl<F> BidHandler for F
+where
+    F: Fn(&pb::CallForBids) -> Option<Offer> + Send + Sync + 'static,
+{
+    fn bid(&self, call: &pb::CallForBids) -> Option<Offer> {
+        self(call)
+    }
+}

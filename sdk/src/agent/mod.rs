@@ -1,0 +1,108 @@
+//! The agent runtime: an agent process registers its capabilities, keeps a session with the
+//! cluster's leader, runs the tasks it is assigned through handlers, bids in auctions, and
+//! survives lost connections and leader changes.
+//!
+//! ```text
+//!   AgentBuilder ─► Agent::run ─┬─► session (one gRPC stream to the leader) ─► reconnect with
+//!                               │     Register{agent_id, session_token} after a failure
+//!                               ├─► handlers (one task per assignment, cancellable)
+//!                               └─► outbox (results re-sent until acknowledged)
+//! ```
+//!
+//! Running tasks outlive a session: their results are delivered on the next one, and the
+//! coordinator accepts them while their attempt is still current.
+
+mod core;
+mod handler;
+mod outbox;
+mod session;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub use handler::{BidHandler, BoxFuture, Offer, Task, TaskHandler, TaskOutcome};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Client, ClientError, RetryPolicy};
+
+/// Configures an agent.
+pub struct AgentBuilder {
+    endpoints: Vec<String>,
+    pub(crate) name: String,
+    pub(crate) capabilities: Vec<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) resources: BTreeMap<String, f64>,
+    pub(crate) max_concurrent: u32,
+    pub(crate) handlers: HashMap<String, Arc<dyn TaskHandler>>,
+    pub(crate) fallback_handler: Option<Arc<dyn TaskHandler>>,
+    pub(crate) bid_handler: Option<Arc<dyn BidHandler>>,
+}
+
+impl AgentBuilder {
+    /// An agent named `name` for the cluster reachable at any of `endpoints`.
+    pub fn new<A: Into<String>>(
+        name: impl Into<String>,
+        endpoints: impl IntoIterator<Item = A>,
+    ) -> Self {
+        Self {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            name: name.into(),
+            capabilities: Vec::new(),
+            labels: BTreeMap::new(),
+            resources: BTreeMap::new(),
+            max_concurrent: 1,
+            handlers: HashMap::new(),
+            fallback_handler: None,
+            bid_handler: None,
+        }
+    }
+
+    /// Advertises a capability.
+    pub fn capability(mut self, capability: impl Into<String>) -> Self {
+        self.capabilities.push(capability.into());
+        self
+    }
+
+    /// Sets a label.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Advertises a numeric resource capacity (e.g. `cpu`, `mem_mb`, `gpu`).
+    pub fn resource(mut self, name: impl Into<String>, capacity: f64) -> Self {
+        self.resources.insert(name.into(), capacity);
+        self
+    }
+
+    /// Most tasks run at once (at least 1).
+    pub fn max_concurrent(mut self, tasks: u32) -> Self {
+        self.max_concurrent = tasks.max(1);
+        self
+    }
+
+    /// Runs tasks of `kind` with `handler`.
+    pub fn handler(mut self, kind: impl Into<String>, handler: impl TaskHandler) -> Self {
+        self.handlers.insert(kind.into(), Arc::new(handler));
+        self
+    }
+
+    /// Runs tasks of every kind without a handler of its own.
+    pub fn fallback_handler(mut self, handler: impl TaskHandler) -> Self {
+        self.fallback_handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Answers auctions; without one the agent declines every call for bids.
+    pub fn bid_handler(mut self, handler: impl BidHandler) -> Self {
+        self.bid_handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Runs the agent until `shutdown` is cancelled, reconnecting as needed.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ClientError> {
+        let policy = RetryPolicy::default();
+        let client = Client::with_policy(self.endpoints.clone(), policy)?;
+        core::AgentCore::new(self).run(client, shutdown).await
+    }
+}
