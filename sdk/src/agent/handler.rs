@@ -77,6 +77,22 @@ pub(crate) enum TaskRequest {
 }
 
 impl Task {
+    /// A task not attached to any session, for running a handler locally (tests, dry runs);
+    /// `add_subtasks` on it fails.
+    pub fn standalone(task: pb::TaskRef, kind: impl Into<String>, payload: Vec<u8>) -> Self {
+        let (requests, _) = mpsc::channel(1);
+        Self {
+            task,
+            kind: kind.into(),
+            payload,
+            item: Vec::new(),
+            dependency_outputs: BTreeMap::new(),
+            deadline_at_ms: 0,
+            cancelled: CancellationToken::new(),
+            requests,
+        }
+    }
+
     /// Adds subtasks to this task's job (a planner decomposing its goal). With `wait`, returns
     /// once every subtask has ended, with their outcomes; without, once they are committed.
     pub async fn add_subtasks(
