@@ -3,5 +3,6 @@
 
 pub mod clock;
 mod proposer;
+pub mod sessions;
 
 pub use proposer::{BatchLimits, CommandResult, Proposer};
