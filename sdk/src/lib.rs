@@ -11,11 +11,13 @@ pub mod agent;
 mod client;
 mod error;
 pub mod job_file;
+mod jobs;
 mod put_pipeline;
 mod retry;
 
 pub use client::Client;
 pub use error::ClientError;
+pub use jobs::JobWatch;
 pub use retry::RetryPolicy;
 pub use synod_proto::v1 as proto;
 pub use tonic::Code;

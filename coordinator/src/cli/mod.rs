@@ -1,8 +1,10 @@
 //! The `synod` command line: running nodes (`server`, `dev`, `demo`) and operating a cluster
 //! (`cluster`, `kv`). Client commands reach any member given by `--addr` and follow the leader.
 
+mod agents;
 mod cluster;
 mod demo;
+mod jobs;
 mod kv;
 mod server;
 
@@ -35,6 +37,12 @@ enum Command {
     /// Read and write the replicated key-value namespace.
     #[command(subcommand)]
     Kv(kv::KvCommand),
+    /// Submit, follow and cancel jobs.
+    #[command(subcommand)]
+    Job(jobs::JobCommand),
+    /// Inspect the registered agents.
+    #[command(subcommand)]
+    Agents(agents::AgentsCommand),
 }
 
 /// Options shared by every client command.
@@ -69,6 +77,8 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Cluster(command) => cluster::run(command).await,
             Command::Kv(command) => kv::run(command).await,
+            Command::Job(command) => jobs::run(command).await,
+            Command::Agents(command) => agents::run(command).await,
         }
     });
     match result {

@@ -1,0 +1,249 @@
+//! `synod job ...`: submit job files, follow jobs, cancel them.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::json;
+use synod_sdk::job_file::parse_job_file;
+use synod_sdk::proto as pb;
+
+use super::ClientArgs;
+
+/// Job commands.
+#[derive(Subcommand)]
+pub enum JobCommand {
+    /// Submit a job file (TOML; see examples/jobs/).
+    Submit {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The job file.
+        file: PathBuf,
+        /// Follow the job and exit when it ends (non-zero unless it succeeded).
+        #[arg(long)]
+        wait: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A job's state and its tasks.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Job id.
+        id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream a job's events until it ends.
+    Watch {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Job id.
+        id: String,
+        /// Replay the whole history first.
+        #[arg(long)]
+        from_start: bool,
+    },
+    /// Cancel a job.
+    Cancel {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Job id.
+        id: String,
+    },
+}
+
+/// Runs a job command.
+pub async fn run(command: JobCommand) -> anyhow::Result<()> {
+    match command {
+        JobCommand::Submit {
+            client,
+            file,
+            wait,
+            json,
+        } => submit(client, file, wait, json).await,
+        JobCommand::Status { client, id, json } => status(&client.client()?, &id, json).await,
+        JobCommand::Watch {
+            client,
+            id,
+            from_start,
+        } => {
+            let state = watch(&client.client()?, &id, from_start, false).await?;
+            exit_for(state)
+        }
+        JobCommand::Cancel { client, id } => {
+            let response = client
+                .client()?
+                .cancel_job(&id, "cancelled from the command line")
+                .await?;
+            let index = response.write.map_or(0, |w| w.log_index);
+            println!("cancelled job {id} (log index {index})");
+            Ok(())
+        }
+    }
+}
+
+async fn submit(
+    client: ClientArgs,
+    file: PathBuf,
+    wait: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let spec = parse_job_file(&text).with_context(|| file.display().to_string())?;
+    let client = client.client()?;
+    let submitted = client.submit_job(spec, String::new()).await?;
+    let job_id = submitted.job_id;
+    if !wait {
+        match as_json {
+            true => println!("{}", json!({ "job_id": job_id })),
+            false => println!("submitted job {job_id}"),
+        }
+        return Ok(());
+    }
+    if !as_json {
+        println!("submitted job {job_id}; following it");
+    }
+    let state = watch(&client, &job_id, true, as_json).await?;
+    if as_json {
+        status(&client, &job_id, true).await?;
+    }
+    exit_for(state)
+}
+
+fn exit_for(state: i32) -> anyhow::Result<()> {
+    match pb::JobState::try_from(state) {
+        Ok(pb::JobState::Succeeded) => Ok(()),
+        _ => anyhow::bail!("job ended {}", job_state_name(state)),
+    }
+}
+
+/// Prints events until the job's final one; returns the final job state.
+async fn watch(
+    client: &synod_sdk::Client,
+    job_id: &str,
+    from_start: bool,
+    quiet: bool,
+) -> anyhow::Result<i32> {
+    let mut events = client.watch_job(job_id, from_start);
+    while let Some(event) = events.next().await {
+        let event = event?;
+        if !quiet {
+            println!("{:>4}  {}", event.sequence, describe(&event));
+        }
+        if let Some(pb::job_event::Kind::JobCompleted(done)) = &event.kind {
+            return Ok(done.state);
+        }
+    }
+    anyhow::bail!("the watch ended before the job did")
+}
+
+/// One line describing an event.
+pub fn describe(event: &pb::JobEvent) -> String {
+    use pb::job_event::Kind;
+    match &event.kind {
+        Some(Kind::JobSubmitted(_)) => "job submitted".into(),
+        Some(Kind::TaskReady(e)) => format!("{} ready", e.task_id),
+        Some(Kind::TaskAssigned(e)) => format!(
+            "{} assigned to {} (attempt {})",
+            e.task_id, e.agent_id, e.attempt
+        ),
+        Some(Kind::TaskStarted(e)) => format!("{} started on {}", e.task_id, e.agent_id),
+        Some(Kind::TaskSucceeded(e)) => format!(
+            "{} succeeded ({} bytes of output)",
+            e.task_id, e.output_size_bytes
+        ),
+        Some(Kind::TaskFailed(e)) => format!(
+            "{} failed on attempt {}: {}",
+            e.task_id, e.attempt, e.error_message
+        ),
+        Some(Kind::TaskTimedOut(e)) => format!("{} timed out on attempt {}", e.task_id, e.attempt),
+        Some(Kind::TaskAgentLost(e)) => format!(
+            "{} lost its agent {} (attempt {})",
+            e.task_id, e.agent_id, e.attempt
+        ),
+        Some(Kind::TaskRetryScheduled(e)) => {
+            format!("{} retries in {} ms", e.task_id, e.backoff_ms)
+        }
+        Some(Kind::TaskDeadLettered(e)) => format!(
+            "{} dead-lettered after {} attempts: {}",
+            e.task_id, e.attempts, e.last_error
+        ),
+        Some(Kind::StaleResultRejected(e)) => format!(
+            "{} stale result of attempt {} from {} rejected",
+            e.task_id, e.attempt, e.agent_id
+        ),
+        Some(Kind::SubtasksAdded(e)) => format!(
+            "{} added subtasks {}",
+            e.parent_task_id,
+            e.task_ids.join(", ")
+        ),
+        Some(Kind::TaskCancelled(e)) => format!("{} cancelled: {}", e.task_id, e.reason),
+        Some(Kind::JobCompleted(e)) => format!("job {} {}", job_state_name(e.state), e.reason),
+        Some(other) => format!("{other:?}"),
+        None => "(empty event)".into(),
+    }
+}
+
+/// Lower-case name of a job state.
+pub fn job_state_name(state: i32) -> String {
+    pb::JobState::try_from(state)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("JOB_STATE_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| format!("state {state}"))
+}
+
+fn task_state_name(state: i32) -> String {
+    pb::TaskState::try_from(state)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("TASK_STATE_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| format!("state {state}"))
+}
+
+async fn status(client: &synod_sdk::Client, job_id: &str, as_json: bool) -> anyhow::Result<()> {
+    let job = client.get_job(job_id).await?;
+    let tasks = client.job_tasks(job_id).await?;
+    if as_json {
+        let tasks: Vec<_> = tasks
+            .iter()
+            .map(|t| {
+                json!({
+                    "task_id": t.task_id, "state": task_state_name(t.state), "attempt": t.attempt,
+                    "agent_id": t.agent_id, "error": t.error_message,
+                    "output": String::from_utf8_lossy(&t.output),
+                })
+            })
+            .collect();
+        let output = String::from_utf8_lossy(&job.output);
+        let value = json!({ "job_id": job.job_id, "name": job.name, "state": job_state_name(job.state), "reason": job.state_reason, "output": output, "tasks": tasks });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!(
+        "job {} ({}): {} {}",
+        job.job_id,
+        job.name,
+        job_state_name(job.state),
+        job.state_reason
+    );
+    println!("{:<28} {:<14} {:<8} AGENT", "TASK", "STATE", "ATTEMPT");
+    for task in &tasks {
+        println!(
+            "{:<28} {:<14} {:<8} {}",
+            task.task_id,
+            task_state_name(task.state),
+            task.attempt,
+            task.agent_id
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Job submitters' calls: submit, read, watch and cancel jobs, and list agents. Every call
+//! follows the leader like the rest of [`Client`]; a watch resumes after the last event it
+//! delivered when its stream breaks.
+
+use synod_proto::v1 as pb;
+use synod_proto::v1::agent_service_client::AgentServiceClient;
+use synod_proto::v1::job_service_client::JobServiceClient;
+use tokio::sync::mpsc;
+
+use crate::{Client, ClientError};
+
+/// Events of one watched job, in sequence order.
+pub struct JobWatch {
+    events: mpsc::Receiver<Result<pb::JobEvent, ClientError>>,
+}
+
+impl JobWatch {
+    /// The next event; `None` after the job's final event.
+    pub async fn next(&mut self) -> Option<Result<pb::JobEvent, ClientError>> {
+        self.events.recv().await
+    }
+}
+
+impl Client {
+    /// Submits a job; returns its id. With an `idempotency_key`, a retried submit returns the
+    /// first job's id instead of creating another.
+    pub async fn submit_job(
+        &self,
+        spec: pb::JobSpec,
+        idempotency_key: impl Into<String>,
+    ) -> Result<pb::SubmitJobResponse, ClientError> {
+        let request = pb::SubmitJobRequest {
+            spec: Some(spec),
+            idempotency_key: idempotency_key.into(),
+        };
+        self.call(|channel| {
+            let request = request.clone();
+            async move { JobServiceClient::new(channel).submit_job(request).await }
+        })
+        .await
+    }
+
+    /// Reads a job (linearizable).
+    pub async fn get_job(&self, job_id: &str) -> Result<pb::Job, ClientError> {
+        let request = pb::GetJobRequest {
+            job_id: job_id.to_owned(),
+            include_spec: false,
+            consistency: pb::Consistency::Linearizable as i32,
+        };
+        let response = self
+            .call(|channel| {
+                let request = request.clone();
+                async move { JobServiceClient::new(channel).get_job(request).await }
+            })
+            .await?;
+        response.job.ok_or_else(|| {
+            ClientError::Rejected(tonic::Status::internal("GetJob answered without a job"))
+        })
+    }
+
+    /// Every task of a job, in submission order.
+    pub async fn job_tasks(&self, job_id: &str) -> Result<Vec<pb::Task>, ClientError> {
+        let mut tasks = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListTasksRequest {
+                job_id: job_id.to_owned(),
+                states: Vec::new(),
+                page: Some(pb::PageRequest {
+                    page_size: 1000,
+                    page_token,
+                }),
+                consistency: pb::Consistency::Linearizable as i32,
+            };
+            let page = self
+                .call(|channel| {
+                    let request = request.clone();
+                    async move { JobServiceClient::new(channel).list_tasks(request).await }
+                })
+                .await?;
+            tasks.extend(page.tasks);
+            if page.next_page_token.is_empty() {
+                return Ok(tasks);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Cancels a job.
+    pub async fn cancel_job(
+        &self,
+        job_id: &str,
+        reason: &str,
+    ) -> Result<pb::CancelJobResponse, ClientError> {
+        let request = pb::CancelJobRequest {
+            job_id: job_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.call(|channel| {
+            let request = request.clone();
+            async move { JobServiceClient::new(channel).cancel_job(request).await }
+        })
+        .await
+    }
+
+    /// Lists registered agents (every page).
+    pub async fn list_agents(&self) -> Result<Vec<pb::Agent>, ClientError> {
+        let mut agents = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListAgentsRequest {
+                page: Some(pb::PageRequest {
+                    page_size: 1000,
+                    page_token,
+                }),
+                ..Default::default()
+            };
+            let page = self
+                .call(|channel| {
+                    let request = request.clone();
+                    async move { AgentServiceClient::new(channel).list_agents(request).await }
+                })
+                .await?;
+            agents.extend(page.agents);
+            if page.next_page_token.is_empty() {
+                return Ok(agents);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Watches a job's events, from the start of its history when `from_start`, otherwise
+    /// from now. Survives leader changes: a broken stream is reopened after the last event
+    /// delivered.
+    pub fn watch_job(&self, job_id: &str, from_start: bool) -> JobWatch {
+        let (sender, events) = mpsc::channel(256);
+        let client = self.clone();
+        let job_id = job_id.to_owned();
+        tokio::spawn(async move { client.pump_watch(job_id, from_start, sender).await });
+        JobWatch { events }
+    }
+
+    async fn pump_watch(
+        self,
+        job_id: String,
+        from_start: bool,
+        sender: mpsc::Sender<Result<pb::JobEvent, ClientError>>,
+    ) {
+        let mut after_sequence = 0;
+        let mut from_start = from_start;
+        loop {
+            let request = pb::WatchJobRequest {
+                job_id: job_id.clone(),
+                from_start,
+                after_sequence,
+                consistency: pb::Consistency::Linearizable as i32,
+            };
+            let opened = self
+                .call(|channel| {
+                    let request = request.clone();
+                    async move { JobServiceClient::new(channel).watch_job(request).await }
+                })
+                .await;
+            let mut stream = match opened {
+                Ok(stream) => stream,
+                Err(error) => {
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+            };
+            loop {
+                match stream.message().await {
+                    Ok(Some(event)) => {
+                        after_sequence = event.sequence;
+                        from_start = false;
+                        let last = matches!(event.kind, Some(pb::job_event::Kind::JobCompleted(_)));
+                        if sender.send(Ok(event)).await.is_err() || last {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(status) => {
+                        tracing::debug!(code = ?status.code(), "job watch broke; resuming");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
