@@ -9,6 +9,7 @@
 //! - [`state`]: the pure replicated state machine.
 //! - [`raft`]: openraft adapters (disk, network, transport service).
 //! - [`runtime`]: leader-side live parts (batching proposer, clock).
+//! - [`scheduler`]: pure placement strategies (round-robin, least-loaded, capability, auction).
 //! - [`api`]: thin gRPC services and the one place errors become statuses.
 //! - [`node`]: wiring of one coordinator node; [`config`]: its settings.
 
@@ -21,5 +22,6 @@ pub mod local_cluster;
 pub mod node;
 pub mod raft;
 pub mod runtime;
+pub mod scheduler;
 pub mod shutdown;
 pub mod state;
