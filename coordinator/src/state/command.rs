@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::agents::Registration;
+use super::jobs::{JobSpec, TaskSpec};
+
 /// One Raft entry's worth of commands, stamped with the proposing leader's clock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
@@ -40,6 +43,124 @@ pub enum Command {
         /// The key.
         key: String,
     },
+    /// Registers a new agent, or resumes one with its session token.
+    RegisterAgent(Registration),
+    /// An agent's session stream ended; within its lease it keeps its tasks.
+    AgentDisconnected {
+        /// The agent.
+        agent_id: String,
+        /// The session that ended.
+        session_id: String,
+    },
+    /// An agent's lease passed: it expires and every attempt it holds is lost (and retried
+    /// according to each task's policy).
+    ExpireAgent {
+        /// The agent.
+        agent_id: String,
+        /// The session whose lease passed.
+        session_id: String,
+    },
+    /// An agent leaves for good; its attempts are lost as with an expiry.
+    DeregisterAgent {
+        /// The agent.
+        agent_id: String,
+    },
+    /// An agent takes no new work.
+    DrainAgent {
+        /// The agent.
+        agent_id: String,
+    },
+    /// Submits a job (validated again at apply).
+    SubmitJob {
+        /// Id chosen by the leader.
+        job_id: String,
+        /// The job.
+        spec: JobSpec,
+    },
+    /// Assigns the next attempt of a ready task to an agent.
+    AssignTask {
+        /// The job.
+        job_id: String,
+        /// The task.
+        task_id: String,
+        /// The new attempt number: the task's current attempt + 1.
+        attempt: u32,
+        /// The agent.
+        agent_id: String,
+    },
+    /// The agent started an attempt (fenced).
+    StartTask {
+        /// The job.
+        job_id: String,
+        /// The task.
+        task_id: String,
+        /// The attempt.
+        attempt: u32,
+        /// The reporting agent.
+        agent_id: String,
+    },
+    /// The agent's result for an attempt (fenced).
+    CompleteTask {
+        /// The job.
+        job_id: String,
+        /// The task.
+        task_id: String,
+        /// The attempt.
+        attempt: u32,
+        /// The reporting agent.
+        agent_id: String,
+        /// Success or failure.
+        outcome: TaskOutcome,
+    },
+    /// An attempt passed its deadline.
+    TimeOutTask {
+        /// The job.
+        job_id: String,
+        /// The task.
+        task_id: String,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// Cancels an unfinished job.
+    CancelJob {
+        /// The job.
+        job_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A running attempt adds subtasks to its job (fenced).
+    AddSubtasks {
+        /// The job.
+        job_id: String,
+        /// The task adding them.
+        parent_task_id: String,
+        /// The parent's attempt.
+        attempt: u32,
+        /// The reporting agent.
+        agent_id: String,
+        /// The new tasks.
+        subtasks: Vec<TaskSpec>,
+        /// The parent attempt waits (its timeout suspended) until all are terminal.
+        wait: bool,
+    },
+}
+
+/// What an agent reports at the end of an attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TaskOutcome {
+    /// The attempt succeeded.
+    Succeeded {
+        /// The output.
+        #[serde(with = "serde_bytes")]
+        output: Vec<u8>,
+    },
+    /// The attempt failed.
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// True when another attempt may succeed.
+        retryable: bool,
+    },
 }
 
 /// A precondition on a key, checked when the command is applied.
@@ -60,6 +181,101 @@ impl Command {
             Command::Noop => 1,
             Command::KvPut { key, value, .. } => 16 + key.len() + value.len(),
             Command::KvDelete { key } => 8 + key.len(),
+            Command::RegisterAgent(registration) => registration_bytes(registration),
+            Command::AgentDisconnected {
+                agent_id,
+                session_id,
+            }
+            | Command::ExpireAgent {
+                agent_id,
+                session_id,
+            } => 8 + agent_id.len() + session_id.len(),
+            Command::DeregisterAgent { agent_id } | Command::DrainAgent { agent_id } => {
+                8 + agent_id.len()
+            }
+            Command::SubmitJob { job_id, spec } => job_id.len() + spec_bytes(spec),
+            Command::AssignTask {
+                job_id,
+                task_id,
+                agent_id,
+                ..
+            }
+            | Command::StartTask {
+                job_id,
+                task_id,
+                agent_id,
+                ..
+            } => 16 + job_id.len() + task_id.len() + agent_id.len(),
+            Command::CompleteTask {
+                job_id,
+                task_id,
+                agent_id,
+                outcome,
+                ..
+            } => 16 + job_id.len() + task_id.len() + agent_id.len() + outcome_bytes(outcome),
+            Command::TimeOutTask {
+                job_id, task_id, ..
+            } => 16 + job_id.len() + task_id.len(),
+            Command::CancelJob { job_id, reason } => 8 + job_id.len() + reason.len(),
+            Command::AddSubtasks {
+                job_id,
+                parent_task_id,
+                agent_id,
+                subtasks,
+                ..
+            } => {
+                let tasks: usize = subtasks.iter().map(task_bytes).sum();
+                16 + job_id.len() + parent_task_id.len() + agent_id.len() + tasks
+            }
         }
+    }
+}
+
+fn registration_bytes(registration: &Registration) -> usize {
+    let strings = registration
+        .capabilities
+        .iter()
+        .map(String::len)
+        .sum::<usize>()
+        + registration
+            .labels
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + registration
+            .resources
+            .keys()
+            .map(|k| k.len() + 8)
+            .sum::<usize>();
+    let ids = registration.agent_id.len()
+        + registration.session_id.len()
+        + registration.session_token.len()
+        + registration.resume_token.as_ref().map_or(0, String::len)
+        + registration.name.len();
+    16 + ids + strings
+}
+
+fn spec_bytes(spec: &JobSpec) -> usize {
+    let labels: usize = spec.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let tasks: usize = spec.tasks.iter().map(task_bytes).sum();
+    32 + spec.name.len() + spec.goal.description.len() + labels + tasks
+}
+
+fn task_bytes(task: &TaskSpec) -> usize {
+    let deps: usize = task.depends_on.iter().map(String::len).sum();
+    let caps: usize = task.required_capabilities.iter().map(String::len).sum();
+    let labels: usize = task
+        .preferred_labels
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    let strings = task.id.len() + task.kind.len() + task.description.len();
+    48 + strings + task.payload.len() + deps + caps + labels
+}
+
+fn outcome_bytes(outcome: &TaskOutcome) -> usize {
+    match outcome {
+        TaskOutcome::Succeeded { output } => output.len(),
+        TaskOutcome::Failed { error, .. } => 1 + error.len(),
     }
 }

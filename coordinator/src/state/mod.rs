@@ -11,15 +11,27 @@
 //!   State ──(one Outcome per command; a rejected command changes nothing)──► Vec<Outcome>
 //! ```
 //!
+//! Parts: [`KvStore`] (keys), [`AgentRegistry`] (agents and their sessions), [`JobTable`]
+//! (goal-driven jobs of fenced, retried tasks). Agent and job commands that touch both (assign,
+//! results, agent loss) are dispatched here; the job table owns their rules.
+//!
 //! This module must never reach tokio, the network, the disk or a clock.
 
+pub mod agents;
 mod command;
+pub mod effects;
+pub mod jobs;
 mod kv;
 mod outcome;
 
-pub use command::{Command, KvCondition, Meta, Proposal};
+pub use agents::{AgentRecord, AgentRegistry, AgentStatus, Registration};
+pub use command::{Command, KvCondition, Meta, Proposal, TaskOutcome};
+pub use effects::{AttemptEnd, Effects};
+pub use jobs::JobTable;
 pub use kv::{KeyValue, KvStore, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 pub use outcome::{Applied, Outcome, Rejection};
+
+use jobs::Report;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -29,6 +41,10 @@ use sha2::{Digest, Sha256};
 pub struct State {
     /// The replicated key-value namespace.
     pub kv: KvStore,
+    /// Every agent that registered.
+    pub agents: AgentRegistry,
+    /// Every job.
+    pub jobs: JobTable,
     /// Number of commands applied (accepted or rejected) since the cluster began.
     pub commands_applied: u64,
     /// Leader timestamp of the last applied proposal, in Unix milliseconds.
@@ -65,6 +81,110 @@ impl State {
                 .put(key, value, *condition, meta.index)
                 .map(Applied::Kv),
             Command::KvDelete { key } => Ok(Applied::Deleted(self.kv.delete(key))),
+            command => self.apply_coordination(command, meta),
+        }
+    }
+
+    /// Applies an agent or job command.
+    fn apply_coordination(&mut self, command: &Command, meta: Meta) -> Outcome {
+        let agents = &mut self.agents;
+        match command {
+            Command::RegisterAgent(registration) => agents
+                .register(registration, meta.now_ms)
+                .map(Applied::AgentRegistered),
+            Command::AgentDisconnected {
+                agent_id,
+                session_id,
+            } => agents
+                .disconnect(agent_id, session_id, meta.now_ms)
+                .map(|()| Applied::Done),
+            Command::ExpireAgent {
+                agent_id,
+                session_id,
+            } => {
+                let tasks = agents.expire(agent_id, session_id)?;
+                Ok(self.lose_agent(agent_id, &tasks, meta))
+            }
+            Command::DeregisterAgent { agent_id } => {
+                let tasks = agents.deregister(agent_id)?;
+                Ok(self.lose_agent(agent_id, &tasks, meta))
+            }
+            Command::DrainAgent { agent_id } => agents.drain(agent_id).map(|()| Applied::Done),
+            command => self.apply_job(command, meta),
+        }
+    }
+
+    /// Applies a job command.
+    fn apply_job(&mut self, command: &Command, meta: Meta) -> Outcome {
+        let (jobs, agents) = (&mut self.jobs, &mut self.agents);
+        match command {
+            Command::SubmitJob { job_id, spec } => jobs.submit(job_id, spec, agents, meta),
+            Command::AssignTask {
+                job_id,
+                task_id,
+                attempt,
+                agent_id,
+            } => jobs.assign(report(job_id, task_id, *attempt, agent_id), agents, meta),
+            Command::StartTask {
+                job_id,
+                task_id,
+                attempt,
+                agent_id,
+            } => jobs.start(report(job_id, task_id, *attempt, agent_id), agents, meta),
+            Command::CompleteTask {
+                job_id,
+                task_id,
+                attempt,
+                agent_id,
+                outcome,
+            } => {
+                let report = report(job_id, task_id, *attempt, agent_id);
+                jobs.complete(report, outcome, agents, meta)
+            }
+            Command::TimeOutTask {
+                job_id,
+                task_id,
+                attempt,
+            } => jobs.time_out(report(job_id, task_id, *attempt, ""), agents, meta),
+            Command::CancelJob { job_id, reason } => jobs.cancel(job_id, reason, agents, meta),
+            Command::AddSubtasks {
+                job_id,
+                parent_task_id,
+                attempt,
+                agent_id,
+                subtasks,
+                wait,
+            } => {
+                let report = report(job_id, parent_task_id, *attempt, agent_id);
+                jobs.add_subtasks(report, subtasks, *wait, agents, meta)
+            }
+            // Dispatched by `apply` and `apply_coordination` before reaching here; listed one
+            // by one (no `_`) so a new command cannot be forgotten silently.
+            Command::Noop
+            | Command::KvPut { .. }
+            | Command::KvDelete { .. }
+            | Command::RegisterAgent(_)
+            | Command::AgentDisconnected { .. }
+            | Command::ExpireAgent { .. }
+            | Command::DeregisterAgent { .. }
+            | Command::DrainAgent { .. } => Ok(Applied::Done),
+        }
+    }
+
+    /// Ends the attempts an expired or deregistered agent held.
+    fn lose_agent(
+        &mut self,
+        agent_id: &str,
+        tasks: &std::collections::BTreeSet<jobs::TaskKey>,
+        meta: Meta,
+    ) -> Applied {
+        let (ended, effects) = self
+            .jobs
+            .lose_agent(agent_id, tasks, &mut self.agents, meta);
+        Applied::AgentLost {
+            agent_id: agent_id.to_owned(),
+            ended,
+            effects,
         }
     }
 
@@ -77,5 +197,16 @@ impl State {
     }
 }
 
+fn report<'a>(job_id: &'a str, task_id: &'a str, attempt: u32, agent_id: &'a str) -> Report<'a> {
+    Report {
+        job_id,
+        task_id,
+        attempt,
+        agent_id,
+    }
+}
+
+#[cfg(test)]
+mod testing;
 #[cfg(test)]
 mod tests;

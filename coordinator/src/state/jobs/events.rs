@@ -1,0 +1,123 @@
+//! [`JobEvent`]: one entry of a job's replayable history.
+//!
+//! Each job numbers its events 1, 2, 3… without gaps, in the order they were committed; no event
+//! follows `JobCompleted`. Pure data.
+
+use serde::{Deserialize, Serialize};
+
+use super::JobState;
+
+/// One thing that happened to a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// Position in the job's history, from 1.
+    pub sequence: u64,
+    /// Leader time of the entry that produced the event.
+    pub at_ms: u64,
+    /// Raft log index of that entry.
+    pub log_index: u64,
+    /// What happened.
+    pub kind: JobEventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobEventKind {
+    /// The job was accepted.
+    JobSubmitted,
+    /// A task's dependencies succeeded.
+    TaskReady {
+        /// The task.
+        task_id: String,
+    },
+    /// An attempt was assigned.
+    TaskAssigned {
+        /// The task.
+        task_id: String,
+        /// The agent.
+        agent: String,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// The agent started an attempt.
+    TaskStarted {
+        /// The task.
+        task_id: String,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// An attempt succeeded; the task is done.
+    TaskSucceeded {
+        /// The task.
+        task_id: String,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// An attempt failed or lost its agent.
+    TaskFailed {
+        /// The task.
+        task_id: String,
+        /// The attempt.
+        attempt: u32,
+        /// The agent's error, or "agent '<id>' lost".
+        error: String,
+        /// True when another attempt will follow.
+        will_retry: bool,
+        /// When the retry may be assigned.
+        retry_at_ms: Option<u64>,
+    },
+    /// An attempt passed its deadline.
+    TaskTimedOut {
+        /// The task.
+        task_id: String,
+        /// The attempt.
+        attempt: u32,
+        /// True when another attempt will follow; false leaves the task `TimedOut`.
+        will_retry: bool,
+        /// When the retry may be assigned.
+        retry_at_ms: Option<u64>,
+    },
+    /// Retries are exhausted; the task is kept for inspection.
+    TaskDeadLettered {
+        /// The task.
+        task_id: String,
+    },
+    /// A task will not run because a dependency can no longer succeed.
+    TaskSkipped {
+        /// The task.
+        task_id: String,
+        /// The dependency.
+        dependency: String,
+    },
+    /// A report for an attempt that is not current (or not from its agent) was refused.
+    StaleResultRejected {
+        /// The task.
+        task_id: String,
+        /// The attempt reported on.
+        attempt: u32,
+        /// The reporting agent.
+        agent: String,
+    },
+    /// A running task added subtasks.
+    SubtasksAdded {
+        /// The parent task.
+        parent_task_id: String,
+        /// The new task ids, in order.
+        ids: Vec<String>,
+    },
+    /// Every subtask a parent waited for is terminal; its timeout runs again.
+    SubtasksCompleted {
+        /// The parent task.
+        parent_task_id: String,
+    },
+    /// The job was cancelled (followed by `JobCompleted`).
+    JobCancelled {
+        /// Why.
+        reason: String,
+    },
+    /// The job reached a terminal state; the last event of the job.
+    JobCompleted {
+        /// The terminal state.
+        state: JobState,
+    },
+}

@@ -1,0 +1,528 @@
+//! [`Transition`]: every change to one job's tasks, keeping the task index, the job's counters,
+//! its events, the agents' held attempts and the runtime's [`Effects`] in step.
+//!
+//! ```text
+//!   Pending ──deps succeeded──► Ready ──assign──► Assigned ──start──► Running
+//!      │                          ▲                  │                  │
+//!      └─dep can't succeed─► Skipped     retry (backoff)◄──fail/timeout/lost
+//!                                                    │                  │
+//!              Succeeded / Failed / TimedOut / DeadLettered ◄───────────┘
+//! ```
+//! A task reaching a terminal state is queued; [`Transition::settle`] then readies or skips its
+//! dependents, releases a waiting parent, and finally applies the job's success criterion
+//! (iteratively, so long chains never recurse). Callers validate first: nothing here fails.
+//! Pure: no I/O, clock or randomness.
+
+use super::{
+    AttemptOutcome, AttemptRecord, AttemptRef, Criterion, JobEventKind, JobRecord, JobState,
+    TaskIndex, TaskKey, TaskRecord, TaskState,
+};
+use crate::state::effects::{AttemptEnd, CancelAttempt, Effects, HeldAttempt, JobFinished};
+use crate::state::{AgentRegistry, Meta};
+
+/// One command's worth of changes to one job.
+pub struct Transition<'a> {
+    job: &'a mut JobRecord,
+    index: &'a mut TaskIndex,
+    agents: &'a mut AgentRegistry,
+    effects: &'a mut Effects,
+    meta: Meta,
+    newly_terminal: Vec<String>,
+}
+
+impl<'a> Transition<'a> {
+    /// Starts changing `job`.
+    pub fn new(
+        job: &'a mut JobRecord,
+        index: &'a mut TaskIndex,
+        agents: &'a mut AgentRegistry,
+        effects: &'a mut Effects,
+        meta: Meta,
+    ) -> Self {
+        Self {
+            job,
+            index,
+            agents,
+            effects,
+            meta,
+            newly_terminal: Vec::new(),
+        }
+    }
+
+    /// Readies (or skips) a `Pending` task whose dependencies allow it.
+    pub fn evaluate_pending(&mut self, task_id: &str) {
+        if self.job.task_state(task_id) != Some(TaskState::Pending) {
+            return;
+        }
+        let Some(spec) = self.job.task_spec(task_id) else {
+            return;
+        };
+        let mut all_succeeded = true;
+        for dep in &spec.depends_on {
+            match self.job.task_state(dep) {
+                Some(TaskState::Succeeded) => {}
+                Some(state) if state.is_unsuccessful() => {
+                    let dep = dep.clone();
+                    return self.skip(task_id, dep);
+                }
+                _ => all_succeeded = false,
+            }
+        }
+        if all_succeeded {
+            self.make_ready(task_id);
+        }
+    }
+
+    /// Assigns attempt `attempt` of a ready task to `agent_id`; returns its deadline.
+    pub fn assign(&mut self, task_id: &str, attempt: u32, agent_id: &str) -> u64 {
+        let now_ms = self.meta.now_ms;
+        let timeout_ms = self
+            .job
+            .task_spec(task_id)
+            .map_or(0, |spec| spec.effective_timeout_ms());
+        let deadline_at_ms = now_ms.saturating_add(timeout_ms);
+        self.update(task_id, |task| {
+            task.state = TaskState::Assigned;
+            task.attempt = attempt;
+            task.agent = Some(agent_id.to_owned());
+            task.deadline_at_ms = Some(deadline_at_ms);
+            task.not_before_ms = 0;
+            task.attempts.push(AttemptRecord {
+                attempt,
+                agent: agent_id.to_owned(),
+                assigned_at_ms: now_ms,
+                started_at_ms: None,
+                ended_at_ms: None,
+                outcome: None,
+            });
+        });
+        self.agents.hold(agent_id, self.key(task_id));
+        if self.job.state == JobState::Pending {
+            self.job.state = JobState::Running;
+            self.job.started_at_ms = Some(now_ms);
+        }
+        let (task_id, agent) = (task_id.to_owned(), agent_id.to_owned());
+        self.event(JobEventKind::TaskAssigned {
+            task_id,
+            agent,
+            attempt,
+        });
+        deadline_at_ms
+    }
+
+    /// The agent started the current attempt of an `Assigned` task.
+    pub fn start(&mut self, task_id: &str) {
+        let now_ms = self.meta.now_ms;
+        let mut attempt = 0;
+        self.update(task_id, |task| {
+            task.state = TaskState::Running;
+            attempt = task.attempt;
+            if let Some(record) = task.current_attempt_mut() {
+                record.started_at_ms = Some(now_ms);
+            }
+        });
+        let task_id = task_id.to_owned();
+        self.event(JobEventKind::TaskStarted { task_id, attempt });
+    }
+
+    /// The current attempt succeeded: the task is done, for good.
+    pub fn succeed(&mut self, task_id: &str, output: Vec<u8>) -> AttemptEnd {
+        let (attempt, agent_id) = self.end_attempt(task_id, AttemptOutcome::Succeeded);
+        self.update(task_id, |task| {
+            task.state = TaskState::Succeeded;
+            task.output = Some(output);
+            task.error = None;
+        });
+        let id = task_id.to_owned();
+        self.event(JobEventKind::TaskSucceeded {
+            task_id: id,
+            attempt,
+        });
+        self.newly_terminal.push(task_id.to_owned());
+        self.attempt_end(task_id, attempt, agent_id, TaskState::Succeeded, None)
+    }
+
+    /// The current attempt failed, timed out or lost its agent: schedule a retry with backoff
+    /// when the policy allows, otherwise end the task (Failed, TimedOut or DeadLettered).
+    pub fn fail(&mut self, task_id: &str, outcome: AttemptOutcome) -> AttemptEnd {
+        let error = self.describe_failure(task_id, &outcome);
+        let (attempt, agent_id) = self.end_attempt(task_id, outcome.clone());
+        let retry_at_ms = self.retry_time(task_id, &outcome);
+        let state = match (retry_at_ms, &outcome) {
+            (Some(_), _) => TaskState::Ready,
+            (None, AttemptOutcome::TimedOut) => TaskState::TimedOut,
+            (
+                None,
+                AttemptOutcome::Failed {
+                    retryable: false, ..
+                },
+            ) => TaskState::Failed,
+            (None, _) => TaskState::DeadLettered,
+        };
+        let (counted, now_ms) = (outcome.is_counted_failure(), self.meta.now_ms);
+        self.update(task_id, |task| {
+            task.failed_attempts += u32::from(counted);
+            task.state = state;
+            task.error = Some(error.clone());
+            if let Some(retry_at_ms) = retry_at_ms {
+                task.not_before_ms = retry_at_ms;
+                task.ready_at_ms = Some(now_ms);
+            }
+        });
+        self.failure_events(task_id, attempt, &outcome, error, retry_at_ms, state);
+        if state.is_terminal() {
+            self.newly_terminal.push(task_id.to_owned());
+        }
+        self.attempt_end(task_id, attempt, agent_id, state, retry_at_ms)
+    }
+
+    /// Appends subtasks of `parent`; when `wait`, the parent's attempt waits for those not
+    /// already terminal. Returns the new ids.
+    pub fn add_subtasks(
+        &mut self,
+        parent: &str,
+        subtasks: Vec<super::TaskSpec>,
+        wait: bool,
+    ) -> (Vec<String>, bool) {
+        let now_ms = self.meta.now_ms;
+        let ids = self.job.append_tasks(subtasks, Some(parent), now_ms);
+        let (parent_task_id, added) = (parent.to_owned(), ids.clone());
+        self.event(JobEventKind::SubtasksAdded {
+            parent_task_id,
+            ids: added,
+        });
+        for id in &ids {
+            self.evaluate_pending(id);
+        }
+        let open: Vec<String> = ids
+            .iter()
+            .filter(|id| {
+                self.job
+                    .task_state(id)
+                    .is_some_and(|state| !state.is_terminal())
+            })
+            .cloned()
+            .collect();
+        let waiting = wait && !open.is_empty();
+        if waiting {
+            self.update(parent, |task| {
+                task.waiting_for.extend(open);
+                task.waiting_since_ms.get_or_insert(now_ms);
+            });
+        }
+        (ids, waiting)
+    }
+
+    /// Cancels the job: every unfinished task is cancelled.
+    pub fn cancel_job(&mut self, reason: &str) {
+        let reason_text = reason.to_owned();
+        self.event(JobEventKind::JobCancelled {
+            reason: reason_text,
+        });
+        self.finish(
+            JobState::Cancelled,
+            Some(reason.to_owned()),
+            "job cancelled",
+        );
+    }
+
+    /// Propagates every task that became terminal, then applies the job's criterion.
+    pub fn settle(&mut self) {
+        while let Some(task_id) = self.newly_terminal.pop() {
+            let dependents = self.job.dependents_of(&task_id).to_vec();
+            for dependent in dependents {
+                self.evaluate_pending(&dependent);
+            }
+            self.release_parent(&task_id);
+        }
+        self.evaluate_job();
+    }
+
+    fn make_ready(&mut self, task_id: &str) {
+        let now_ms = self.meta.now_ms;
+        self.update(task_id, |task| {
+            task.state = TaskState::Ready;
+            task.ready_at_ms = Some(now_ms);
+        });
+        let task_id = task_id.to_owned();
+        self.event(JobEventKind::TaskReady { task_id });
+    }
+
+    fn skip(&mut self, task_id: &str, dependency: String) {
+        let reason = format!("dependency '{dependency}' did not succeed");
+        self.update(task_id, |task| {
+            task.state = TaskState::Skipped;
+            task.error = Some(reason);
+        });
+        let id = task_id.to_owned();
+        self.event(JobEventKind::TaskSkipped {
+            task_id: id,
+            dependency,
+        });
+        self.newly_terminal.push(task_id.to_owned());
+    }
+
+    /// Closes the current attempt record and frees the agent's slot; returns the attempt
+    /// number and its agent.
+    fn end_attempt(&mut self, task_id: &str, outcome: AttemptOutcome) -> (u32, String) {
+        let now_ms = self.meta.now_ms;
+        let succeeded = match outcome {
+            AttemptOutcome::Succeeded => Some(true),
+            AttemptOutcome::Cancelled => None,
+            _ => Some(false),
+        };
+        let (mut attempt, mut agent) = (0, String::new());
+        self.update(task_id, |task| {
+            if let Some(record) = task.current_attempt_mut() {
+                record.ended_at_ms = Some(now_ms);
+                record.outcome = Some(outcome);
+            }
+            task.deadline_at_ms = None;
+            task.waiting_for.clear();
+            task.waiting_since_ms = None;
+            attempt = task.attempt;
+            agent = task.agent.clone().unwrap_or_default();
+        });
+        let key = self.key(task_id);
+        self.agents.release(&agent, &key, succeeded);
+        (attempt, agent)
+    }
+
+    fn retry_time(&self, task_id: &str, outcome: &AttemptOutcome) -> Option<u64> {
+        let task = self.job.tasks.get(task_id)?;
+        let policy = &self.job.task_spec(task_id)?.retry;
+        let failed = task.failed_attempts + 1;
+        let retry = outcome.is_counted_failure() && failed < policy.max_attempts;
+        retry.then(|| self.meta.now_ms.saturating_add(policy.backoff_ms(failed)))
+    }
+
+    fn describe_failure(&self, task_id: &str, outcome: &AttemptOutcome) -> String {
+        let agent = self
+            .job
+            .tasks
+            .get(task_id)
+            .and_then(|task| task.agent.clone());
+        match outcome {
+            AttemptOutcome::Failed { error, .. } => error.clone(),
+            AttemptOutcome::TimedOut => "timed out".to_owned(),
+            AttemptOutcome::AgentLost => format!("agent '{}' lost", agent.unwrap_or_default()),
+            AttemptOutcome::Succeeded | AttemptOutcome::Cancelled => String::new(),
+        }
+    }
+
+    fn failure_events(
+        &mut self,
+        task_id: &str,
+        attempt: u32,
+        outcome: &AttemptOutcome,
+        error: String,
+        retry_at_ms: Option<u64>,
+        state: TaskState,
+    ) {
+        let (task_id, will_retry) = (task_id.to_owned(), retry_at_ms.is_some());
+        let kind = match outcome {
+            AttemptOutcome::TimedOut => JobEventKind::TaskTimedOut {
+                task_id: task_id.clone(),
+                attempt,
+                will_retry,
+                retry_at_ms,
+            },
+            _ => JobEventKind::TaskFailed {
+                task_id: task_id.clone(),
+                attempt,
+                error,
+                will_retry,
+                retry_at_ms,
+            },
+        };
+        self.event(kind);
+        if state == TaskState::DeadLettered {
+            self.event(JobEventKind::TaskDeadLettered { task_id });
+        }
+    }
+
+    /// A terminal subtask leaves its parent's wait set; the last one releases the parent and
+    /// pushes its deadline back by the time spent waiting.
+    fn release_parent(&mut self, task_id: &str) {
+        let Some(parent) = self
+            .job
+            .tasks
+            .get(task_id)
+            .and_then(|task| task.parent.clone())
+        else {
+            return;
+        };
+        let waits = self
+            .job
+            .tasks
+            .get(&parent)
+            .is_some_and(|p| p.waiting_for.contains(task_id));
+        if !waits {
+            return;
+        }
+        let now_ms = self.meta.now_ms;
+        let mut released = false;
+        self.update(&parent, |task| {
+            task.waiting_for.remove(task_id);
+            if task.waiting_for.is_empty() {
+                let since = task.waiting_since_ms.take().unwrap_or(now_ms);
+                let waited = now_ms.saturating_sub(since);
+                task.deadline_at_ms = task.deadline_at_ms.map(|at| at.saturating_add(waited));
+                released = true;
+            }
+        });
+        if released {
+            self.parent_released(&parent);
+        }
+    }
+
+    fn parent_released(&mut self, parent: &str) {
+        if let Some(held) = self.held(parent) {
+            self.effects.subtasks_completed.push(held);
+        }
+        let parent_task_id = parent.to_owned();
+        self.event(JobEventKind::SubtasksCompleted { parent_task_id });
+    }
+
+    fn evaluate_job(&mut self) {
+        if self.job.state.is_terminal() {
+            return;
+        }
+        match self.job.spec.goal.criterion.clone() {
+            Criterion::AllTasks => self.evaluate_all_tasks(),
+            Criterion::GoalTask(goal) => self.evaluate_goal(&goal),
+        }
+    }
+
+    fn evaluate_all_tasks(&mut self) {
+        if self.job.unsuccessful > 0 {
+            let failed = self
+                .job
+                .tasks_in_order()
+                .find(|(_, task)| task.state.is_unsuccessful());
+            let reason =
+                failed.map(|(spec, task)| format!("task '{}' ended {:?}", spec.id, task.state));
+            self.finish(JobState::Failed, reason, "job failed");
+        } else if self.job.succeeded as usize == self.job.tasks.len() {
+            self.finish(JobState::Succeeded, None, "job succeeded");
+        }
+    }
+
+    fn evaluate_goal(&mut self, goal: &str) {
+        match self.job.task_state(goal) {
+            Some(TaskState::Succeeded) => {
+                self.job.output = self
+                    .job
+                    .tasks
+                    .get(goal)
+                    .and_then(|task| task.output.clone());
+                self.finish(JobState::Succeeded, None, "goal reached");
+            }
+            Some(state) if state.is_unsuccessful() => {
+                let reason = format!("goal task '{goal}' ended {state:?}");
+                self.finish(JobState::Failed, Some(reason), "job failed");
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends the job in `state`, cancelling every unfinished task (`cancel_reason` goes to the
+    /// agents of in-progress attempts).
+    fn finish(&mut self, state: JobState, reason: Option<String>, cancel_reason: &str) {
+        let open: Vec<String> = self
+            .job
+            .tasks_in_order()
+            .filter(|(_, task)| !task.state.is_terminal())
+            .map(|(spec, _)| spec.id.clone())
+            .collect();
+        for task_id in open {
+            self.cancel_task(&task_id, cancel_reason);
+        }
+        self.job.state = state;
+        self.job.state_reason = reason;
+        self.job.finished_at_ms = Some(self.meta.now_ms);
+        let job_id = self.job.id.clone();
+        self.effects
+            .jobs_finished
+            .push(JobFinished { job_id, state });
+        self.event(JobEventKind::JobCompleted { state });
+    }
+
+    fn cancel_task(&mut self, task_id: &str, reason: &str) {
+        if let Some(held) = self.held(task_id) {
+            self.end_attempt(task_id, AttemptOutcome::Cancelled);
+            let reason = reason.to_owned();
+            self.effects.cancelled.push(CancelAttempt { held, reason });
+        }
+        self.update(task_id, |task| {
+            task.state = TaskState::Cancelled;
+            task.error = Some(reason.to_owned());
+        });
+    }
+
+    /// Applies `change` to a task, keeping the index and the job's counters in step.
+    fn update(&mut self, task_id: &str, change: impl FnOnce(&mut TaskRecord)) {
+        self.index.remove(self.job, task_id);
+        let now_ms = self.meta.now_ms;
+        if let Some(task) = self.job.tasks.get_mut(task_id) {
+            let before = task.state;
+            change(task);
+            if task.state.is_terminal() && !before.is_terminal() {
+                task.finished_at_ms = Some(now_ms);
+                match task.state {
+                    TaskState::Succeeded => self.job.succeeded += 1,
+                    _ => self.job.unsuccessful += 1,
+                }
+            }
+        }
+        self.index.insert(self.job, task_id);
+    }
+
+    fn event(&mut self, kind: JobEventKind) {
+        self.job.push_event(self.meta, kind);
+    }
+
+    fn key(&self, task_id: &str) -> TaskKey {
+        TaskKey {
+            job_id: self.job.id.clone(),
+            task_id: task_id.to_owned(),
+        }
+    }
+
+    /// The in-progress attempt of a task and its agent, if any.
+    fn held(&self, task_id: &str) -> Option<HeldAttempt> {
+        let task = self
+            .job
+            .tasks
+            .get(task_id)
+            .filter(|task| task.state.is_active())?;
+        Some(HeldAttempt {
+            task: self.attempt_ref(task_id, task.attempt),
+            agent_id: task.agent.clone().unwrap_or_default(),
+        })
+    }
+
+    fn attempt_ref(&self, task_id: &str, attempt: u32) -> AttemptRef {
+        AttemptRef {
+            job_id: self.job.id.clone(),
+            task_id: task_id.to_owned(),
+            attempt,
+        }
+    }
+
+    fn attempt_end(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        agent_id: String,
+        state: TaskState,
+        retry_at_ms: Option<u64>,
+    ) -> AttemptEnd {
+        AttemptEnd {
+            task: self.attempt_ref(task_id, attempt),
+            agent_id,
+            state,
+            retry_at_ms,
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! DAG and spec validation, and unsatisfiable requirements.
+
+use super::*;
+use crate::state::AgentRegistry;
+
+fn with<F: FnOnce(&mut JobSpec)>(change: F) -> JobSpec {
+    let mut job = spec(vec![
+        task("a", &[]),
+        task("b", &["a"]),
+        task("c", &["a", "b"]),
+    ]);
+    change(&mut job);
+    job
+}
+
+#[test]
+fn validation_table() {
+    let cases: Vec<(&str, JobSpec, &str)> = vec![
+        ("valid", with(|_| {}), ""),
+        (
+            "two-task cycle",
+            spec(vec![task("a", &["b"]), task("b", &["a"])]),
+            "tasks: dependency cycle a -> b -> a",
+        ),
+        (
+            "cycle behind a root",
+            spec(vec![
+                task("x", &[]),
+                task("a", &["c", "x"]),
+                task("b", &["a"]),
+                task("c", &["b"]),
+            ]),
+            "tasks: dependency cycle a -> c -> b -> a",
+        ),
+        (
+            "unknown dependency",
+            with(|j| j.tasks[2].depends_on = vec!["fetch".into()]),
+            "tasks[2].depends_on[0]: unknown task 'fetch'",
+        ),
+        (
+            "duplicate id",
+            with(|j| j.tasks[1].id = "a".into()),
+            "tasks[1].task_id: duplicate id 'a'",
+        ),
+        (
+            "oversized payload",
+            with(|j| j.tasks[0].payload = vec![0; PAYLOAD_BYTES_MAX + 1]),
+            "tasks[0].payload: 1048577 bytes, the limit is 1048576",
+        ),
+        (
+            "unknown goal task",
+            with(|j| j.goal.criterion = Criterion::GoalTask("zzz".into())),
+            "goal.goal_task_id: unknown task 'zzz'",
+        ),
+        (
+            "no task",
+            spec(vec![]),
+            "tasks: a job needs at least one task",
+        ),
+        (
+            "too many tasks",
+            spec(
+                (0..=TASKS_MAX)
+                    .map(|i| task(&format!("t{i}"), &[]))
+                    .collect(),
+            ),
+            "tasks: 10001 tasks in the job, the limit is 10000",
+        ),
+        (
+            "empty kind",
+            with(|j| j.tasks[1].kind.clear()),
+            "tasks[1].kind: empty",
+        ),
+        (
+            "empty id",
+            with(|j| j.tasks[0].id.clear()),
+            "tasks[0].task_id: empty",
+        ),
+        (
+            "self dependency",
+            with(|j| j.tasks[0].depends_on = vec!["a".into()]),
+            "tasks[0].depends_on[0]: a task cannot depend on itself",
+        ),
+        (
+            "duplicate dependency",
+            with(|j| j.tasks[2].depends_on = vec!["a".into(), "a".into()]),
+            "tasks[2].depends_on[1]: duplicate dependency 'a'",
+        ),
+        (
+            "no attempt allowed",
+            with(|j| j.tasks[0].retry.max_attempts = 0),
+            "tasks[0].retry.max_attempts: 0, must be 1 to 100",
+        ),
+        (
+            "shrinking backoff",
+            with(|j| j.tasks[0].retry.multiplier = 0.5),
+            "tasks[0].retry.multiplier: 0.5, must be at least 1.0",
+        ),
+        (
+            "auction fallback",
+            with(|j| j.tasks[0].fallback_strategy = Some(Strategy::Auction)),
+            "tasks[0].fallback_strategy: an auction cannot be its own fallback",
+        ),
+    ];
+    for (name, job, expected) in cases {
+        let got = validate(&job)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(got, expected, "case {name}");
+    }
+}
+
+#[test]
+fn an_invalid_job_is_rejected_at_apply_and_changes_nothing() {
+    let mut h = Harness::new();
+    let job = spec(vec![task("a", &["b"]), task("b", &["a"])]);
+    let rejection = h.rejected(submit("j", job));
+    assert_eq!(rejection.to_string(), "tasks: dependency cycle a -> b -> a");
+    assert!(h.state.jobs.is_empty());
+}
+
+#[test]
+fn a_duplicate_job_id_is_rejected() {
+    let mut h = Harness::new();
+    h.ok(submit("j", spec(vec![task("a", &[])])));
+    let rejection = h.rejected(submit("j", spec(vec![task("b", &[])])));
+    assert_eq!(rejection, Rejection::JobExists { job_id: "j".into() });
+}
+
+#[test]
+fn unsatisfiable_names_the_missing_capability() {
+    let mut agents = AgentRegistry::default();
+    agents
+        .register(&registration("a1", &["python"], 1), 0)
+        .unwrap();
+    agents
+        .register(&registration("a2", &["gpu"], 1), 0)
+        .unwrap();
+    agents
+        .register(&registration("gone", &["tpu"], 1), 0)
+        .unwrap();
+    agents.expire("gone", "gone-s1").unwrap();
+    let needing = |caps: &[&str]| {
+        let mut job = spec(vec![task("a", &[]), task("b", &[])]);
+        job.tasks[1].required_capabilities = caps.iter().map(|c| c.to_string()).collect();
+        unsatisfiable(&job, &agents).map(|e| e.to_string())
+    };
+    assert_eq!(needing(&["python"]), None);
+    assert_eq!(needing(&["gpu"]), None);
+    assert_eq!(
+        needing(&["tpu"]),
+        Some("tasks[1].required_capabilities: no agent offers 'tpu'".into())
+    );
+    assert_eq!(
+        needing(&["gpu", "python"]),
+        Some("tasks[1].required_capabilities: no agent offers all of 'gpu', 'python'".into())
+    );
+}

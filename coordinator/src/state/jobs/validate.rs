@@ -1,0 +1,209 @@
+//! [`validate`]: the rules a [`JobSpec`] (or a batch of subtasks) must satisfy, and
+//! [`SpecError`], the first broken rule, naming the field.
+//!
+//! The API layer calls these before proposing; apply calls them again, since the state is the
+//! authority. Pure: no I/O, clock or randomness.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::dag::find_cycle;
+use super::spec::{ATTEMPTS_MAX, NAME_CHARS_MAX, PAYLOAD_BYTES_MAX, TASKS_MAX, TASK_ID_CHARS_MAX};
+use super::{Criterion, JobSpec, RetryPolicy, Strategy, TaskSpec};
+use crate::state::AgentRegistry;
+
+/// A broken spec rule: `field` is a path such as `tasks[2].depends_on[0]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct SpecError {
+    /// Path of the offending field.
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl SpecError {
+    /// A new error on `field`.
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Checks a whole job spec; the first broken rule is returned.
+pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
+    let chars = spec.name.chars().count();
+    if chars > NAME_CHARS_MAX {
+        let problem = format!("{chars} chars, the limit is {NAME_CHARS_MAX}");
+        return Err(SpecError::new("name", problem));
+    }
+    if spec.tasks.is_empty() {
+        return Err(SpecError::new("tasks", "a job needs at least one task"));
+    }
+    check_batch("tasks", &spec.tasks, 0, &|_| false)?;
+    check_goal(spec)
+}
+
+/// Checks subtasks added to a job that already holds `existing_count` tasks, where
+/// `existing(id)` tells whether a task id is taken. Dependencies may name existing tasks.
+pub fn validate_subtasks(
+    subtasks: &[TaskSpec],
+    existing_count: usize,
+    existing: &dyn Fn(&str) -> bool,
+) -> Result<(), SpecError> {
+    if subtasks.is_empty() {
+        return Err(SpecError::new("subtasks", "at least one subtask is needed"));
+    }
+    check_batch("subtasks", subtasks, existing_count, existing)
+}
+
+/// The first task that no live agent (neither expired nor deregistered) could run, because no
+/// such agent offers all of its required capabilities.
+pub fn unsatisfiable(spec: &JobSpec, agents: &AgentRegistry) -> Option<SpecError> {
+    spec.tasks.iter().enumerate().find_map(|(i, task)| {
+        let needed = &task.required_capabilities;
+        if agents
+            .live()
+            .any(|agent| needed.is_subset(&agent.capabilities))
+        {
+            return None;
+        }
+        let field = format!("tasks[{i}].required_capabilities");
+        let missing = needed
+            .iter()
+            .find(|cap| !agents.live().any(|agent| agent.capabilities.contains(*cap)));
+        let problem = match missing {
+            Some(cap) => format!("no agent offers '{cap}'"),
+            None => format!("no agent offers all of {}", quoted(needed.iter())),
+        };
+        Some(SpecError::new(field, problem))
+    })
+}
+
+/// Rules shared by a job's tasks and a batch of subtasks, named under `prefix`.
+fn check_batch(
+    prefix: &str,
+    tasks: &[TaskSpec],
+    existing_count: usize,
+    existing: &dyn Fn(&str) -> bool,
+) -> Result<(), SpecError> {
+    let total = existing_count + tasks.len();
+    if total > TASKS_MAX {
+        let problem = format!("{total} tasks in the job, the limit is {TASKS_MAX}");
+        return Err(SpecError::new(prefix, problem));
+    }
+    let mut ids = BTreeSet::new();
+    for (i, task) in tasks.iter().enumerate() {
+        let field = format!("{prefix}[{i}].task_id");
+        check_id(&field, &task.id, existing)?;
+        if !ids.insert(task.id.as_str()) {
+            return Err(SpecError::new(field, format!("duplicate id '{}'", task.id)));
+        }
+    }
+    for (i, task) in tasks.iter().enumerate() {
+        let at = format!("{prefix}[{i}]");
+        check_task(&at, task)?;
+        check_dependencies(&at, task, &|id| ids.contains(id) || existing(id))?;
+    }
+    match find_cycle(tasks) {
+        Some(cycle) => {
+            let problem = format!("dependency cycle {}", cycle.join(" -> "));
+            Err(SpecError::new(prefix, problem))
+        }
+        None => Ok(()),
+    }
+}
+
+fn check_id(field: &str, id: &str, existing: &dyn Fn(&str) -> bool) -> Result<(), SpecError> {
+    let chars = id.chars().count();
+    if chars == 0 {
+        return Err(SpecError::new(field, "empty"));
+    }
+    if chars > TASK_ID_CHARS_MAX {
+        let problem = format!("{chars} chars, the limit is {TASK_ID_CHARS_MAX}");
+        return Err(SpecError::new(field, problem));
+    }
+    if existing(id) {
+        return Err(SpecError::new(field, format!("duplicate id '{id}'")));
+    }
+    Ok(())
+}
+
+/// Rules on one task's own fields, named under `at` (e.g. `tasks[3]`).
+fn check_task(at: &str, task: &TaskSpec) -> Result<(), SpecError> {
+    if task.kind.is_empty() {
+        return Err(SpecError::new(format!("{at}.kind"), "empty"));
+    }
+    let bytes = task.payload.len();
+    if bytes > PAYLOAD_BYTES_MAX {
+        let problem = format!("{bytes} bytes, the limit is {PAYLOAD_BYTES_MAX}");
+        return Err(SpecError::new(format!("{at}.payload"), problem));
+    }
+    if task.fallback_strategy == Some(Strategy::Auction) {
+        let problem = "an auction cannot be its own fallback";
+        return Err(SpecError::new(format!("{at}.fallback_strategy"), problem));
+    }
+    check_retry(&format!("{at}.retry"), &task.retry)
+}
+
+fn check_retry(at: &str, retry: &RetryPolicy) -> Result<(), SpecError> {
+    if !(1..=ATTEMPTS_MAX).contains(&retry.max_attempts) {
+        let problem = format!("{}, must be 1 to {ATTEMPTS_MAX}", retry.max_attempts);
+        return Err(SpecError::new(format!("{at}.max_attempts"), problem));
+    }
+    if !(retry.multiplier.is_finite() && retry.multiplier >= 1.0) {
+        let problem = format!("{}, must be at least 1.0", retry.multiplier);
+        return Err(SpecError::new(format!("{at}.multiplier"), problem));
+    }
+    if retry.max_backoff_ms < retry.initial_backoff_ms {
+        let problem = format!(
+            "{} is below initial_backoff_ms {}",
+            retry.max_backoff_ms, retry.initial_backoff_ms
+        );
+        return Err(SpecError::new(format!("{at}.max_backoff_ms"), problem));
+    }
+    Ok(())
+}
+
+fn check_dependencies(
+    at: &str,
+    task: &TaskSpec,
+    known: &dyn Fn(&str) -> bool,
+) -> Result<(), SpecError> {
+    let mut seen = BTreeSet::new();
+    for (j, dep) in task.depends_on.iter().enumerate() {
+        let field = format!("{at}.depends_on[{j}]");
+        if *dep == task.id {
+            return Err(SpecError::new(field, "a task cannot depend on itself"));
+        }
+        if !known(dep) {
+            return Err(SpecError::new(field, format!("unknown task '{dep}'")));
+        }
+        if !seen.insert(dep.as_str()) {
+            return Err(SpecError::new(
+                field,
+                format!("duplicate dependency '{dep}'"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_goal(spec: &JobSpec) -> Result<(), SpecError> {
+    let Criterion::GoalTask(goal) = &spec.goal.criterion else {
+        return Ok(());
+    };
+    if spec.tasks.iter().any(|task| task.id == *goal) {
+        return Ok(());
+    }
+    let problem = format!("unknown task '{goal}'");
+    Err(SpecError::new("goal.goal_task_id", problem))
+}
+
+fn quoted<'a>(items: impl Iterator<Item = &'a String>) -> String {
+    let items: Vec<String> = items.map(|item| format!("'{item}'")).collect();
+    items.join(", ")
+}
