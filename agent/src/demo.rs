@@ -134,6 +134,53 @@ async fn team_step(task: Task) -> TaskOutcome {
     TaskOutcome::Succeeded(output.to_string().into_bytes())
 }
 
+/// The demo fleet started by `synod dev` and `synod demo`: a planner, a team of four roles
+/// (two researchers) and two general workers (echo, sleep, flaky, fail), all bidding in
+/// auctions with a cost that differs per agent.
+pub fn fleet(endpoints: &[String]) -> Vec<synod_sdk::agent::AgentBuilder> {
+    // (agent name, capability, task kind, demo handler)
+    let roles: [(&str, &str, &str, &str); 6] = [
+        ("planner", "planner", "planner.decompose", "planner"),
+        ("researcher-1", "researcher", "research", "research"),
+        ("researcher-2", "researcher", "research", "research"),
+        ("analyzer", "analyzer", "analyze", "analyze"),
+        ("executor", "executor", "execute", "execute"),
+        ("validator", "validator", "validate", "validate"),
+    ];
+    let mut agents: Vec<_> = roles
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (name, capability, kind, demo))| {
+            let builder = crate::agent(name, endpoints)
+                .capability(*capability)
+                .max_concurrent(4)
+                .handler(*kind, handler(demo)?);
+            Some(with_bid(builder, 1.0 + i as f64))
+        })
+        .collect();
+    for i in 1..=2 {
+        let mut worker = crate::agent(&format!("worker-{i}"), endpoints)
+            .capability("worker")
+            .max_concurrent(8);
+        for name in ["echo", "sleep", "flaky", "fail"] {
+            if let Some(demo) = handler(name) {
+                worker = worker.handler(name, demo);
+            }
+        }
+        agents.push(with_bid(worker, 10.0 + i as f64));
+    }
+    agents
+}
+
+fn with_bid(builder: synod_sdk::agent::AgentBuilder, cost: f64) -> synod_sdk::agent::AgentBuilder {
+    builder.bid_handler(move |_: &pb::CallForBids| {
+        Some(synod_sdk::agent::Offer {
+            cost,
+            estimate_ms: 100,
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

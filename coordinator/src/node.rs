@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
+use synod_proto::v1::agent_service_server::AgentServiceServer;
 use synod_proto::v1::cluster_service_server::ClusterServiceServer;
+use synod_proto::v1::job_service_server::JobServiceServer;
 use synod_proto::v1::kv_service_server::KvServiceServer;
 use synod_proto::v1::raft_transport_server::RaftTransportServer;
 use tokio::net::TcpListener;
@@ -20,13 +22,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ClusterApi, KvApi, LeaderRouter};
+use crate::api::{AgentApi, ClusterApi, JobApi, KvApi, LeaderRouter};
 use crate::config::NodeConfig;
 use crate::raft::{
     open_disk, DiskError, LogStore, NetworkFactory, PeerClients, Raft, RaftTransportService,
     StateMachineStore,
 };
-use crate::runtime::{BatchLimits, Proposer};
+use crate::runtime::{AgentRuntime, AgentSettings, BatchLimits, Proposer};
 
 /// The node could not start or failed while running.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +81,14 @@ pub async fn run(
         in_flight_max: config.limits.batches_in_flight_max,
     };
     let proposer = Proposer::start(raft.clone(), config.id, peers.clone(), limits);
-    let router = LeaderRouter::new(raft.clone(), config.id, state, peers);
+    let router = LeaderRouter::new(raft.clone(), config.id, state.clone(), peers);
+    let agents = AgentRuntime::new(
+        raft.clone(),
+        proposer.clone(),
+        state,
+        AgentSettings::default(),
+    );
+    tokio::spawn(agents.clone().run(shutdown.clone()));
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -97,16 +106,13 @@ pub async fn run(
         let _ = ready.send(bound);
     }
 
-    let served = serve(
-        listener,
-        &config,
-        &raft,
+    let services = Services {
         proposer,
         router,
-        log.clone(),
-        shutdown.clone(),
-    )
-    .await;
+        log: log.clone(),
+        agents,
+    };
+    let served = serve(listener, &config, &raft, services, shutdown.clone()).await;
     // In-flight requests have been answered; stop Raft (a leader stops heartbeating, so the
     // others elect a successor as soon as its lease runs out) and make every queued write
     // durable before the process exits.
@@ -156,15 +162,27 @@ async fn bootstrap(raft: &Raft, config: &NodeConfig) -> Result<(), NodeError> {
     }
 }
 
+/// What the gRPC services are built from.
+struct Services {
+    proposer: Proposer,
+    router: LeaderRouter,
+    log: LogStore,
+    agents: AgentRuntime,
+}
+
 async fn serve(
     listener: TcpListener,
     config: &NodeConfig,
     raft: &Raft,
-    proposer: Proposer,
-    router: LeaderRouter,
-    log: LogStore,
+    services: Services,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
+    let Services {
+        proposer,
+        router,
+        log,
+        agents,
+    } = services;
     let message_max = config.limits.message_bytes_max;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -172,6 +190,12 @@ async fn serve(
         .await;
     health_reporter
         .set_serving::<ClusterServiceServer<ClusterApi>>()
+        .await;
+    health_reporter
+        .set_serving::<AgentServiceServer<AgentApi>>()
+        .await;
+    health_reporter
+        .set_serving::<JobServiceServer<JobApi>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(synod_proto::FILE_DESCRIPTOR_SET)
@@ -190,7 +214,19 @@ async fn serve(
                 .max_decoding_message_size(message_max),
         )
         .add_service(
-            KvServiceServer::new(KvApi::new(proposer, router))
+            KvServiceServer::new(KvApi::new(proposer.clone(), router.clone()))
+                .max_decoding_message_size(message_max)
+                .max_encoding_message_size(message_max),
+        )
+        .add_service(
+            JobServiceServer::new(
+                JobApi::new(proposer.clone(), router.clone()).with_effects(effects_to(&agents)),
+            )
+            .max_decoding_message_size(message_max)
+            .max_encoding_message_size(message_max),
+        )
+        .add_service(
+            AgentServiceServer::new(AgentApi::new(agents, router.clone()))
                 .max_decoding_message_size(message_max)
                 .max_encoding_message_size(message_max),
         )
@@ -212,4 +248,19 @@ fn accepted(
         stream.set_nodelay(true)?;
         Ok(stream)
     })
+}
+
+/// A channel whose effects (from cancels served by the job API) the agent runtime carries out
+/// while this node leads. Agents missed this way are reconciled by their heartbeats.
+fn effects_to(agents: &AgentRuntime) -> tokio::sync::mpsc::UnboundedSender<crate::state::Effects> {
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<crate::state::Effects>();
+    let agents = agents.clone();
+    tokio::spawn(async move {
+        while let Some(effects) = receiver.recv().await {
+            if agents.is_leader() {
+                agents.carry_out(&effects);
+            }
+        }
+    });
+    sender
 }

@@ -13,15 +13,21 @@ use synod_coordinator::local_cluster::{LocalCluster, NodeOptions};
 /// makes cargo build its binaries first); for the bench, `cargo build --release -p
 /// synod-coordinator --bin synod` does.
 pub fn synod_binary() -> anyhow::Result<PathBuf> {
+    sibling_binary("synod")
+}
+
+/// A binary of this workspace built alongside the running test or bench executable, such as
+/// `synod-agent` (built by `cargo test --workspace` because the agent package has tests).
+pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let candidates = exe.ancestors().skip(1).take(2).map(|dir| dir.join("synod"));
+    let candidates = exe.ancestors().skip(1).take(2).map(|dir| dir.join(name));
     for candidate in candidates {
         if candidate.is_file() {
             return Ok(candidate);
         }
     }
     anyhow::bail!(
-        "the synod binary was not found next to {}; build it with `cargo build -p synod-coordinator --bin synod` (add --release for release tests)",
+        "the {name} binary was not found next to {}; build it with `cargo build --workspace --bins` (add --release for release tests)",
         exe.display()
     )
 }

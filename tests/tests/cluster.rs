@@ -285,13 +285,18 @@ async fn the_cluster_grows_to_five_voters_and_shrinks_back_while_writes_continue
     cluster.wait_for_leader(LEADER_TIMEOUT).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(AtomicU64::new(0));
     let writer = {
         let (client, stop, failures) = (cluster.client()?, stop.clone(), failures.clone());
+        let progress = progress.clone();
         tokio::spawn(async move {
             let mut written = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 match client.put(format!("grow/{written:06}"), "x").await {
-                    Ok(_) => written += 1,
+                    Ok(_) => {
+                        written += 1;
+                        progress.store(written, Ordering::Relaxed);
+                    }
                     Err(_) => {
                         failures.fetch_add(1, Ordering::Relaxed);
                     }
@@ -300,12 +305,23 @@ async fn the_cluster_grows_to_five_voters_and_shrinks_back_while_writes_continue
             written
         })
     };
+    // Writes must keep completing between every membership step.
+    let writes_continue = || {
+        let progress = progress.clone();
+        let from = progress.load(Ordering::Relaxed);
+        wait_until(CONVERGE_TIMEOUT, "writes to continue", move || {
+            let progress = progress.clone();
+            async move { (progress.load(Ordering::Relaxed) >= from + 20).then_some(()) }
+        })
+    };
     let admin = cluster.client()?;
     for id in [4, 5] {
         let addr = cluster.start_joiner(id)?;
         admin.add_learner(id, addr, true).await?;
+        writes_continue().await?;
         let response = admin.promote(id).await?;
         assert!(response.voters.contains(&id), "{response:?}");
+        writes_continue().await?;
     }
     let status = admin.status(true).await?;
     assert_eq!(status.members.iter().filter(|m| m.voter).count(), 5);
@@ -319,6 +335,7 @@ async fn the_cluster_grows_to_five_voters_and_shrinks_back_while_writes_continue
             !response.voters.contains(&id) && !response.learners.contains(&id),
             "{response:?}"
         );
+        writes_continue().await?;
     }
     let status = admin.status(true).await?;
     let ids: Vec<u64> = status.members.iter().map(|m| m.id).collect();
@@ -327,7 +344,7 @@ async fn the_cluster_grows_to_five_voters_and_shrinks_back_while_writes_continue
     stop.store(true, Ordering::Relaxed);
     let written = writer.await?;
     assert!(
-        written > 50,
+        written >= 80,
         "writes continued during the changes: {written}"
     );
     assert_eq!(

@@ -1,13 +1,20 @@
 //! Thin gRPC services: validate input, convert between proto and domain types, propose
 //! commands or read the applied state. `status` is the one place errors become gRPC statuses.
 
+mod agents;
 mod cluster;
 mod convert;
+mod convert_agent;
+mod convert_job;
+mod convert_job_status;
+mod jobs;
 mod kv;
 mod leader;
 mod status;
 
+pub use agents::AgentApi;
 pub use cluster::ClusterApi;
+pub use jobs::JobApi;
 pub use kv::KvApi;
 pub use leader::LeaderRouter;
 pub use status::ApiError;

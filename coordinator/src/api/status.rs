@@ -38,6 +38,9 @@ pub enum ApiError {
         /// The leader, when known.
         leader: Option<(u64, String)>,
     },
+    /// A size or rate limit was hit, e.g. a watcher too slow to keep up with its stream.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The node is broken or shutting down.
     #[error("{0}")]
     Internal(String),
@@ -81,7 +84,17 @@ impl From<ProposeError> for ApiError {
 
 impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> Self {
-        Self::FailedPrecondition(rejection.to_string())
+        match rejection {
+            Rejection::UnknownJob { job_id } => {
+                Self::NotFound(format!("job_id: no job '{job_id}'"))
+            }
+            Rejection::UnknownTask { job_id, task_id } => {
+                Self::NotFound(format!("task_id: no task '{task_id}' in job '{job_id}'"))
+            }
+            Rejection::InvalidSpec(error) => Self::invalid(error.field, error.problem),
+            Rejection::JobExists { .. } => Self::AlreadyExists(rejection.to_string()),
+            rejection => Self::FailedPrecondition(rejection.to_string()),
+        }
     }
 }
 
@@ -93,6 +106,7 @@ impl ApiError {
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
             ApiError::Internal(_) => Code::Internal,
             ApiError::Unavailable { .. } => Code::Unavailable,
         }

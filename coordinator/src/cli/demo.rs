@@ -1,6 +1,8 @@
 //! `synod demo`: a 3-node cluster of real processes on loopback takes concurrent writes through
 //! every member, loses its leader to SIGKILL half-way, elects a new one and carries on; then
 //! every acknowledged write is verified, the killed node restarts from disk and catches up.
+//! Then demo agents connect and run a goal-driven job — a planner decomposing its goal for a
+//! team — while the leader is killed once more.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -101,9 +103,98 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .wait_converged(&[1, 2, 3], committed, Duration::from_secs(20))
         .await?;
     println!("▸ node {leader} restarted from its data dir and caught up: 3 replicas at index {index}, state digest {}", &digest[..16]);
-    println!("\nsummary: {} writes, 0 lost, leader fail-over {failover_ms} ms, replicas identical. demo passed.", args.writes);
+    let job = run_goal_job(&mut cluster).await?;
+    println!(
+        "\nsummary: {} writes, 0 lost, leader fail-over {failover_ms} ms, replicas identical; goal-driven job {} with {} tasks succeeded across a second leader failure. demo passed.",
+        args.writes, job.job_id, job.tasks
+    );
     Ok(())
 }
+
+/// What the job part of the demo did.
+struct JobSummary {
+    job_id: String,
+    tasks: usize,
+}
+
+/// The goal-driven part: demo agents connect, a planner decomposes a goal into subtasks for
+/// the team, and the leader is killed while they work.
+async fn run_goal_job(cluster: &mut LocalCluster) -> anyhow::Result<JobSummary> {
+    let agents = tokio_util::sync::CancellationToken::new();
+    let _stop_agents = agents.clone().drop_guard();
+    let fleet = synod_agent::demo::fleet(&cluster.addrs());
+    let count = fleet.len();
+    for agent in fleet {
+        let agents = agents.clone();
+        tokio::spawn(async move { agent.run(agents).await });
+    }
+    let client = cluster.client()?;
+    crate::local_cluster::wait_until(
+        Duration::from_secs(20),
+        "demo agents to connect",
+        || async {
+            let connected = client
+                .list_agents()
+                .await
+                .ok()?
+                .iter()
+                .filter(|a| a.connected)
+                .count();
+            (connected >= count).then_some(())
+        },
+    )
+    .await?;
+    println!("\n▸ {count} agents connected: planner, researchers, analyzer, executor, validator, workers");
+    let spec = synod_sdk::job_file::parse_job_file(GOAL_JOB)?;
+    let job_id = client.submit_job(spec, "").await?.job_id;
+    println!("▸ submitted goal-driven job {job_id}");
+    follow_job(cluster, &client, &job_id).await?;
+    let job = client.get_job(&job_id).await?;
+    if job.state != pb::JobState::Succeeded as i32 {
+        bail!(
+            "the goal-driven job ended in state {} ({})",
+            job.state,
+            job.state_reason
+        );
+    }
+    let tasks = client.job_tasks(&job_id).await?.len();
+    println!(
+        "▸ job succeeded: {}",
+        String::from_utf8_lossy(&job.output)
+            .chars()
+            .take(160)
+            .collect::<String>()
+    );
+    Ok(JobSummary { job_id, tasks })
+}
+
+/// Prints the job's events; kills the leader when the first subtask succeeds.
+async fn follow_job(
+    cluster: &mut LocalCluster,
+    client: &synod_sdk::Client,
+    job_id: &str,
+) -> anyhow::Result<()> {
+    let mut events = client.watch_job(job_id, true);
+    let mut killed = false;
+    while let Some(event) = events.next().await {
+        let event = event?;
+        println!("  {:>3}  {}", event.sequence, super::jobs::describe(&event));
+        let subtask_done = matches!(&event.kind, Some(pb::job_event::Kind::TaskSucceeded(e)) if e.task_id.contains('/'));
+        if subtask_done && !killed {
+            let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+            cluster.kill(leader)?;
+            killed = true;
+            println!("  ✖ killed leader node {leader} with SIGKILL mid-job; agents reconnect to the new leader");
+        }
+        if matches!(event.kind, Some(pb::job_event::Kind::JobCompleted(_))) {
+            return Ok(());
+        }
+    }
+    bail!("the job watch ended before the job")
+}
+
+/// The example goal-driven job (examples/jobs/goal-research.toml).
+const GOAL_JOB: &str = include_str!("../../../examples/jobs/goal-research.toml");
 
 /// Prints a line above the progress bar (or plainly when output is not a terminal).
 fn say(progress: &ProgressBar, line: String) {

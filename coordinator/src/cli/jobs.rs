@@ -184,7 +184,7 @@ pub fn describe(event: &pb::JobEvent) -> String {
         Some(Kind::TaskCancelled(e)) => format!("{} cancelled: {}", e.task_id, e.reason),
         Some(Kind::JobCompleted(e)) => format!("job {} {}", job_state_name(e.state), e.reason),
         Some(other) => format!("{other:?}"),
-        None => "(empty event)".into(),
+        None => "subtasks completed".into(),
     }
 }
 

@@ -94,6 +94,9 @@ pub struct DevArgs {
     /// Log filter.
     #[arg(long, env = "SYNOD_LOG", default_value = "warn")]
     log: String,
+    /// Start no demo agents.
+    #[arg(long)]
+    no_agents: bool,
 }
 
 /// Runs `synod server` until SIGTERM or Ctrl-C.
@@ -124,18 +127,37 @@ pub async fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         ..Config::default()
     }
     .validate()?;
-    let (ready, bound) = tokio::sync::oneshot::channel();
+    let (ready, bound) = tokio::sync::oneshot::channel::<std::net::SocketAddr>();
     let listen = args.listen.clone();
+    let agents = CancellationToken::new();
+    let start_agents = (!args.no_agents).then(|| agents.clone());
     tokio::spawn(async move {
-        if let Ok(addr) = bound.await {
-            println!("synod dev: single-node cluster serving at {addr}");
-            println!("  data:   {}", data_dir.display());
-            println!("  try:    synod cluster status");
-            println!("          synod kv put greeting hello && synod kv get greeting");
-            println!("  other clients: --addr {listen} (or SYNOD_ADDR); Ctrl-C stops");
+        let Ok(addr) = bound.await else { return };
+        let fleet = start_agents.map(|token| start_demo_fleet(&addr.to_string(), token));
+        println!("synod dev: single-node cluster serving at {addr}");
+        println!("  data:   {}", data_dir.display());
+        if let Some(count) = fleet {
+            println!("  agents: {count} demo agents (planner, researchers, analyzer, executor, validator, workers)");
         }
+        println!("  try:    synod agents list");
+        println!("          synod job submit examples/jobs/goal-research.toml --wait");
+        println!("          synod cluster status; synod kv put greeting hello");
+        println!("  other clients: --addr {listen} (or SYNOD_ADDR); Ctrl-C stops");
     });
-    run_node(config, Some(ready)).await
+    let result = run_node(config, Some(ready)).await;
+    agents.cancel();
+    result
+}
+
+/// Starts the demo agents against `addr`; returns how many.
+fn start_demo_fleet(addr: &str, shutdown: CancellationToken) -> usize {
+    let fleet = synod_agent::demo::fleet(&[addr.to_owned()]);
+    let count = fleet.len();
+    for agent in fleet {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { agent.run(shutdown).await });
+    }
+    count
 }
 
 async fn run_node(

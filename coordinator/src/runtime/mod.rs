@@ -1,8 +1,12 @@
 //! Leader-side live parts: everything that needs clocks, sockets or timers. They read the state
 //! machine and propose commands; they never change replicated state directly.
 
+mod agent_runtime;
+pub mod auctions;
 pub mod clock;
+pub mod messages;
 mod proposer;
 pub mod sessions;
 
+pub use agent_runtime::{strategy_of, AgentRuntime, AgentSettings};
 pub use proposer::{BatchLimits, CommandResult, Proposer};

@@ -1,0 +1,230 @@
+//! Jobs between proto and domain: `synod.v1.JobSpec` into the state's `JobSpec` (refusing
+//! fields this version does not support yet, by name), and job/task records into their
+//! proto status messages.
+
+use synod_proto::v1 as pb;
+
+use super::ApiError;
+use crate::state::jobs::{Criterion, Goal, JobSpec, RetryPolicy, Strategy, TaskSpec};
+
+/// Converts a submitted spec; `field` prefixes field paths in errors (e.g. `spec`).
+pub fn job_spec(spec: pb::JobSpec, field: &str) -> Result<JobSpec, ApiError> {
+    let goal = spec.goal.unwrap_or_default();
+    let criterion = match (
+        pb::GoalCriterion::try_from(goal.criterion),
+        goal.goal_task_id.is_empty(),
+    ) {
+        (Ok(pb::GoalCriterion::GoalTask), false) => Criterion::GoalTask(goal.goal_task_id),
+        (Ok(pb::GoalCriterion::GoalTask), true) => {
+            return Err(ApiError::invalid(
+                format!("{field}.goal.goal_task_id"),
+                "required with GOAL_CRITERION_GOAL_TASK",
+            ))
+        }
+        (Ok(pb::GoalCriterion::Unspecified | pb::GoalCriterion::AllTasks), true) => {
+            Criterion::AllTasks
+        }
+        (Ok(_), false) => {
+            return Err(ApiError::invalid(
+                format!("{field}.goal.goal_task_id"),
+                "only allowed with GOAL_CRITERION_GOAL_TASK",
+            ))
+        }
+        (Err(_), _) => {
+            return Err(ApiError::invalid(
+                format!("{field}.goal.criterion"),
+                "unknown value",
+            ))
+        }
+    };
+    let tasks = spec
+        .tasks
+        .into_iter()
+        .enumerate()
+        .map(|(i, task)| task_spec(task, &format!("{field}.tasks[{i}]")))
+        .collect::<Result<_, _>>()?;
+    Ok(JobSpec {
+        name: spec.name,
+        goal: Goal {
+            description: goal.description,
+            criterion,
+        },
+        tasks,
+        labels: spec.labels.into_iter().collect(),
+        priority: spec.priority,
+        timeout_ms: spec.timeout_ms,
+    })
+}
+
+/// Converts one task spec; `field` is its path, e.g. `spec.tasks[2]`.
+pub fn task_spec(task: pb::TaskSpec, field: &str) -> Result<TaskSpec, ApiError> {
+    unsupported(&task, field)?;
+    let depends_on = task
+        .depends_on
+        .into_iter()
+        .enumerate()
+        .map(|(i, dependency)| match dependency.condition {
+            Some(_) => Err(ApiError::invalid(
+                format!("{field}.depends_on[{i}].condition"),
+                "conditions are not supported yet",
+            )),
+            None => Ok(dependency.task_id),
+        })
+        .collect::<Result<_, _>>()?;
+    let fallback_strategy = match &task.auction {
+        Some(auction) => optional_strategy(
+            auction.fallback_strategy,
+            &format!("{field}.auction.fallback_strategy"),
+        )?,
+        None => None,
+    };
+    Ok(TaskSpec {
+        id: task.task_id,
+        kind: task.kind,
+        description: task.description,
+        payload: task.payload,
+        depends_on,
+        required_capabilities: task.required_capabilities.into_iter().collect(),
+        preferred_labels: task.preferred_labels.into_iter().collect(),
+        timeout_ms: task.timeout_ms,
+        retry: task.retry.map(retry_policy).unwrap_or_default(),
+        strategy: optional_strategy(task.strategy, &format!("{field}.strategy"))?
+            .unwrap_or_default(),
+        fallback_strategy,
+    })
+}
+
+fn retry_policy(retry: pb::RetryPolicy) -> RetryPolicy {
+    let defaults = RetryPolicy::default();
+    RetryPolicy {
+        max_attempts: if retry.max_attempts == 0 {
+            defaults.max_attempts
+        } else {
+            retry.max_attempts
+        },
+        initial_backoff_ms: retry.initial_backoff_ms,
+        max_backoff_ms: if retry.max_backoff_ms == 0 {
+            defaults.max_backoff_ms
+        } else {
+            retry.max_backoff_ms
+        },
+        multiplier: if retry.multiplier < 1.0 {
+            defaults.multiplier
+        } else {
+            retry.multiplier
+        },
+    }
+}
+
+fn optional_strategy(value: i32, field: &str) -> Result<Option<Strategy>, ApiError> {
+    match pb::AssignmentStrategy::try_from(value) {
+        Ok(pb::AssignmentStrategy::Unspecified) => Ok(None),
+        Ok(pb::AssignmentStrategy::RoundRobin) => Ok(Some(Strategy::RoundRobin)),
+        Ok(pb::AssignmentStrategy::LeastLoaded) => Ok(Some(Strategy::LeastLoaded)),
+        Ok(pb::AssignmentStrategy::Capability) => Ok(Some(Strategy::Capability)),
+        Ok(pb::AssignmentStrategy::Auction) => Ok(Some(Strategy::Auction)),
+        Err(_) => Err(ApiError::invalid(
+            field,
+            format!("unknown strategy {value}"),
+        )),
+    }
+}
+
+/// Refuses, by field name, the parts of TaskSpec that belong to later features.
+fn unsupported(task: &pb::TaskSpec, field: &str) -> Result<(), ApiError> {
+    let later = [
+        ("constraints", !task.constraints.is_empty()),
+        ("resources", !task.resources.is_empty()),
+        ("fallback", task.fallback.is_some()),
+        ("fan_out", task.fan_out.is_some()),
+        ("child_job", task.child_job.is_some()),
+        (
+            "compensation_task_id",
+            !task.compensation_task_id.is_empty(),
+        ),
+        ("anti_affinity_group", !task.anti_affinity_group.is_empty()),
+    ];
+    match later.iter().find(|(_, set)| *set) {
+        Some((name, _)) => Err(ApiError::invalid(
+            format!("{field}.{name}"),
+            "not supported by this version of Synod",
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str) -> pb::TaskSpec {
+        pb::TaskSpec {
+            task_id: id.into(),
+            kind: "k".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_spec_converts_with_defaults() {
+        let spec = pb::JobSpec {
+            name: "j".into(),
+            tasks: vec![pb::TaskSpec {
+                strategy: pb::AssignmentStrategy::Auction as i32,
+                auction: Some(pb::AuctionSettings {
+                    fallback_strategy: pb::AssignmentStrategy::LeastLoaded as i32,
+                    ..Default::default()
+                }),
+                retry: Some(pb::RetryPolicy {
+                    max_attempts: 5,
+                    ..Default::default()
+                }),
+                ..task("a")
+            }],
+            ..Default::default()
+        };
+        let converted = job_spec(spec, "spec").unwrap();
+        assert_eq!(converted.goal.criterion, Criterion::AllTasks);
+        let a = &converted.tasks[0];
+        assert_eq!(
+            (a.strategy, a.fallback_strategy),
+            (Strategy::Auction, Some(Strategy::LeastLoaded))
+        );
+        assert_eq!(
+            (a.retry.max_attempts, a.retry.max_backoff_ms),
+            (5, RetryPolicy::default().max_backoff_ms)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let goal_without_task = pb::JobSpec {
+            goal: Some(pb::Goal {
+                criterion: pb::GoalCriterion::GoalTask as i32,
+                ..Default::default()
+            }),
+            tasks: vec![task("a")],
+            ..Default::default()
+        };
+        let error = job_spec(goal_without_task, "spec").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "spec.goal.goal_task_id: required with GOAL_CRITERION_GOAL_TASK"
+        );
+        let fan_out = pb::JobSpec {
+            tasks: vec![
+                task("a"),
+                pb::TaskSpec {
+                    fan_out: Some(Default::default()),
+                    ..task("b")
+                },
+            ],
+            ..Default::default()
+        };
+        let error = job_spec(fan_out, "spec").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "spec.tasks[1].fan_out: not supported by this version of Synod"
+        );
+    }
+}

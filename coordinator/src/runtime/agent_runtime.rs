@@ -1,0 +1,407 @@
+//! The leader's live coordination of agents and jobs: it proposes commands and acts on what
+//! they produced (sends assignments, cancellations and subtask reports over agent sessions),
+//! and its loop expires silent agents, times out attempts, places ready tasks in batches and
+//! runs auctions.
+//!
+//! ```text
+//!   every tick, on the leader only:
+//!     expire agents past their lease ─► ExpireAgent   ─► CancelTask / re-queue
+//!     attempts past their deadline    ─► TimeOutTask   ─► CancelTask
+//!     ready tasks ─► scheduler::place_batch ─► AssignTask × N ─► TaskAssignment
+//!                                       └─► auctions ─► CallForBids … award ─► AssignTask
+//! ```
+//!
+//! Everything decided here is written into a command before it counts; after a leader change
+//! the new leader rebuilds from the replicated state (open auctions simply start again).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use super::auctions::Auctions;
+use super::messages;
+use super::sessions::SessionHub;
+use super::{clock, CommandResult, Proposer};
+use crate::raft::{ProposeError, Raft, SharedState};
+use crate::scheduler::{self, Candidate, RoundRobinCursor, TaskNeeds};
+use crate::state::jobs::{AttemptRef, Strategy};
+use crate::state::{Applied, Command, Effects, State};
+
+/// Timing of agent sessions and of the coordination loop.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentSettings {
+    /// An agent silent this long (or absent this long after a leader change) expires.
+    pub lease: Duration,
+    /// Interval agents are asked to heartbeat at.
+    pub heartbeat: Duration,
+    /// Period of the leader's loop.
+    pub tick: Duration,
+    /// How long an auction collects bids.
+    pub bid_window: Duration,
+    /// Most ready tasks placed in one pass.
+    pub placements_per_pass: usize,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(1),
+            tick: Duration::from_millis(20),
+            bid_window: Duration::from_millis(200),
+            placements_per_pass: 4096,
+        }
+    }
+}
+
+/// The leader-side agent and job runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct AgentRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    raft: Raft,
+    proposer: Proposer,
+    state: SharedState,
+    hub: SessionHub,
+    settings: AgentSettings,
+    cursor: Mutex<RoundRobinCursor>,
+    auctions: Auctions,
+}
+
+impl AgentRuntime {
+    /// A runtime proposing through `proposer` and reading `state`.
+    pub fn new(
+        raft: Raft,
+        proposer: Proposer,
+        state: SharedState,
+        settings: AgentSettings,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                raft,
+                proposer,
+                state,
+                hub: SessionHub::default(),
+                settings,
+                cursor: Mutex::new(RoundRobinCursor::default()),
+                auctions: Auctions::default(),
+            }),
+        }
+    }
+
+    /// Live sessions.
+    pub fn hub(&self) -> &SessionHub {
+        &self.inner.hub
+    }
+
+    /// Open auctions.
+    pub fn auctions(&self) -> &Auctions {
+        &self.inner.auctions
+    }
+
+    /// Session and loop timing.
+    pub fn settings(&self) -> AgentSettings {
+        self.inner.settings
+    }
+
+    /// True when this node leads.
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().state == openraft::ServerState::Leader
+    }
+
+    /// Reads the replicated state.
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.inner.state.read().expect("state lock").state)
+    }
+
+    /// Proposes `command` and carries out what its outcome asks of the leader.
+    pub async fn propose(&self, command: Command) -> Result<CommandResult, ProposeError> {
+        let result = self.inner.proposer.propose(command).await?;
+        if let Ok(applied) = &result.outcome {
+            self.act(applied);
+        }
+        Ok(result)
+    }
+
+    /// Sends the messages an applied command calls for.
+    pub fn act(&self, applied: &Applied) {
+        match applied {
+            Applied::TaskAssigned { task, agent_id, .. } => self.send_assignment(agent_id, task),
+            Applied::AgentLost {
+                effects, agent_id, ..
+            } => {
+                self.inner.hub.forget(agent_id);
+                self.carry_out(effects);
+            }
+            Applied::AttemptEnded { effects, .. }
+            | Applied::JobCancelled(effects)
+            | Applied::SubtasksAdded { effects, .. } => self.carry_out(effects),
+            _ => {}
+        }
+    }
+
+    /// Sends cancellations and subtask reports.
+    pub fn carry_out(&self, effects: &Effects) {
+        for cancel in &effects.cancelled {
+            let message = messages::cancel(&cancel.held.task, &cancel.reason);
+            self.inner.hub.send(&cancel.held.agent_id, message);
+        }
+        for held in &effects.subtasks_completed {
+            if let Some(message) =
+                self.read(|state| messages::subtasks_completed(state, &held.task))
+            {
+                self.inner.hub.send(&held.agent_id, message);
+            }
+        }
+    }
+
+    fn send_assignment(&self, agent_id: &str, task: &AttemptRef) {
+        if let Some(message) =
+            self.read(|state| messages::assignment(state, &task.job_id, &task.task_id))
+        {
+            self.inner.hub.send(agent_id, message);
+        }
+    }
+
+    /// Runs the leader loop until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.inner.settings.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if self.is_leader() {
+                self.pass().await;
+            }
+        }
+    }
+
+    async fn pass(&self) {
+        self.expire_agents().await;
+        self.time_out_attempts().await;
+        self.place_ready_tasks().await;
+        self.close_due_auctions().await;
+    }
+
+    async fn expire_agents(&self) {
+        let live: BTreeMap<String, String> = self.read(|state| {
+            state
+                .agents
+                .live()
+                .map(|a| (a.id.clone(), a.session_id.clone()))
+                .collect()
+        });
+        let lease = self.inner.settings.lease;
+        let expired = self
+            .inner
+            .hub
+            .expired(live.keys().map(String::as_str), lease);
+        let commands = expired.into_iter().filter_map(|agent_id| {
+            let session_id = live.get(&agent_id)?.clone();
+            tracing::info!(%agent_id, "agent lease expired");
+            Some(Command::ExpireAgent {
+                agent_id,
+                session_id,
+            })
+        });
+        self.propose_all(commands).await;
+    }
+
+    async fn time_out_attempts(&self) {
+        let now_ms = clock::now_ms();
+        let due: Vec<AttemptRef> = self.read(|state| state.jobs.timed_out(now_ms).collect());
+        let commands = due.into_iter().map(|attempt| Command::TimeOutTask {
+            job_id: attempt.job_id,
+            task_id: attempt.task_id,
+            attempt: attempt.attempt,
+        });
+        self.propose_all(commands).await;
+    }
+
+    async fn place_ready_tasks(&self) {
+        let now_ms = clock::now_ms();
+        let limit = self.inner.settings.placements_per_pass;
+        let (tasks, mut candidates) = self.read(|state| {
+            let tasks: Vec<(AttemptRef, TaskNeeds, scheduler::Strategy)> = state
+                .jobs
+                .ready_tasks(now_ms)
+                .filter(|ready| !self.inner.auctions.is_open(&ready.job.id, &ready.spec.id))
+                .take(limit)
+                .map(|ready| {
+                    (
+                        attempt_of(&ready),
+                        needs_of(ready.spec),
+                        strategy_of(ready.spec.strategy),
+                    )
+                })
+                .collect();
+            (tasks, self.candidates(state))
+        });
+        if tasks.is_empty() || candidates.is_empty() {
+            return;
+        }
+        let plan = {
+            let mut cursor = self.inner.cursor.lock().expect("cursor lock");
+            scheduler::place_batch(&tasks, &mut candidates, &mut cursor)
+        };
+        for auctioned in &plan.auctions {
+            self.open_auction(auctioned, &tasks, &candidates);
+        }
+        let commands = plan
+            .assigned
+            .into_iter()
+            .map(|(attempt, agent_id)| assign(attempt, agent_id));
+        self.propose_all(commands).await;
+    }
+
+    /// Connected agents that take work, as the scheduler sees them.
+    pub fn candidates(&self, state: &State) -> Vec<Candidate> {
+        state
+            .agents
+            .accepting_work()
+            .filter(|agent| self.inner.hub.is_connected(&agent.id))
+            .map(|agent| Candidate {
+                id: agent.id.clone(),
+                capabilities: agent.capabilities.clone(),
+                labels: agent.labels.clone(),
+                running: agent.running.len() as u32,
+                max_concurrent: agent.max_concurrent,
+                free_resources: agent.resources.clone(),
+                draining_or_quarantined: agent.draining,
+            })
+            .collect()
+    }
+
+    fn open_auction(
+        &self,
+        attempt: &AttemptRef,
+        tasks: &[(AttemptRef, TaskNeeds, scheduler::Strategy)],
+        candidates: &[Candidate],
+    ) {
+        let Some((_, needs, _)) = tasks.iter().find(|(a, _, _)| a == attempt) else {
+            return;
+        };
+        let invitees: Vec<String> = scheduler::invitees(needs, candidates)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if invitees.is_empty() {
+            return;
+        }
+        let fallback = self.read(|state| {
+            state
+                .jobs
+                .task(&attempt.job_id, &attempt.task_id)
+                .and_then(|(spec, _)| spec.fallback_strategy)
+        });
+        let call = self.read(|state| {
+            super::auctions::call_for_bids(state, attempt, self.inner.settings.bid_window)
+        });
+        let Some(call) = call else { return };
+        for agent_id in &invitees {
+            self.inner.hub.send(
+                agent_id,
+                messages::message(synod_proto::v1::coordinator_message::Kind::CallForBids(
+                    call.clone(),
+                )),
+            );
+        }
+        self.inner.auctions.open(
+            call.call_id.clone(),
+            attempt.clone(),
+            needs.clone(),
+            invitees,
+            fallback.map(strategy_of),
+            self.inner.settings.bid_window,
+        );
+    }
+
+    async fn close_due_auctions(&self) {
+        let due = self.inner.auctions.take_due();
+        if due.is_empty() {
+            return;
+        }
+        let mut candidates = self.read(|state| self.candidates(state));
+        let mut commands = Vec::new();
+        for auction in due {
+            let winner =
+                auction.winner(&candidates, &self.inner.cursor.lock().expect("cursor lock"));
+            // Later auctions of this pass see the slot the winner just took.
+            if let Some(chosen) = candidates
+                .iter_mut()
+                .find(|c| Some(&c.id) == winner.as_ref())
+            {
+                chosen.reserve(auction.needs());
+            }
+            for (agent_id, message) in auction.results(winner.as_deref()) {
+                self.inner.hub.send(&agent_id, message);
+            }
+            if let Some(agent_id) = winner {
+                commands.push(assign(auction.attempt.clone(), agent_id));
+            }
+        }
+        self.propose_all(commands.into_iter()).await;
+    }
+
+    /// Proposes every command concurrently (the proposer batches them) and acts on each.
+    async fn propose_all(&self, commands: impl Iterator<Item = Command>) {
+        let mut pending: FuturesUnordered<_> =
+            commands.map(|command| self.propose(command)).collect();
+        while let Some(result) = pending.next().await {
+            match result {
+                Ok(CommandResult {
+                    outcome: Err(rejection),
+                    ..
+                }) => {
+                    tracing::debug!(%rejection, "runtime command rejected");
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "runtime command not committed");
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+fn assign(attempt: AttemptRef, agent_id: String) -> Command {
+    Command::AssignTask {
+        job_id: attempt.job_id,
+        task_id: attempt.task_id,
+        attempt: attempt.attempt,
+        agent_id,
+    }
+}
+
+fn attempt_of(ready: &crate::state::jobs::ReadyTask<'_>) -> AttemptRef {
+    AttemptRef {
+        job_id: ready.job.id.clone(),
+        task_id: ready.spec.id.clone(),
+        attempt: ready.next_attempt(),
+    }
+}
+
+fn needs_of(spec: &crate::state::jobs::TaskSpec) -> TaskNeeds {
+    TaskNeeds {
+        required_capabilities: spec.required_capabilities.clone(),
+        preferred_labels: spec.preferred_labels.clone(),
+        ..TaskNeeds::default()
+    }
+}
+
+/// The scheduler's strategy for the state's.
+pub fn strategy_of(strategy: Strategy) -> scheduler::Strategy {
+    match strategy {
+        Strategy::RoundRobin => scheduler::Strategy::RoundRobin,
+        Strategy::LeastLoaded => scheduler::Strategy::LeastLoaded,
+        Strategy::Capability => scheduler::Strategy::Capability,
+        Strategy::Auction => scheduler::Strategy::Auction,
+    }
+}

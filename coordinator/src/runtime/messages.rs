@@ -1,0 +1,91 @@
+//! Coordinator → agent messages built from the replicated state: assignments (with dependency
+//! outputs), cancellations and completed-subtask reports. Reads state; changes nothing.
+
+use synod_proto::v1 as pb;
+use synod_proto::v1::coordinator_message::Kind;
+
+use super::clock;
+use crate::state::jobs::{AttemptRef, TaskState};
+use crate::state::State;
+
+/// Wraps `kind` with the leader's clock.
+pub fn message(kind: Kind) -> pb::CoordinatorMessage {
+    pb::CoordinatorMessage {
+        sent_at_ms: clock::now_ms(),
+        kind: Some(kind),
+    }
+}
+
+/// The proto reference to an attempt.
+pub fn task_ref(attempt: &AttemptRef) -> pb::TaskRef {
+    pb::TaskRef {
+        job_id: attempt.job_id.clone(),
+        task_id: attempt.task_id.clone(),
+        attempt: attempt.attempt,
+    }
+}
+
+/// The assignment message of the task's current attempt, if it is still assigned or running.
+pub fn assignment(state: &State, job_id: &str, task_id: &str) -> Option<pb::CoordinatorMessage> {
+    let job = state.jobs.get(job_id)?;
+    let (spec, task) = state.jobs.task(job_id, task_id)?;
+    if !matches!(task.state, TaskState::Assigned | TaskState::Running) {
+        return None;
+    }
+    let attempt = AttemptRef {
+        job_id: job_id.to_owned(),
+        task_id: task_id.to_owned(),
+        attempt: task.attempt,
+    };
+    Some(message(Kind::TaskAssignment(pb::TaskAssignment {
+        task: Some(task_ref(&attempt)),
+        kind: spec.kind.clone(),
+        payload: spec.payload.clone(),
+        dependency_outputs: job.dependency_outputs(task_id).into_iter().collect(),
+        deadline_at_ms: task.deadline_at_ms.unwrap_or(0),
+        ..Default::default()
+    })))
+}
+
+/// A cancellation of `attempt`.
+pub fn cancel(attempt: &AttemptRef, reason: &str) -> pb::CoordinatorMessage {
+    message(Kind::CancelTask(pb::CancelTask {
+        task: Some(task_ref(attempt)),
+        reason: reason.to_owned(),
+    }))
+}
+
+/// The outcomes of every subtask of the waiting parent `parent`.
+pub fn subtasks_completed(state: &State, parent: &AttemptRef) -> Option<pb::CoordinatorMessage> {
+    let job = state.jobs.get(&parent.job_id)?;
+    let subtasks = job
+        .tasks_in_order()
+        .filter(|(_, record)| record.parent.as_deref() == Some(parent.task_id.as_str()))
+        .map(|(spec, record)| pb::SubtaskOutcome {
+            task_id: spec.id.clone(),
+            state: task_state(record.state) as i32,
+            output: record.output.clone().unwrap_or_default(),
+            error_message: record.error.clone().unwrap_or_default(),
+        })
+        .collect();
+    Some(message(Kind::SubtasksCompleted(pb::SubtasksCompleted {
+        parent: Some(task_ref(parent)),
+        subtasks,
+    })))
+}
+
+/// The proto form of a task state.
+pub fn task_state(state: TaskState) -> pb::TaskState {
+    match state {
+        TaskState::Pending => pb::TaskState::Pending,
+        TaskState::Ready => pb::TaskState::Ready,
+        TaskState::Assigned => pb::TaskState::Assigned,
+        TaskState::Running => pb::TaskState::Running,
+        TaskState::Succeeded => pb::TaskState::Succeeded,
+        TaskState::Failed => pb::TaskState::Failed,
+        TaskState::TimedOut => pb::TaskState::TimedOut,
+        TaskState::Cancelled => pb::TaskState::Cancelled,
+        TaskState::DeadLettered => pb::TaskState::DeadLettered,
+        TaskState::Skipped => pb::TaskState::Skipped,
+    }
+}

@@ -1,0 +1,517 @@
+//! Multi-process tests of agents and jobs: a real 3-node cluster of `synod` processes, agents
+//! connected over gRPC (in-process SDK agents whose handlers record what they ran, and real
+//! `synod-agent` processes where an agent must die by SIGKILL).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use synod_coordinator::local_cluster::{wait_until, LocalCluster, NodeOptions};
+use synod_sdk::agent::{AgentBuilder, Offer, Task, TaskOutcome};
+use synod_sdk::job_file::parse_job_file;
+use synod_sdk::proto as pb;
+use synod_sdk::{Client, Code};
+use synod_tests::{serial, start_cluster};
+use tokio_util::sync::CancellationToken;
+
+const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const JOB_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which agent ran which task, by agent name.
+type Runs = Arc<Mutex<Vec<(String, String)>>>;
+
+struct Fleet {
+    shutdown: CancellationToken,
+    runs: Runs,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Fleet {
+    fn new() -> Self {
+        Self {
+            shutdown: CancellationToken::new(),
+            runs: Runs::default(),
+        }
+    }
+
+    /// Starts an in-process agent whose every task succeeds after `work`, recording the run.
+    fn start(
+        &self,
+        cluster: &LocalCluster,
+        name: &str,
+        capabilities: &[&str],
+        max_concurrent: u32,
+        work: Duration,
+        bid: Option<f64>,
+    ) {
+        let runs = self.runs.clone();
+        let agent_name = name.to_owned();
+        let mut builder = AgentBuilder::new(name, cluster.addrs())
+            .max_concurrent(max_concurrent)
+            .fallback_handler(move |task: Task| {
+                let (runs, agent_name) = (runs.clone(), agent_name.clone());
+                async move {
+                    tokio::time::sleep(work).await;
+                    runs.lock()
+                        .unwrap()
+                        .push((agent_name.clone(), task.task.task_id.clone()));
+                    TaskOutcome::Succeeded(
+                        format!("{}:{}", agent_name, task.task.task_id).into_bytes(),
+                    )
+                }
+            });
+        for capability in capabilities {
+            builder = builder.capability(*capability);
+        }
+        if let Some(cost) = bid {
+            builder = builder.bid_handler(move |_: &pb::CallForBids| {
+                Some(Offer {
+                    cost,
+                    estimate_ms: 10,
+                })
+            });
+        }
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move { builder.run(shutdown).await });
+    }
+
+    fn runs(&self) -> Vec<(String, String)> {
+        self.runs.lock().unwrap().clone()
+    }
+}
+
+fn options() -> NodeOptions {
+    NodeOptions {
+        log: "warn".into(),
+        ..NodeOptions::default()
+    }
+}
+
+async fn wait_for_agents(client: &Client, count: usize) -> anyhow::Result<()> {
+    wait_until(LEADER_TIMEOUT, "agents to register", || async {
+        let agents = client.list_agents().await.ok()?;
+        let connected = agents
+            .iter()
+            .filter(|a| a.state == pb::AgentState::Connected as i32)
+            .count();
+        (connected >= count).then_some(())
+    })
+    .await
+}
+
+async fn wait_for_job(client: &Client, job_id: &str) -> anyhow::Result<pb::Job> {
+    wait_until(JOB_TIMEOUT, "the job to finish", || async {
+        let job = client.get_job(job_id).await.ok()?;
+        let done = [
+            pb::JobState::Succeeded,
+            pb::JobState::Failed,
+            pb::JobState::Cancelled,
+        ]
+        .map(|s| s as i32);
+        done.contains(&job.state).then_some(job)
+    })
+    .await
+}
+
+async fn submit(client: &Client, toml: &str) -> anyhow::Result<String> {
+    Ok(client.submit_job(parse_job_file(toml)?, "").await?.job_id)
+}
+
+fn many_tasks(count: usize, strategy: &str, capability: &str) -> String {
+    (0..count)
+        .map(|i| format!("[[tasks]]\nid = \"t{i:03}\"\nkind = \"work\"\nstrategy = \"{strategy}\"\ncapabilities = [\"{capability}\"]\n"))
+        .collect()
+}
+
+fn count_by_agent(runs: &[(String, String)]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for (agent, _) in runs {
+        *counts.entry(agent.clone()).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capability_routing_never_places_a_task_on_an_agent_lacking_a_capability(
+) -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let cluster = start_cluster(3, options())?;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    let fleet = Fleet::new();
+    fleet.start(
+        &cluster,
+        "gpu-1",
+        &["gpu", "python"],
+        4,
+        Duration::from_millis(5),
+        None,
+    );
+    fleet.start(
+        &cluster,
+        "cpu-1",
+        &["python"],
+        4,
+        Duration::from_millis(5),
+        None,
+    );
+    fleet.start(
+        &cluster,
+        "cpu-2",
+        &["python"],
+        4,
+        Duration::from_millis(5),
+        None,
+    );
+    wait_for_agents(&client, 3).await?;
+    let job = format!("{}{}", many_tasks(20, "capability", "gpu"), "");
+    let job_id = submit(&client, &job).await?;
+    let done = wait_for_job(&client, &job_id).await?;
+    assert_eq!(done.state, pb::JobState::Succeeded as i32);
+    let runs = fleet.runs();
+    assert_eq!(runs.len(), 20);
+    assert!(runs.iter().all(|(agent, _)| agent == "gpu-1"), "{runs:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_and_least_loaded_spread_tasks_evenly() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let cluster = start_cluster(3, options())?;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    let fleet = Fleet::new();
+    for i in 1..=3 {
+        fleet.start(
+            &cluster,
+            &format!("w{i}"),
+            &["work"],
+            2,
+            Duration::from_millis(50),
+            None,
+        );
+    }
+    wait_for_agents(&client, 3).await?;
+    for strategy in ["round_robin", "least_loaded"] {
+        fleet.runs.lock().unwrap().clear();
+        let job_id = submit(&client, &many_tasks(30, strategy, "work")).await?;
+        assert_eq!(
+            wait_for_job(&client, &job_id).await?.state,
+            pb::JobState::Succeeded as i32
+        );
+        let counts = count_by_agent(&fleet.runs());
+        assert_eq!(counts.len(), 3, "{strategy}: {counts:?}");
+        assert!(
+            counts.values().all(|n| (8..=12).contains(n)),
+            "{strategy} spreads evenly: {counts:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auction_awards_the_best_bid() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let cluster = start_cluster(3, options())?;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    let fleet = Fleet::new();
+    fleet.start(
+        &cluster,
+        "pricey",
+        &["bid"],
+        8,
+        Duration::from_millis(5),
+        Some(9.0),
+    );
+    fleet.start(
+        &cluster,
+        "cheap",
+        &["bid"],
+        8,
+        Duration::from_millis(5),
+        Some(1.0),
+    );
+    fleet.start(
+        &cluster,
+        "silent",
+        &["bid"],
+        8,
+        Duration::from_millis(5),
+        None,
+    );
+    wait_for_agents(&client, 3).await?;
+    let job_id = submit(&client, &many_tasks(5, "auction", "bid")).await?;
+    assert_eq!(
+        wait_for_job(&client, &job_id).await?.state,
+        pb::JobState::Succeeded as i32
+    );
+    let counts = count_by_agent(&fleet.runs());
+    assert_eq!(counts.get("cheap"), Some(&5), "{counts:?}");
+
+    // Once the cheapest bidder is full, the next best bid wins.
+    fleet.runs.lock().unwrap().clear();
+    let job_id = submit(&client, &many_tasks(12, "auction", "bid")).await?;
+    assert_eq!(
+        wait_for_job(&client, &job_id).await?.state,
+        pb::JobState::Succeeded as i32
+    );
+    let counts = count_by_agent(&fleet.runs());
+    assert_eq!(counts.values().sum::<usize>(), 12, "{counts:?}");
+    assert!(
+        counts.get("pricey").is_some_and(|n| *n >= 4),
+        "the next best bid takes the overflow: {counts:?}"
+    );
+    assert!(
+        !counts.contains_key("silent"),
+        "an agent that never bids loses to bidders: {counts:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_with_backoff_then_dead_letter() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let cluster = start_cluster(3, options())?;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    let shutdown = CancellationToken::new();
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let seen = attempts.clone();
+    let agent = AgentBuilder::new("flaky", cluster.addrs())
+        .capability("flaky")
+        .handler("flaky", move |task: Task| {
+            let seen = seen.clone();
+            async move {
+                seen.lock()
+                    .unwrap()
+                    .push((task.task.task_id.clone(), task.task.attempt));
+                match task.task.task_id.as_str() {
+                    "recovers" if task.task.attempt >= 2 => TaskOutcome::Succeeded(b"ok".to_vec()),
+                    _ => TaskOutcome::retryable("boom"),
+                }
+            }
+        });
+    let stop = shutdown.clone();
+    tokio::spawn(async move { agent.run(stop).await });
+    wait_for_agents(&client, 1).await?;
+    let job = r#"
+        [[tasks]]
+        id = "recovers"
+        kind = "flaky"
+        capabilities = ["flaky"]
+        retry = { max_attempts = 3, initial_backoff_ms = 100 }
+        [[tasks]]
+        id = "never"
+        kind = "flaky"
+        capabilities = ["flaky"]
+        retry = { max_attempts = 3, initial_backoff_ms = 50 }
+    "#;
+    let job_id = submit(&client, job).await?;
+    let done = wait_for_job(&client, &job_id).await?;
+    shutdown.cancel();
+    assert_eq!(done.state, pb::JobState::Failed as i32);
+    let tasks: BTreeMap<String, pb::Task> = client
+        .job_tasks(&job_id)
+        .await?
+        .into_iter()
+        .map(|t| (t.task_id.clone(), t))
+        .collect();
+    assert_eq!(tasks["recovers"].state, pb::TaskState::Succeeded as i32);
+    assert_eq!(tasks["recovers"].attempt, 2);
+    assert_eq!(tasks["never"].state, pb::TaskState::DeadLettered as i32);
+    assert_eq!(tasks["never"].attempt, 3);
+    let never: Vec<u32> = attempts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| t == "never")
+        .map(|(_, a)| *a)
+        .collect();
+    assert_eq!(never, [1, 2, 3]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_job_specs_are_rejected_with_the_task_and_field() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let cluster = start_cluster(1, options())?;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    let fleet = Fleet::new();
+    fleet.start(&cluster, "w", &["work"], 1, Duration::from_millis(5), None);
+    wait_for_agents(&client, 1).await?;
+    let cases = [
+        ("[[tasks]]\nid = \"a\"\nkind = \"k\"\ndepends_on = [\"b\"]\n[[tasks]]\nid = \"b\"\nkind = \"k\"\ndepends_on = [\"a\"]\n", "cycle"),
+        ("[[tasks]]\nid = \"a\"\nkind = \"k\"\ndepends_on = [\"ghost\"]\n", "unknown task 'ghost'"),
+        ("[[tasks]]\nid = \"a\"\nkind = \"k\"\n[[tasks]]\nid = \"a\"\nkind = \"k\"\n", "duplicate"),
+        ("[[tasks]]\nid = \"a\"\nkind = \"k\"\ncapabilities = [\"quantum\"]\n", "quantum"),
+    ];
+    for (job, expected) in cases {
+        let error = submit(&client, job).await.unwrap_err();
+        let error = error.downcast::<synod_sdk::ClientError>()?;
+        assert_eq!(error.code(), Some(Code::InvalidArgument), "{error}");
+        assert!(
+            error.to_string().contains("tasks") && error.to_string().contains(expected),
+            "{error}"
+        );
+    }
+    let mut big = pb::JobSpec::default();
+    big.tasks.push(pb::TaskSpec {
+        task_id: "a".into(),
+        kind: "k".into(),
+        payload: vec![0; 1024 * 1024 + 1],
+        ..Default::default()
+    });
+    let error = client.submit_job(big, "").await.unwrap_err();
+    assert!(error.to_string().contains("tasks[0].payload"), "{error}");
+    Ok(())
+}
+
+/// The task's current record.
+async fn task_of(client: &Client, job_id: &str, task_id: &str) -> Option<pb::Task> {
+    client
+        .job_tasks(job_id)
+        .await
+        .ok()?
+        .into_iter()
+        .find(|t| t.task_id == task_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_on_an_agent_killed_mid_task_is_rerun_elsewhere_and_the_job_completes(
+) -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let cluster = start_cluster(3, options())?;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    let dir = tempfile::tempdir()?;
+    let agents_file = dir.path().join("victim.toml");
+    std::fs::write(&agents_file, "[[agents]]\nname = \"victim\"\ncapabilities = [\"slow\"]\n[[agents.handlers]]\nkind = \"*\"\ndemo = \"sleep\"\n")?;
+    let mut victim = std::process::Command::new(synod_tests::sibling_binary("synod-agent")?)
+        .arg("--config")
+        .arg(&agents_file)
+        .arg("--addr")
+        .arg(cluster.addrs().join(","))
+        .args(["--log", "warn"])
+        .spawn()?;
+    wait_for_agents(&client, 1).await?;
+    let job_id = submit(&client, "[[tasks]]\nid = \"long\"\nkind = \"sleep\"\npayload = { ms = 30000 }\ncapabilities = [\"slow\"]\n").await?;
+    let first = wait_until(LEADER_TIMEOUT, "the task to reach the victim", || async {
+        let task = task_of(&client, &job_id, "long").await?;
+        (task.state == pb::TaskState::Running as i32).then_some(task)
+    })
+    .await?;
+    victim.kill()?;
+    victim.wait()?;
+    let fleet = Fleet::new();
+    fleet.start(
+        &cluster,
+        "rescuer",
+        &["slow"],
+        1,
+        Duration::from_millis(10),
+        None,
+    );
+    let done = wait_for_job(&client, &job_id).await?;
+    assert_eq!(done.state, pb::JobState::Succeeded as i32);
+    let task = task_of(&client, &job_id, "long").await.expect("task");
+    assert_eq!(
+        task.attempt,
+        first.attempt + 1,
+        "re-run once after the agent was lost"
+    );
+    assert_ne!(task.agent_id, first.agent_id);
+    assert_eq!(fleet.runs(), [("rescuer".to_owned(), "long".to_owned())]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_mid_job_completes_the_job_without_counting_a_result_twice(
+) -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let mut cluster = start_cluster(3, options())?;
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    let fleet = Fleet::new();
+    for i in 1..=4 {
+        fleet.start(
+            &cluster,
+            &format!("w{i}"),
+            &["work"],
+            2,
+            Duration::from_millis(150),
+            None,
+        );
+    }
+    wait_for_agents(&client, 4).await?;
+    let job_id = submit(&client, &many_tasks(40, "least_loaded", "work")).await?;
+    wait_until(JOB_TIMEOUT, "some tasks to finish", || async {
+        (fleet.runs().len() >= 8).then_some(())
+    })
+    .await?;
+    cluster.kill(leader)?;
+    let done = wait_for_job(&client, &job_id).await?;
+    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    let mut watch = client.watch_job(&job_id, true);
+    let mut successes: BTreeMap<String, usize> = BTreeMap::new();
+    while let Some(event) = watch.next().await {
+        if let Some(pb::job_event::Kind::TaskSucceeded(e)) = event?.kind {
+            *successes.entry(e.task_id).or_default() += 1;
+        }
+    }
+    assert_eq!(successes.len(), 40);
+    assert!(
+        successes.values().all(|n| *n == 1),
+        "a task counted as done twice: {successes:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_agents_connect_at_once() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let cluster = start_cluster(3, options())?;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    let fleet = Fleet::new();
+    for i in 0..1000 {
+        fleet.start(
+            &cluster,
+            &format!("a{i:04}"),
+            &["swarm"],
+            1,
+            Duration::from_millis(1),
+            None,
+        );
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "1,000 agents to connect",
+        || async {
+            let agents = client.list_agents().await.ok()?;
+            let connected = agents
+                .iter()
+                .filter(|a| a.state == pb::AgentState::Connected as i32 && a.connected)
+                .count();
+            (connected == 1000).then_some(())
+        },
+    )
+    .await?;
+    let job_id = submit(&client, &many_tasks(100, "round_robin", "swarm")).await?;
+    assert_eq!(
+        wait_for_job(&client, &job_id).await?.state,
+        pb::JobState::Succeeded as i32
+    );
+    assert_eq!(
+        count_by_agent(&fleet.runs()).len(),
+        100,
+        "round robin over 1,000 agents uses 100 different ones"
+    );
+    Ok(())
+}
