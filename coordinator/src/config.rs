@@ -94,6 +94,32 @@ impl Default for LimitSettings {
     }
 }
 
+/// Agent sessions and the leader's coordination loop.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSessionSettings {
+    /// An agent silent this long expires and its tasks are re-queued.
+    pub lease_ms: u64,
+    /// Interval agents are asked to heartbeat at.
+    pub heartbeat_ms: u64,
+    /// How long an auction collects bids when the task does not say.
+    pub bid_window_ms: u64,
+    /// Period of the leader's loop (expiry, timeouts, auctions; placement also runs as soon
+    /// as tasks become ready).
+    pub tick_ms: u64,
+}
+
+impl Default for AgentSessionSettings {
+    fn default() -> Self {
+        Self {
+            lease_ms: 5_000,
+            heartbeat_ms: 1_000,
+            bid_window_ms: 200,
+            tick_ms: 20,
+        }
+    }
+}
+
 /// Settings of one node.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
@@ -119,6 +145,9 @@ pub struct Config {
     /// Request and batch limits.
     #[serde(default)]
     pub limits: LimitSettings,
+    /// Agent sessions.
+    #[serde(default)]
+    pub agents: AgentSessionSettings,
 }
 
 /// A validated configuration.
@@ -138,6 +167,8 @@ pub struct NodeConfig {
     pub raft: RaftSettings,
     /// Limits.
     pub limits: LimitSettings,
+    /// Agent sessions.
+    pub agents: AgentSessionSettings,
 }
 
 impl Config {
@@ -205,6 +236,7 @@ impl Config {
         }
         validate_raft(&self.raft)?;
         validate_limits(&self.limits)?;
+        validate_agents(&self.agents)?;
         Ok(NodeConfig {
             id: self.id,
             listen,
@@ -213,6 +245,7 @@ impl Config {
             initial_members,
             raft: self.raft,
             limits: self.limits,
+            agents: self.agents,
         })
     }
 }
@@ -300,6 +333,28 @@ fn validate_limits(limits: &LimitSettings) -> Result<(), ConfigError> {
     Ok(())
 }
 
+fn validate_agents(agents: &AgentSessionSettings) -> Result<(), ConfigError> {
+    if agents.heartbeat_ms == 0 {
+        return Err(invalid("agents.heartbeat_ms", "must be positive"));
+    }
+    if agents.lease_ms < 2 * agents.heartbeat_ms {
+        return Err(invalid(
+            "agents.lease_ms",
+            format!(
+                "{} must be at least twice agents.heartbeat_ms ({}), or one late heartbeat expires the agent",
+                agents.lease_ms, agents.heartbeat_ms
+            ),
+        ));
+    }
+    if !(1..=60_000).contains(&agents.bid_window_ms) {
+        return Err(invalid("agents.bid_window_ms", "must be 1 to 60000"));
+    }
+    if !(1..=1_000).contains(&agents.tick_ms) {
+        return Err(invalid("agents.tick_ms", "must be 1 to 1000"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +432,26 @@ mod tests {
                     ..base()
                 },
                 "raft.election_timeout_min_ms: 10 must exceed",
+            ),
+            (
+                Config {
+                    agents: AgentSessionSettings {
+                        lease_ms: 1_500,
+                        ..AgentSessionSettings::default()
+                    },
+                    ..base()
+                },
+                "agents.lease_ms: 1500 must be at least twice agents.heartbeat_ms (1000)",
+            ),
+            (
+                Config {
+                    agents: AgentSessionSettings {
+                        bid_window_ms: 0,
+                        ..AgentSessionSettings::default()
+                    },
+                    ..base()
+                },
+                "agents.bid_window_ms: must be 1 to 60000",
             ),
         ];
         for (config, expected) in cases {

@@ -64,6 +64,7 @@ pub async fn run(
     let state_machine =
         StateMachineStore::open(disk).map_err(|e| NodeError::Raft(e.to_string()))?;
     let state = state_machine.shared();
+    let tasks_ready = state_machine.tasks_ready();
     let peers = PeerClients::default();
     let raft = Raft::new(
         config.id,
@@ -86,7 +87,8 @@ pub async fn run(
         raft.clone(),
         proposer.clone(),
         state,
-        AgentSettings::default(),
+        tasks_ready,
+        agent_settings(&config.agents),
     );
     tokio::spawn(agents.clone().run(shutdown.clone()));
 
@@ -263,4 +265,15 @@ fn effects_to(agents: &AgentRuntime) -> tokio::sync::mpsc::UnboundedSender<crate
         }
     });
     sender
+}
+
+/// The runtime's timing from the node's `[agents]` settings.
+fn agent_settings(agents: &crate::config::AgentSessionSettings) -> AgentSettings {
+    AgentSettings {
+        lease: Duration::from_millis(agents.lease_ms),
+        heartbeat: Duration::from_millis(agents.heartbeat_ms),
+        tick: Duration::from_millis(agents.tick_ms),
+        bid_window: Duration::from_millis(agents.bid_window_ms),
+        ..AgentSettings::default()
+    }
 }

@@ -14,6 +14,7 @@
 //! payload = { topic = "X" }
 //! capabilities = ["planner"]
 //! strategy = "capability"           # round_robin | least_loaded | capability | auction
+//!                                   # auction: bid_window_ms, auction_fallback, auction_rounds
 //! timeout_ms = 30000
 //! retry = { max_attempts = 3, initial_backoff_ms = 200 }
 //!
@@ -114,8 +115,11 @@ pub struct TaskSection {
     pub strategy: Option<String>,
     /// Auction bid window.
     pub bid_window_ms: Option<u64>,
-    /// Strategy when an auction gets no bid.
+    /// Strategy once `auction_rounds` auctions got no bid; without one the task is auctioned
+    /// until someone bids.
     pub auction_fallback: Option<String>,
+    /// Auctions without a bid before `auction_fallback` takes over (default 1).
+    pub auction_rounds: Option<u32>,
 }
 
 /// `retry = { ... }`.
@@ -174,12 +178,16 @@ impl TaskSection {
     fn into_spec(self, index: usize) -> Result<pb::TaskSpec, JobFileError> {
         let field = |name: &str| format!("tasks[{index}].{name}");
         let strategy = parse_strategy(self.strategy.as_deref(), &field("strategy"))?;
-        let auction = match (self.bid_window_ms, self.auction_fallback.as_deref()) {
-            (None, None) => None,
-            (window, fallback) => Some(pb::AuctionSettings {
+        let auction = match (
+            self.bid_window_ms,
+            self.auction_fallback.as_deref(),
+            self.auction_rounds,
+        ) {
+            (None, None, None) => None,
+            (window, fallback, rounds) => Some(pb::AuctionSettings {
                 bid_window_ms: window.unwrap_or(0),
                 fallback_strategy: parse_strategy(fallback, &field("auction_fallback"))? as i32,
-                max_rounds: 0,
+                max_rounds: rounds.unwrap_or(0),
             }),
         };
         Ok(pb::TaskSpec {
@@ -258,6 +266,7 @@ mod tests {
             strategy = "auction"
             bid_window_ms = 50
             auction_fallback = "least_loaded"
+            auction_rounds = 2
             retry = { max_attempts = 3, initial_backoff_ms = 100 }
             [[tasks]]
             id = "b"
@@ -278,8 +287,12 @@ mod tests {
         assert_eq!(a.strategy, pb::AssignmentStrategy::Auction as i32);
         let auction = a.auction.as_ref().unwrap();
         assert_eq!(
-            (auction.bid_window_ms, auction.fallback_strategy),
-            (50, pb::AssignmentStrategy::LeastLoaded as i32)
+            (
+                auction.bid_window_ms,
+                auction.fallback_strategy,
+                auction.max_rounds
+            ),
+            (50, pb::AssignmentStrategy::LeastLoaded as i32, 2)
         );
         assert_eq!(a.retry.as_ref().unwrap().max_attempts, 3);
         let b = &spec.tasks[1];

@@ -515,3 +515,148 @@ async fn a_thousand_agents_connect_at_once() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// An agent that declines every call for bids (counting them per task) and runs its tasks
+/// until they are cancelled (counting the cancellations).
+struct Holdout {
+    calls: Arc<Mutex<BTreeMap<String, usize>>>,
+    cancelled: Arc<Mutex<Vec<String>>>,
+}
+
+impl Holdout {
+    fn start(cluster: &LocalCluster, shutdown: &CancellationToken) -> Self {
+        let calls: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+        let cancelled: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (seen_calls, seen_cancels) = (calls.clone(), cancelled.clone());
+        let agent = AgentBuilder::new("holdout", cluster.addrs())
+            .capability("holdout")
+            .max_concurrent(4)
+            .bid_handler(move |call: &pb::CallForBids| {
+                *seen_calls
+                    .lock()
+                    .unwrap()
+                    .entry(call.task_id.clone())
+                    .or_default() += 1;
+                None
+            })
+            .fallback_handler(move |task: Task| {
+                let seen_cancels = seen_cancels.clone();
+                async move {
+                    if task.kind == "forever" {
+                        task.cancelled.cancelled().await;
+                        seen_cancels.lock().unwrap().push(task.task.task_id.clone());
+                    }
+                    TaskOutcome::Succeeded(Vec::new())
+                }
+            });
+        let stop = shutdown.clone();
+        tokio::spawn(async move { agent.run(stop).await });
+        Self { calls, cancelled }
+    }
+
+    fn calls(&self, task_id: &str) -> usize {
+        self.calls
+            .lock()
+            .unwrap()
+            .get(task_id)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auction_without_bids_runs_again_then_its_fallback_places_the_task() -> anyhow::Result<()>
+{
+    let _serial = serial().await;
+    let cluster = start_cluster(3, options())?;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    let shutdown = CancellationToken::new();
+    let holdout = Holdout::start(&cluster, &shutdown);
+    wait_for_agents(&client, 1).await?;
+    let job = r#"
+        [[tasks]]
+        id = "tender"
+        kind = "work"
+        capabilities = ["holdout"]
+        strategy = "auction"
+        bid_window_ms = 100
+        auction_rounds = 3
+        auction_fallback = "least_loaded"
+    "#;
+    let job_id = submit(&client, job).await?;
+    let done = wait_for_job(&client, &job_id).await?;
+    shutdown.cancel();
+    assert_eq!(done.state, pb::JobState::Succeeded as i32);
+    assert_eq!(
+        holdout.calls("tender"),
+        3,
+        "three rounds without a bid, then the fallback"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_timeout_fails_and_its_running_task_is_cancelled_on_the_agent(
+) -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let cluster = start_cluster(3, options())?;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    let shutdown = CancellationToken::new();
+    let holdout = Holdout::start(&cluster, &shutdown);
+    wait_for_agents(&client, 1).await?;
+    // "slow" runs until cancelled; "unsold" is auctioned with no fallback, so it waits for a
+    // bid that never comes. Only the job's own timeout ends the job.
+    let job = r#"
+        timeout_ms = 1500
+        [[tasks]]
+        id = "slow"
+        kind = "forever"
+        capabilities = ["holdout"]
+        [[tasks]]
+        id = "unsold"
+        kind = "work"
+        capabilities = ["holdout"]
+        strategy = "auction"
+        bid_window_ms = 100
+    "#;
+    let started = std::time::Instant::now();
+    let job_id = submit(&client, job).await?;
+    let done = wait_for_job(&client, &job_id).await?;
+    let elapsed = started.elapsed();
+    assert_eq!(done.state, pb::JobState::Failed as i32);
+    assert_eq!(done.state_reason, "the job's timeout of 1500 ms passed");
+    assert!(
+        elapsed >= Duration::from_millis(1500),
+        "finished after {elapsed:?}"
+    );
+    let tasks: BTreeMap<String, pb::Task> = client
+        .job_tasks(&job_id)
+        .await?
+        .into_iter()
+        .map(|t| (t.task_id.clone(), t))
+        .collect();
+    assert_eq!(tasks["slow"].state, pb::TaskState::Cancelled as i32);
+    assert_eq!(tasks["unsold"].state, pb::TaskState::Cancelled as i32);
+    assert!(
+        holdout.calls("unsold") >= 3,
+        "re-auctioned while nobody bid: {} calls",
+        holdout.calls("unsold")
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the agent to see the cancel",
+        || async {
+            holdout
+                .cancelled
+                .lock()
+                .unwrap()
+                .contains(&"slow".to_owned())
+                .then_some(())
+        },
+    )
+    .await?;
+    shutdown.cancel();
+    Ok(())
+}

@@ -274,7 +274,7 @@ impl Session {
     async fn serve(self, mut inbound: Streaming<pb::AgentMessage>) {
         while let Ok(Some(message)) = inbound.message().await {
             self.runtime.hub().touch(&self.agent_id, &self.session_id);
-            if self.handle(message) {
+            if self.handle(message).await {
                 break;
             }
         }
@@ -289,8 +289,9 @@ impl Session {
         }
     }
 
-    /// Handles one message; true ends the session.
-    fn handle(&self, message: pb::AgentMessage) -> bool {
+    /// Handles one message; true ends the session. Commands are queued in the order their
+    /// messages arrived (a result never overtakes the subtasks its task added before it).
+    async fn handle(&self, message: pb::AgentMessage) -> bool {
         let request_id = message.request_id;
         let Some(kind) = message.kind else {
             return false;
@@ -304,12 +305,10 @@ impl Session {
             In::TaskAccepted(_) => return self.answer(request_id, Ok(None)),
             In::Bid(bid) => return self.bid(request_id, bid),
             In::Deregister(_) => {
-                self.spawn_command(
-                    request_id,
-                    Command::DeregisterAgent {
-                        agent_id: self.agent_id.clone(),
-                    },
-                );
+                let command = Command::DeregisterAgent {
+                    agent_id: self.agent_id.clone(),
+                };
+                self.spawn_command(request_id, command).await;
                 return true;
             }
             In::TaskStarted(started) => {
@@ -349,7 +348,7 @@ impl Session {
             }),
         };
         match command {
-            Ok(command) => self.spawn_command(request_id, command),
+            Ok(command) => self.spawn_command(request_id, command).await,
             Err(error) => {
                 self.answer(request_id, Err(error));
             }
@@ -452,11 +451,16 @@ impl Session {
         )
     }
 
-    /// Commits `command` in its own task and answers the request when done.
-    fn spawn_command(&self, request_id: u64, command: Command) {
-        let (runtime, outbound) = (self.runtime.clone(), self.outbound.clone());
+    /// Queues `command` now and answers the request from its own task once it is committed.
+    async fn spawn_command(&self, request_id: u64, command: Command) {
+        let outbound = self.outbound.clone();
+        let pending = self.runtime.enqueue(command).await;
         tokio::spawn(async move {
-            let answer = match runtime.propose(command).await {
+            let result = match pending {
+                Ok(pending) => pending.await,
+                Err(error) => Err(error),
+            };
+            let answer = match result {
                 Ok(result) => match &result.outcome {
                     Ok(applied) => match applied.refusal() {
                         Some(refusal) => Err(ApiError::from(refusal.clone())),
@@ -486,7 +490,13 @@ fn send_answer(
     answer: Result<Option<pb::WriteMeta>, ApiError>,
 ) {
     let kind = match answer {
+        // Request id 0 asks for no answer (a start report, say); a refusal of it is no
+        // problem with the session.
         Ok(_) if request_id == 0 => return,
+        Err(error) if request_id == 0 => {
+            tracing::debug!(%error, "unanswered agent message refused");
+            return;
+        }
         Ok(write) => Out::RequestAck(pb::RequestAck { request_id, write }),
         Err(error) => {
             tracing::debug!(%error, request_id, "agent request refused");

@@ -78,6 +78,16 @@ pub fn task_spec(task: pb::TaskSpec, field: &str) -> Result<TaskSpec, ApiError> 
         )?,
         None => None,
     };
+    let auction = task.auction.unwrap_or_default();
+    if auction.bid_window_ms > BID_WINDOW_MS_MAX {
+        return Err(ApiError::invalid(
+            format!("{field}.auction.bid_window_ms"),
+            format!(
+                "{} exceeds the maximum of {BID_WINDOW_MS_MAX}",
+                auction.bid_window_ms
+            ),
+        ));
+    }
     Ok(TaskSpec {
         id: task.task_id,
         kind: task.kind,
@@ -91,8 +101,13 @@ pub fn task_spec(task: pb::TaskSpec, field: &str) -> Result<TaskSpec, ApiError> 
         strategy: optional_strategy(task.strategy, &format!("{field}.strategy"))?
             .unwrap_or_default(),
         fallback_strategy,
+        bid_window_ms: auction.bid_window_ms,
+        auction_rounds: auction.max_rounds,
     })
 }
+
+/// Longest bid window a task may ask for.
+const BID_WINDOW_MS_MAX: u64 = 60_000;
 
 fn retry_policy(retry: pb::RetryPolicy) -> RetryPolicy {
     let defaults = RetryPolicy::default();

@@ -227,17 +227,26 @@ pub fn task_spec(spec: &TaskSpec) -> pb::TaskSpec {
             multiplier: spec.retry.multiplier,
         }),
         strategy: assignment_strategy(spec.strategy) as i32,
-        auction: spec.fallback_strategy.map(|fallback| pb::AuctionSettings {
-            fallback_strategy: assignment_strategy(fallback) as i32,
-            ..Default::default()
-        }),
+        auction: auction_settings(spec),
         ..Default::default()
     }
 }
 
+/// The auction settings a task was submitted with, `None` when it set none.
+fn auction_settings(spec: &TaskSpec) -> Option<pb::AuctionSettings> {
+    let set = spec.fallback_strategy.is_some() || spec.bid_window_ms > 0 || spec.auction_rounds > 0;
+    set.then(|| pb::AuctionSettings {
+        bid_window_ms: spec.bid_window_ms,
+        fallback_strategy: spec
+            .fallback_strategy
+            .map_or(pb::AssignmentStrategy::Unspecified, assignment_strategy)
+            as i32,
+        max_rounds: spec.auction_rounds,
+    })
+}
+
 /// One history entry of `job`. Details the event does not carry (agents, output sizes, error
-/// messages) are looked up in the job's current records. `SubtasksCompleted` has no proto
-/// counterpart and is sent without a kind, so sequences stay gap-free.
+/// messages) are looked up in the job's current records.
 pub fn job_event(job: &JobRecord, event: &JobEvent) -> pb::JobEvent {
     pb::JobEvent {
         job_id: job.id.clone(),
@@ -326,7 +335,23 @@ fn later_event_kind(job: &JobRecord, kind: &JobEventKind) -> Option<Kind> {
             state: job_state(*state) as i32,
             reason: job.state_reason.clone().unwrap_or_default(),
         }),
-        // SubtasksCompleted has no proto kind; the kinds above are handled by `event_kind`.
+        JobEventKind::SubtasksCompleted { parent_task_id } => {
+            Kind::SubtasksCompleted(e::SubtasksCompleted {
+                parent_task_id: parent_task_id.clone(),
+            })
+        }
+        JobEventKind::TaskRetryScheduled {
+            task_id,
+            failed_attempts,
+            backoff_ms,
+            retry_at_ms,
+        } => Kind::TaskRetryScheduled(e::TaskRetryScheduled {
+            task_id: task_id.clone(),
+            failed_attempts: *failed_attempts,
+            backoff_ms: *backoff_ms,
+            retry_at_ms: *retry_at_ms,
+        }),
+        // The kinds above `later_event_kind` are handled by `event_kind`.
         _ => return None,
     })
 }
@@ -425,6 +450,8 @@ mod tests {
             retry: RetryPolicy::default(),
             strategy: Strategy::Auction,
             fallback_strategy: Some(Strategy::LeastLoaded),
+            bid_window_ms: 500,
+            auction_rounds: 3,
         };
         JobSpec {
             name: "j".into(),
@@ -512,8 +539,12 @@ mod tests {
         );
         assert_eq!(spec.tasks[1].depends_on[0].task_id, "a");
         assert_eq!(
-            spec.tasks[1].auction.as_ref().map(|a| a.fallback_strategy),
-            Some(pb::AssignmentStrategy::LeastLoaded as i32)
+            spec.tasks[1].auction,
+            Some(pb::AuctionSettings {
+                bid_window_ms: 500,
+                fallback_strategy: pb::AssignmentStrategy::LeastLoaded as i32,
+                max_rounds: 3,
+            })
         );
         assert!(job(&record, false).spec.is_none());
     }
@@ -720,7 +751,25 @@ mod tests {
                 JobEventKind::SubtasksCompleted {
                     parent_task_id: task_id(),
                 },
-                None,
+                Some(Kind::SubtasksCompleted(pb::job_event::SubtasksCompleted {
+                    parent_task_id: task_id(),
+                })),
+            ),
+            (
+                JobEventKind::TaskRetryScheduled {
+                    task_id: task_id(),
+                    failed_attempts: 2,
+                    backoff_ms: 400,
+                    retry_at_ms: 1_400,
+                },
+                Some(Kind::TaskRetryScheduled(
+                    pb::job_event::TaskRetryScheduled {
+                        task_id: task_id(),
+                        failed_attempts: 2,
+                        backoff_ms: 400,
+                        retry_at_ms: 1_400,
+                    },
+                )),
             ),
         ];
         for (kind, expected) in cases {

@@ -8,7 +8,8 @@
 //! state, woken by Raft's metrics watch whenever `last_applied` moves, never by polling.
 //!
 //! ```text
-//!   SubmitJob ─► convert ─► validate ─► unsatisfiable? ─► job id ─► propose SubmitJob
+//!   SubmitJob ─► convert ─► validate ─► job id ─► propose SubmitJob (the state machine also
+//!                checks that live agents offer every task's capabilities, on current state)
 //!   CancelJob ─► propose CancelJob ─► Effects ─► (optional) runtime channel
 //!   WatchJob  ─► history after `after_sequence` ─┬─► new events as applied ─► JobCompleted: end
 //!                 bounded buffer; full too long ─┴─► RESOURCE_EXHAUSTED, stream dropped
@@ -44,7 +45,7 @@ use super::leader::wants_linearizable;
 use super::{ApiError, LeaderRouter};
 use crate::raft::NodeId;
 use crate::runtime::{CommandResult, Proposer};
-use crate::state::jobs::{unsatisfiable, validate, JobEventKind, JobRecord, JobSpec, SpecError};
+use crate::state::jobs::{validate, JobEventKind, JobRecord, JobSpec, SpecError};
 use crate::state::{Applied, Command, Effects, Rejection, State};
 
 const PAGE_SIZE_DEFAULT: usize = 100;
@@ -96,12 +97,6 @@ impl JobApi {
     ) -> Result<pb::SubmitJobResponse, ApiError> {
         let key = request.idempotency_key;
         let spec = checked_spec(request.spec, &key)?;
-        let (missing, _) = self
-            .router
-            .read_local(false, |state| unsatisfiable(&spec, &state.agents));
-        if let Some(error) = missing {
-            return Err(spec_error(error));
-        }
         let job_id = job_id_for(&key);
         tracing::Span::current().record("job_id", job_id.as_str());
         let command = Command::SubmitJob {
@@ -950,7 +945,7 @@ mod tests {
             "",
         )
         .expect("valid");
-        let error = unsatisfiable(&spec, &State::default().agents)
+        let error = crate::state::jobs::unsatisfiable(&spec, &State::default().agents)
             .map(spec_error)
             .expect("unsatisfiable");
         assert_eq!(

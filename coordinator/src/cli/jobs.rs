@@ -181,10 +181,14 @@ pub fn describe(event: &pb::JobEvent) -> String {
             e.parent_task_id,
             e.task_ids.join(", ")
         ),
+        Some(Kind::SubtasksCompleted(e)) => {
+            format!("{} has its subtasks' outcomes", e.parent_task_id)
+        }
         Some(Kind::TaskCancelled(e)) => format!("{} cancelled: {}", e.task_id, e.reason),
+        Some(Kind::JobCancelled(e)) => format!("job cancel requested: {}", e.reason),
         Some(Kind::JobCompleted(e)) => format!("job {} {}", job_state_name(e.state), e.reason),
         Some(other) => format!("{other:?}"),
-        None => "subtasks completed".into(),
+        None => "event of a newer Synod version".into(),
     }
 }
 

@@ -2,7 +2,9 @@
 //! and installs snapshots, and keeps the latest snapshot on disk.
 //!
 //! The applied state lives behind a shared lock so the API layer can read it. On restart the
-//! latest snapshot is loaded and openraft replays the log after it.
+//! latest snapshot is loaded and openraft replays the log after it. After each applied batch
+//! that leaves tasks ready, [`StateMachineStore::tasks_ready`] is notified for the leader's
+//! scheduler.
 
 // openraft's StorageError is large by design; it is what the storage traits return.
 #![allow(clippy::result_large_err)]
@@ -16,6 +18,7 @@ use openraft::{
     RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use super::codec::{decode, encode};
 use super::disk::{read_meta, write_meta, Disk, SNAPSHOT_KEY};
@@ -51,6 +54,8 @@ struct StoredSnapshot {
 pub struct StateMachineStore {
     shared: SharedState,
     disk: Disk,
+    /// Signalled after applying entries while some task is ready to be placed.
+    tasks_ready: Arc<Notify>,
 }
 
 impl StateMachineStore {
@@ -59,6 +64,7 @@ impl StateMachineStore {
         let store = Self {
             shared: SharedState::default(),
             disk,
+            tasks_ready: Arc::default(),
         };
         if let Some(stored) = store.read_snapshot()? {
             store.load(&stored)?;
@@ -69,6 +75,12 @@ impl StateMachineStore {
     /// The shared applied state, for readers.
     pub fn shared(&self) -> SharedState {
         self.shared.clone()
+    }
+
+    /// Notified when applied entries leave tasks ready to place (new ones, or slots freed
+    /// for waiting ones), so the leader places them without waiting for its next tick.
+    pub fn tasks_ready(&self) -> Arc<Notify> {
+        self.tasks_ready.clone()
     }
 
     fn read_snapshot(&self) -> StorageResult<Option<StoredSnapshot>> {
@@ -180,6 +192,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             };
             replies.push(outcomes);
+        }
+        let ready = applied.state.jobs.ready_len() > 0;
+        drop(applied);
+        if ready {
+            self.tasks_ready.notify_one();
         }
         Ok(replies)
     }

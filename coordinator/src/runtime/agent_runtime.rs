@@ -4,9 +4,11 @@
 //! runs auctions.
 //!
 //! ```text
-//!   every tick, on the leader only:
+//!   every tick (and, for placement alone, whenever applied entries leave tasks ready),
+//!   on the leader only:
 //!     expire agents past their lease ─► ExpireAgent   ─► CancelTask / re-queue
 //!     attempts past their deadline    ─► TimeOutTask   ─► CancelTask
+//!     jobs past their own deadline    ─► TimeOutJob    ─► CancelTask × open attempts
 //!     ready tasks ─► scheduler::place_batch ─► AssignTask × N ─► TaskAssignment
 //!                                       └─► auctions ─► CallForBids … award ─► AssignTask
 //! ```
@@ -15,19 +17,21 @@
 //! the new leader rebuilds from the replicated state (open auctions simply start again).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::auctions::Auctions;
+use super::auctions::{Auctions, NoBidPolicy};
 use super::messages;
 use super::sessions::SessionHub;
 use super::{clock, CommandResult, Proposer};
 use crate::raft::{ProposeError, Raft, SharedState};
 use crate::scheduler::{self, Candidate, RoundRobinCursor, TaskNeeds};
-use crate::state::jobs::{AttemptRef, Strategy};
+use crate::state::jobs::{AttemptRef, Strategy, TaskState};
 use crate::state::{Applied, Command, Effects, State};
 
 /// Timing of agent sessions and of the coordination loop.
@@ -67,6 +71,7 @@ struct Inner {
     raft: Raft,
     proposer: Proposer,
     state: SharedState,
+    tasks_ready: Arc<Notify>,
     hub: SessionHub,
     settings: AgentSettings,
     cursor: Mutex<RoundRobinCursor>,
@@ -74,11 +79,13 @@ struct Inner {
 }
 
 impl AgentRuntime {
-    /// A runtime proposing through `proposer` and reading `state`.
+    /// A runtime proposing through `proposer` and reading `state`; `tasks_ready` wakes it to
+    /// place tasks between ticks.
     pub fn new(
         raft: Raft,
         proposer: Proposer,
         state: SharedState,
+        tasks_ready: Arc<Notify>,
         settings: AgentSettings,
     ) -> Self {
         Self {
@@ -86,6 +93,7 @@ impl AgentRuntime {
                 raft,
                 proposer,
                 state,
+                tasks_ready,
                 hub: SessionHub::default(),
                 settings,
                 cursor: Mutex::new(RoundRobinCursor::default()),
@@ -121,11 +129,24 @@ impl AgentRuntime {
 
     /// Proposes `command` and carries out what its outcome asks of the leader.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, ProposeError> {
-        let result = self.inner.proposer.propose(command).await?;
-        if let Ok(applied) = &result.outcome {
-            self.act(applied);
-        }
-        Ok(result)
+        self.enqueue(command).await?.await
+    }
+
+    /// Queues `command` behind every command queued before it (they apply in that order) and
+    /// returns a future that waits for its outcome and carries out what it asks.
+    pub async fn enqueue(
+        &self,
+        command: Command,
+    ) -> Result<impl Future<Output = Result<CommandResult, ProposeError>>, ProposeError> {
+        let pending = self.inner.proposer.enqueue(command).await?;
+        let runtime = self.clone();
+        Ok(async move {
+            let result = pending.await?;
+            if let Ok(applied) = &result.outcome {
+                runtime.act(applied);
+            }
+            Ok(result)
+        })
     }
 
     /// Sends the messages an applied command calls for.
@@ -172,13 +193,20 @@ impl AgentRuntime {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.inner.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let tasks_ready = self.inner.tasks_ready.clone();
         loop {
-            tokio::select! {
+            let full_pass = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
+                _ = tick.tick() => true,
+                _ = tasks_ready.notified() => false,
+            };
+            if !self.is_leader() {
+                continue;
             }
-            if self.is_leader() {
+            if full_pass {
                 self.pass().await;
+            } else {
+                self.place_ready_tasks().await;
             }
         }
     }
@@ -186,6 +214,7 @@ impl AgentRuntime {
     async fn pass(&self) {
         self.expire_agents().await;
         self.time_out_attempts().await;
+        self.time_out_jobs().await;
         self.place_ready_tasks().await;
         self.close_due_auctions().await;
     }
@@ -225,10 +254,27 @@ impl AgentRuntime {
         self.propose_all(commands).await;
     }
 
+    async fn time_out_jobs(&self) {
+        let now_ms = clock::now_ms();
+        let due: Vec<String> = self.read(|state| {
+            state
+                .jobs
+                .timed_out_jobs(now_ms)
+                .map(str::to_owned)
+                .collect()
+        });
+        let commands = due.into_iter().map(|job_id| Command::TimeOutJob { job_id });
+        self.propose_all(commands).await;
+    }
+
     async fn place_ready_tasks(&self) {
         let now_ms = clock::now_ms();
         let limit = self.inner.settings.placements_per_pass;
         let (tasks, mut candidates) = self.read(|state| {
+            let candidates = self.candidates(state);
+            if !candidates.iter().any(Candidate::has_free_slot) {
+                return (Vec::new(), candidates);
+            }
             let tasks: Vec<(AttemptRef, TaskNeeds, scheduler::Strategy)> = state
                 .jobs
                 .ready_tasks(now_ms)
@@ -242,7 +288,7 @@ impl AgentRuntime {
                     )
                 })
                 .collect();
-            (tasks, self.candidates(state))
+            (tasks, candidates)
         });
         if tasks.is_empty() || candidates.is_empty() {
             return;
@@ -295,16 +341,23 @@ impl AgentRuntime {
         if invitees.is_empty() {
             return;
         }
-        let fallback = self.read(|state| {
-            state
-                .jobs
-                .task(&attempt.job_id, &attempt.task_id)
-                .and_then(|(spec, _)| spec.fallback_strategy)
+        let round = self.inner.auctions.next_round(attempt);
+        let prepared = self.read(|state| {
+            let (spec, _) = state.jobs.task(&attempt.job_id, &attempt.task_id)?;
+            let window = match spec.bid_window_ms {
+                0 => self.inner.settings.bid_window,
+                ms => Duration::from_millis(ms),
+            };
+            let policy = NoBidPolicy {
+                fallback: spec.fallback_strategy.map(strategy_of),
+                rounds: spec.auction_rounds,
+            };
+            let call = super::auctions::call_for_bids(state, attempt, round, window)?;
+            Some((call, policy, window))
         });
-        let call = self.read(|state| {
-            super::auctions::call_for_bids(state, attempt, self.inner.settings.bid_window)
-        });
-        let Some(call) = call else { return };
+        let Some((call, policy, window)) = prepared else {
+            return;
+        };
         for agent_id in &invitees {
             self.inner.hub.send(
                 agent_id,
@@ -316,15 +369,29 @@ impl AgentRuntime {
         self.inner.auctions.open(
             call.call_id.clone(),
             attempt.clone(),
+            round,
             needs.clone(),
             invitees,
-            fallback.map(strategy_of),
-            self.inner.settings.bid_window,
+            policy,
+            window,
         );
     }
 
     async fn close_due_auctions(&self) {
-        let due = self.inner.auctions.take_due();
+        let auctions = &self.inner.auctions;
+        if auctions.has_rounds() {
+            self.read(|state| {
+                auctions.forget_rounds_unless(|attempt| {
+                    state
+                        .jobs
+                        .task(&attempt.job_id, &attempt.task_id)
+                        .is_some_and(|(_, task)| {
+                            task.state == TaskState::Ready && task.attempt + 1 == attempt.attempt
+                        })
+                });
+            });
+        }
+        let due = auctions.take_due();
         if due.is_empty() {
             return;
         }
@@ -343,6 +410,7 @@ impl AgentRuntime {
             for (agent_id, message) in auction.results(winner.as_deref()) {
                 self.inner.hub.send(&agent_id, message);
             }
+            auctions.closed(&auction, winner.as_deref());
             if let Some(agent_id) = winner {
                 commands.push(assign(auction.attempt.clone(), agent_id));
             }

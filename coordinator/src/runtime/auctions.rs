@@ -1,6 +1,8 @@
 //! Open auctions (contract net) on the leader: who was invited, the bids received before the
-//! window closed, and the award — the best bid by the scheduler's rule, or the task's
-//! fallback strategy when nobody bid. Bids are leader memory; only the award is a command.
+//! window closed, and the award — the best bid by the scheduler's rule. When nobody bids the
+//! task is auctioned again, and after its `auction_rounds` rounds its fallback strategy (if
+//! it has one) places it. Bids and round counts are leader memory (a new leader starts the
+//! count again); only the award is a command.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -24,7 +26,9 @@ pub struct Auction {
     pub attempt: AttemptRef,
     needs: TaskNeeds,
     invitees: BTreeSet<String>,
-    fallback: Option<scheduler::Strategy>,
+    policy: NoBidPolicy,
+    /// 1 for the task's first auction, counting rounds without a bid.
+    round: u32,
     deadline: Instant,
     bids: Vec<Bid>,
     answered: BTreeSet<String>,
@@ -44,21 +48,39 @@ pub enum BidRefused {
     AlreadyAnswered,
 }
 
-/// Every open auction.
+/// What happens when an auction gets no bid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NoBidPolicy {
+    /// Places the task after `rounds` auctions without a bid; `None` re-auctions forever.
+    pub fallback: Option<scheduler::Strategy>,
+    /// Auctions before the fallback; 0 means 1.
+    pub rounds: u32,
+}
+
+/// Every open auction, and how many rounds each re-auctioned task went without a bid.
 #[derive(Default)]
 pub struct Auctions {
     open: Mutex<BTreeMap<String, Auction>>,
+    unanswered_rounds: Mutex<BTreeMap<AttemptRef, u32>>,
 }
 
 impl Auctions {
-    /// Opens an auction closing after `window`.
+    /// The round the next auction of `attempt` is (1 for its first).
+    pub fn next_round(&self, attempt: &AttemptRef) -> u32 {
+        let rounds = self.unanswered_rounds.lock().expect("auctions lock");
+        rounds.get(attempt).copied().unwrap_or(0) + 1
+    }
+
+    /// Opens round `round` of an auction, closing after `window`.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         &self,
         call_id: String,
         attempt: AttemptRef,
+        round: u32,
         needs: TaskNeeds,
         invitees: Vec<String>,
-        fallback: Option<scheduler::Strategy>,
+        policy: NoBidPolicy,
         window: Duration,
     ) {
         let auction = Auction {
@@ -66,7 +88,8 @@ impl Auctions {
             attempt,
             needs,
             invitees: invitees.into_iter().collect(),
-            fallback,
+            policy,
+            round,
             deadline: Instant::now() + window,
             bids: Vec::new(),
             answered: BTreeSet::new(),
@@ -109,6 +132,32 @@ impl Auctions {
         Ok(())
     }
 
+    /// Remembers how `auction` ended: a round without a winner counts towards the fallback;
+    /// an award ends the count.
+    pub fn closed(&self, auction: &Auction, winner: Option<&str>) {
+        let mut rounds = self.unanswered_rounds.lock().expect("auctions lock");
+        match winner {
+            Some(_) => rounds.remove(&auction.attempt),
+            None => rounds.insert(auction.attempt.clone(), auction.round),
+        };
+    }
+
+    /// Forgets the round counts of attempts `still_auctioned` rejects (assigned meanwhile,
+    /// cancelled, or their job ended).
+    pub fn forget_rounds_unless(&self, still_auctioned: impl Fn(&AttemptRef) -> bool) {
+        let mut rounds = self.unanswered_rounds.lock().expect("auctions lock");
+        rounds.retain(|attempt, _| still_auctioned(attempt));
+    }
+
+    /// True when some task is being re-auctioned.
+    pub fn has_rounds(&self) -> bool {
+        !self
+            .unanswered_rounds
+            .lock()
+            .expect("auctions lock")
+            .is_empty()
+    }
+
     /// Removes and returns the auctions whose window closed, or that every invitee answered.
     pub fn take_due(&self) -> Vec<Auction> {
         let now = Instant::now();
@@ -130,7 +179,8 @@ impl Auction {
         &self.needs
     }
 
-    /// The winner: the best eligible bid, else the fallback strategy's choice.
+    /// The winner: the best eligible bid; without one, the fallback strategy's choice once
+    /// the task's rounds are used up; otherwise none (the task is auctioned again).
     pub fn winner(&self, candidates: &[Candidate], cursor: &RoundRobinCursor) -> Option<String> {
         let by_id: BTreeMap<String, Candidate> = candidates
             .iter()
@@ -139,12 +189,13 @@ impl Auction {
         if let Some(award) = scheduler::award(&self.bids, &by_id, &self.needs) {
             return Some(award.agent_id);
         }
-        let fallback = self.fallback.unwrap_or(scheduler::Strategy::Capability);
-        let fallback = if fallback == scheduler::Strategy::Auction {
-            scheduler::Strategy::Capability
-        } else {
-            fallback
-        };
+        let fallback = self
+            .policy
+            .fallback
+            .filter(|strategy| *strategy != scheduler::Strategy::Auction)?;
+        if self.round < self.policy.rounds.max(1) {
+            return None;
+        }
         scheduler::choose(fallback, &self.needs, candidates, cursor).map(|c| c.id.clone())
     }
 
@@ -172,14 +223,18 @@ impl Auction {
     }
 }
 
-/// The invitation for `attempt`, closing `window` from now.
+/// The invitation to round `round` for `attempt`, closing `window` from now.
 pub fn call_for_bids(
     state: &State,
     attempt: &AttemptRef,
+    round: u32,
     window: Duration,
 ) -> Option<pb::CallForBids> {
     let (spec, _) = state.jobs.task(&attempt.job_id, &attempt.task_id)?;
-    let call_id = format!("{}/{}/{}", attempt.job_id, attempt.task_id, attempt.attempt);
+    let call_id = format!(
+        "{}/{}/{}/{round}",
+        attempt.job_id, attempt.task_id, attempt.attempt
+    );
     Some(pb::CallForBids {
         call_id,
         job_id: attempt.job_id.clone(),
@@ -217,9 +272,10 @@ mod tests {
         auctions.open(
             "c1".into(),
             attempt(),
+            1,
             TaskNeeds::default(),
             invitees,
-            None,
+            NoBidPolicy::default(),
             Duration::from_millis(100),
         );
         assert!(auctions.is_open("j", "t"));
@@ -247,7 +303,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_best_bid_wins_and_no_bid_falls_back() {
+    async fn the_best_bid_wins_and_no_bid_re_auctions_then_falls_back() {
         let candidate = |id: &str| Candidate {
             id: id.into(),
             max_concurrent: 4,
@@ -258,9 +314,10 @@ mod tests {
         auctions.open(
             "c".into(),
             attempt(),
+            1,
             TaskNeeds::default(),
             vec!["a".into(), "b".into()],
-            None,
+            NoBidPolicy::default(),
             Duration::from_millis(10),
         );
         auctions.answer("c", "a", Some((5.0, 10))).unwrap();
@@ -282,21 +339,62 @@ mod tests {
             .collect();
         assert_eq!(results, [("a".to_owned(), false), ("b".to_owned(), true)]);
 
-        auctions.open(
-            "d".into(),
-            attempt(),
-            TaskNeeds::default(),
-            vec!["a".into()],
-            Some(scheduler::Strategy::LeastLoaded),
-            Duration::from_millis(10),
+        auctions.closed(&auction, Some("b"));
+        assert_eq!(
+            auctions.next_round(&attempt()),
+            1,
+            "an award ends the count"
         );
-        auctions.answer("d", "a", None).unwrap();
-        let auction = auctions.take_due().pop().unwrap();
-        assert!(
-            auction
-                .winner(&candidates, &RoundRobinCursor::default())
-                .is_some(),
-            "fallback places it"
-        );
+
+        // Two rounds without a bid, then the fallback.
+        let policy = NoBidPolicy {
+            fallback: Some(scheduler::Strategy::LeastLoaded),
+            rounds: 2,
+        };
+        let mut winners = Vec::new();
+        for call_id in ["d", "e"] {
+            let round = auctions.next_round(&attempt());
+            let invitees = vec!["a".into()];
+            let window = Duration::from_millis(10);
+            auctions.open(
+                call_id.into(),
+                attempt(),
+                round,
+                TaskNeeds::default(),
+                invitees,
+                policy,
+                window,
+            );
+            auctions.answer(call_id, "a", None).unwrap();
+            let auction = auctions.take_due().pop().unwrap();
+            let winner = auction.winner(&candidates, &RoundRobinCursor::default());
+            auctions.closed(&auction, winner.as_deref());
+            winners.push((round, winner));
+        }
+        assert_eq!(winners, [(1, None), (2, Some("a".to_owned()))]);
+
+        // Without a fallback the task is auctioned again, round after round.
+        let auctions = Auctions::default();
+        for round in 1..=3 {
+            assert_eq!(auctions.next_round(&attempt()), round);
+            let invitees = vec!["a".into()];
+            let window = Duration::from_millis(10);
+            auctions.open(
+                "f".into(),
+                attempt(),
+                round,
+                TaskNeeds::default(),
+                invitees,
+                NoBidPolicy::default(),
+                window,
+            );
+            tokio::time::advance(window).await;
+            let auction = auctions.take_due().pop().unwrap();
+            let winner = auction.winner(&candidates, &RoundRobinCursor::default());
+            assert_eq!(winner, None);
+            auctions.closed(&auction, None);
+        }
+        auctions.forget_rounds_unless(|_| false);
+        assert!(!auctions.has_rounds());
     }
 }

@@ -7,14 +7,18 @@
 //!   on a follower the batch is forwarded to the leader's RaftTransport.Forward instead
 //! ```
 
+use std::future::Future;
 use std::sync::Arc;
 
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::ServerState;
+use openraft::error::ClientWriteError;
+use openraft::raft::responder::Responder;
+use openraft::{RaftTypeConfig, ServerState};
 use synod_proto::v1::RaftPayload;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::raft::{decode, encode, Committed, ForwardHandler, PeerClients, ProposeError, Raft};
+use crate::raft::{
+    decode, encode, Committed, ForwardHandler, PeerClients, ProposeError, Raft, TypeConfig,
+};
 use crate::runtime::clock;
 use crate::state::{Command, Outcome, Proposal};
 
@@ -86,12 +90,21 @@ impl Proposer {
 
     /// Commits `command` and returns its outcome once applied on this node's leader.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, ProposeError> {
+        self.enqueue(command).await?.await
+    }
+
+    /// Queues `command` and returns a future of its outcome. Commands queued one after
+    /// another from one task are batched, and so applied, in that order.
+    pub async fn enqueue(
+        &self,
+        command: Command,
+    ) -> Result<impl Future<Output = Result<CommandResult, ProposeError>>, ProposeError> {
         let (reply, wait) = oneshot::channel();
         self.queue
             .send(Pending { command, reply })
             .await
             .map_err(|_| ProposeError::ShuttingDown)?;
-        wait.await.map_err(|_| ProposeError::ShuttingDown)?
+        Ok(async move { wait.await.map_err(|_| ProposeError::ShuttingDown)? })
     }
 
     /// The forward handler for the transport service.
@@ -117,11 +130,12 @@ async fn run_batches(
             bytes += next.command.size_bytes();
             batch.push(next);
         }
-        let writer = writer.clone();
+        let (commands, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        // Handed to Raft here, in queue order; only the wait for the commit runs apart.
+        let handed_over = writer.hand_over(commands, true).await;
         tokio::spawn(async move {
-            let (commands, replies): (Vec<_>, Vec<_>) =
-                batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-            let result = writer.write(commands, true).await;
+            let result = handed_over.committed().await;
             drop(permit);
             deliver(result, replies);
         });
@@ -158,45 +172,39 @@ impl BatchWriter {
         commands: Vec<Command>,
         may_forward: bool,
     ) -> Result<Committed, ProposeError> {
+        self.hand_over(commands, may_forward)
+            .await
+            .committed()
+            .await
+    }
+
+    /// Appends `commands` to the local Raft log as one entry when leading (entries handed over
+    /// one after another are committed in that order), or prepares their forwarding.
+    async fn hand_over(&self, commands: Vec<Command>, may_forward: bool) -> HandedOver {
         let metrics = self.raft.metrics().borrow().clone();
         if metrics.state == ServerState::Leader {
-            return self.commit_locally(commands).await;
+            let proposal = Proposal {
+                now_ms: clock::now_ms(),
+                commands,
+            };
+            return match self.raft.client_write_ff(proposal).await {
+                Ok(receiver) => HandedOver::Appended(receiver),
+                Err(fatal) => HandedOver::Failed(fatal_error(fatal)),
+            };
         }
         let leader = metrics.current_leader.and_then(|id| {
             let node = metrics.membership_config.membership().get_node(&id)?;
             Some((id, node.addr.clone()))
         });
         match leader {
-            Some((_, addr)) if may_forward => self.forward(&addr, commands).await,
-            _ => Err(ProposeError::NotLeader {
+            Some((_, addr)) if may_forward => HandedOver::Forward {
+                writer: self.clone(),
+                leader_addr: addr,
+                commands,
+            },
+            _ => HandedOver::Failed(ProposeError::NotLeader {
                 leader_id: leader.as_ref().map(|(id, _)| *id),
                 leader_addr: leader.map(|(_, addr)| addr),
-            }),
-        }
-    }
-
-    async fn commit_locally(&self, commands: Vec<Command>) -> Result<Committed, ProposeError> {
-        let proposal = Proposal {
-            now_ms: clock::now_ms(),
-            commands,
-        };
-        match self.raft.client_write(proposal).await {
-            Ok(response) => Ok(Committed {
-                outcomes: response.data,
-                log_index: response.log_id.index,
-                term: response.log_id.leader_id.term,
-                leader_id: response.log_id.leader_id.node_id,
-            }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
-                Err(ProposeError::NotLeader {
-                    leader_id: to.leader_id,
-                    leader_addr: to.leader_node.map(|node| node.addr),
-                })
-            }
-            Err(RaftError::APIError(other)) => Err(ProposeError::Fatal(other.to_string())),
-            Err(RaftError::Fatal(fatal)) => Err(match fatal {
-                openraft::error::Fatal::Stopped => ProposeError::ShuttingDown,
-                other => ProposeError::Fatal(other.to_string()),
             }),
         }
     }
@@ -229,6 +237,57 @@ impl BatchWriter {
                 .map_err(|e| ProposeError::Fatal(e.to_string()))?);
         }
         decode("forward reply", &reply.ok).map_err(|e| ProposeError::Fatal(e.to_string()))
+    }
+}
+
+/// A batch after [`BatchWriter::hand_over`].
+enum HandedOver {
+    /// In the local log; the receiver answers once it is applied.
+    Appended(<<TypeConfig as RaftTypeConfig>::Responder as Responder<TypeConfig>>::Receiver),
+    /// To be forwarded to the leader.
+    Forward {
+        writer: BatchWriter,
+        leader_addr: String,
+        commands: Vec<Command>,
+    },
+    /// Refused before reaching any log.
+    Failed(ProposeError),
+}
+
+impl HandedOver {
+    /// Waits for the batch's outcome.
+    async fn committed(self) -> Result<Committed, ProposeError> {
+        match self {
+            HandedOver::Appended(receiver) => {
+                let response = receiver.await.map_err(|_| ProposeError::ShuttingDown)?;
+                match response {
+                    Ok(response) => Ok(Committed {
+                        outcomes: response.data,
+                        log_index: response.log_id.index,
+                        term: response.log_id.leader_id.term,
+                        leader_id: response.log_id.leader_id.node_id,
+                    }),
+                    Err(ClientWriteError::ForwardToLeader(to)) => Err(ProposeError::NotLeader {
+                        leader_id: to.leader_id,
+                        leader_addr: to.leader_node.map(|node| node.addr),
+                    }),
+                    Err(other) => Err(ProposeError::Fatal(other.to_string())),
+                }
+            }
+            HandedOver::Forward {
+                writer,
+                leader_addr,
+                commands,
+            } => writer.forward(&leader_addr, commands).await,
+            HandedOver::Failed(error) => Err(error),
+        }
+    }
+}
+
+fn fatal_error(fatal: openraft::error::Fatal<u64>) -> ProposeError {
+    match fatal {
+        openraft::error::Fatal::Stopped => ProposeError::ShuttingDown,
+        other => ProposeError::Fatal(other.to_string()),
     }
 }
 

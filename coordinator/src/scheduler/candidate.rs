@@ -45,6 +45,11 @@ impl Candidate {
         }
     }
 
+    /// True when the agent takes work and has room for one more task.
+    pub fn has_free_slot(&self) -> bool {
+        !self.draining_or_quarantined && self.running < self.max_concurrent
+    }
+
     /// The agent's busyness, for ranking.
     pub fn load(&self) -> Load {
         Load {

@@ -143,6 +143,12 @@ pub enum Command {
         /// The parent attempt waits (its timeout suspended) until all are terminal.
         wait: bool,
     },
+    /// An unfinished job passed its own deadline (`JobSpec::timeout_ms` after submission):
+    /// it fails and its open tasks are cancelled.
+    TimeOutJob {
+        /// The job.
+        job_id: String,
+    },
 }
 
 /// What an agent reports at the end of an attempt.
@@ -227,6 +233,7 @@ impl Command {
                 let tasks: usize = subtasks.iter().map(task_bytes).sum();
                 16 + job_id.len() + parent_task_id.len() + agent_id.len() + tasks
             }
+            Command::TimeOutJob { job_id } => 8 + job_id.len(),
         }
     }
 }

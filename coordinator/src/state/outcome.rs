@@ -263,6 +263,14 @@ pub enum Rejection {
         /// What the task holds instead.
         current: String,
     },
+    /// A job timeout before the job's deadline, or for a job without one.
+    #[error("job '{job_id}': {problem}")]
+    JobDeadlineNotReached {
+        /// The job.
+        job_id: String,
+        /// "times out at …, not before" or "has no timeout".
+        problem: String,
+    },
     /// A timeout before the attempt's deadline (it may have been pushed back).
     #[error("job '{job_id}': task '{task_id}' times out at {deadline_at_ms}, not before")]
     DeadlineNotReached {

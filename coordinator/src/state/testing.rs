@@ -32,6 +32,8 @@ pub fn task(id: &str, deps: &[&str]) -> TaskSpec {
         retry: RetryPolicy::default(),
         strategy: Strategy::Capability,
         fallback_strategy: None,
+        bid_window_ms: 0,
+        auction_rounds: 0,
     }
 }
 
@@ -320,4 +322,12 @@ fn check_indexes(state: &State) {
     assert_eq!(ready, want_ready, "ready index");
     assert_eq!(state.jobs.ready_len(), want_ready.len(), "ready index size");
     assert_eq!(deadlines, want_deadlines, "deadline index");
+    let job_deadlines: BTreeSet<&str> = state.jobs.timed_out_jobs(u64::MAX).collect();
+    let want_job_deadlines: BTreeSet<&str> = state
+        .jobs
+        .iter()
+        .filter(|job| !job.state.is_terminal() && job.spec.timeout_ms > 0)
+        .map(|job| job.id.as_str())
+        .collect();
+    assert_eq!(job_deadlines, want_job_deadlines, "job deadline index");
 }

@@ -21,3 +21,4 @@ pub mod load;
 pub mod report;
 pub mod synod;
 pub mod system;
+pub mod tasks;

@@ -21,6 +21,7 @@ use synod_tests::bench::load::LoadPlan;
 use synod_tests::bench::report::{machine, Report, SystemReport};
 use synod_tests::bench::synod::SynodSystem;
 use synod_tests::bench::system::System;
+use synod_tests::bench::tasks::TasksArgs;
 use synod_tests::synod_binary;
 
 /// Synod's benchmark program.
@@ -35,6 +36,8 @@ struct Cli {
 enum BenchCommand {
     /// KV puts against a 3-node loopback cluster (and etcd), then leader fail-over rounds.
     Cluster(ClusterArgs),
+    /// Task throughput and submit-to-assignment latency with a fleet of agents.
+    Tasks(TasksArgs),
 }
 
 /// Flags of `bench cluster`.
@@ -115,8 +118,19 @@ impl ClusterArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let BenchCommand::Cluster(args) = Cli::parse().command;
-    match run(args).await {
+    // The SDK's warnings (an agent's session lost, say) on stderr; RUST_LOG overrides.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let outcome = match Cli::parse().command {
+        BenchCommand::Cluster(args) => run(args).await,
+        BenchCommand::Tasks(args) => run_tasks(args).await,
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -136,6 +150,15 @@ async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     }
     let settings = serde_json::to_value(&args)?;
     let report = Report::new(settings, machine(), systems);
+    println!("{}", report.render());
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+async fn run_tasks(args: TasksArgs) -> anyhow::Result<()> {
+    let report = synod_tests::bench::tasks::run(&args, &synod_binary()?).await?;
     println!("{}", report.render());
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

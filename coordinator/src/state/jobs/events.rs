@@ -77,6 +77,17 @@ pub enum JobEventKind {
         /// When the retry may be assigned.
         retry_at_ms: Option<u64>,
     },
+    /// After a counted failure, another attempt will be made once the backoff has passed.
+    TaskRetryScheduled {
+        /// The task.
+        task_id: String,
+        /// Failed attempts counted so far.
+        failed_attempts: u32,
+        /// Backoff applied, ms.
+        backoff_ms: u64,
+        /// When the task may be assigned again.
+        retry_at_ms: u64,
+    },
     /// Retries are exhausted; the task is kept for inspection.
     TaskDeadLettered {
         /// The task.

@@ -4,6 +4,7 @@
 //! - `ready`: tasks in state `Ready`, ordered by job priority (highest first), then job
 //!   submission order, then task submission order.
 //! - `deadlines`: in-progress attempts that are not waiting for subtasks, by deadline.
+//! - `job_deadlines`: unfinished jobs with a timeout, by deadline.
 //!
 //! Maintained only by [`Transition`](super::lifecycle::Transition) and serialized with the state
 //! (it is a pure function of the jobs). Pure data.
@@ -41,6 +42,8 @@ impl ReadyKey {
 pub struct TaskIndex {
     ready: BTreeMap<ReadyKey, TaskKey>,
     deadlines: BTreeSet<(u64, TaskKey)>,
+    #[serde(default)]
+    job_deadlines: BTreeSet<(u64, String)>,
 }
 
 impl TaskIndex {
@@ -83,6 +86,27 @@ impl TaskIndex {
         self.deadlines
             .iter()
             .map(|(deadline, key)| (*deadline, key))
+    }
+
+    /// Tracks `job`'s own deadline while it is unfinished (no-op without a timeout).
+    pub fn insert_job(&mut self, job: &JobRecord) {
+        if let Some(deadline) = job.deadline_at_ms() {
+            self.job_deadlines.insert((deadline, job.id.clone()));
+        }
+    }
+
+    /// Stops tracking `job`'s deadline (it finished).
+    pub fn remove_job(&mut self, job: &JobRecord) {
+        if let Some(deadline) = job.deadline_at_ms() {
+            self.job_deadlines.remove(&(deadline, job.id.clone()));
+        }
+    }
+
+    /// Unfinished jobs with a timeout, by deadline, earliest first.
+    pub fn job_deadlines(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.job_deadlines
+            .iter()
+            .map(|(deadline, job_id)| (*deadline, job_id.as_str()))
     }
 
     /// Number of ready tasks.

@@ -70,6 +70,11 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// When the job times out as a whole (`timeout_ms` after submission), if it has a timeout.
+    pub fn deadline_at_ms(&self) -> Option<u64> {
+        (self.spec.timeout_ms > 0).then(|| self.created_at_ms.saturating_add(self.spec.timeout_ms))
+    }
+
     /// A new pending job holding `spec`'s tasks, all `Pending`, with no events yet.
     pub fn new(id: &str, seq: u64, mut spec: JobSpec, now_ms: u64) -> Self {
         let tasks = std::mem::take(&mut spec.tasks);

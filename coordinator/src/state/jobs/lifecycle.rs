@@ -226,6 +226,12 @@ impl<'a> Transition<'a> {
         );
     }
 
+    /// The job's own deadline passed: it fails and its open tasks are cancelled.
+    pub fn time_out_job(&mut self, timeout_ms: u64) {
+        let reason = format!("the job's timeout of {timeout_ms} ms passed");
+        self.finish(JobState::Failed, Some(reason), "job timed out");
+    }
+
     /// Propagates every task that became terminal, then applies the job's criterion.
     pub fn settle(&mut self) {
         while let Some(task_id) = self.newly_terminal.pop() {
@@ -336,6 +342,19 @@ impl<'a> Transition<'a> {
             },
         };
         self.event(kind);
+        if let Some(retry_at_ms) = retry_at_ms {
+            let failed_attempts = self
+                .job
+                .tasks
+                .get(&task_id)
+                .map_or(0, |t| t.failed_attempts);
+            self.event(JobEventKind::TaskRetryScheduled {
+                task_id: task_id.clone(),
+                failed_attempts,
+                backoff_ms: retry_at_ms.saturating_sub(self.meta.now_ms),
+                retry_at_ms,
+            });
+        }
         if state == TaskState::DeadLettered {
             self.event(JobEventKind::TaskDeadLettered { task_id });
         }
@@ -438,6 +457,7 @@ impl<'a> Transition<'a> {
         for task_id in open {
             self.cancel_task(&task_id, cancel_reason);
         }
+        self.index.remove_job(self.job);
         self.job.state = state;
         self.job.state_reason = reason;
         self.job.finished_at_ms = Some(self.meta.now_ms);

@@ -2,9 +2,10 @@
 //! the job commands.
 //!
 //! ```text
-//!   SubmitJob ─► validate ─► JobRecord (roots Ready)
+//!   SubmitJob ─► validate, capabilities some live agent offers ─► JobRecord (roots Ready)
 //!   AssignTask ─► check task (Ready, backoff, attempt) + agent (connected, caps, slot)
 //!   StartTask / CompleteTask / AddSubtasks ─► fence (current attempt, its agent)
+//!        │ a repeat of what was applied (late start, re-sent result): Done, nothing changes
 //!        │ stale: refused, recorded as StaleResultRejected (Applied::StaleReport)
 //!        ▼
 //!   Transition ─► settle ─► dependents, waiting parents, job criterion ─► Effects
@@ -35,7 +36,7 @@ pub use spec::{
     DEFAULT_TASK_TIMEOUT_MS, PAYLOAD_BYTES_MAX, TASKS_MAX,
 };
 pub use task::{AttemptOutcome, AttemptRecord, AttemptRef, TaskKey, TaskRecord, TaskState};
-pub use validate::{unsatisfiable, validate, validate_subtasks, SpecError};
+pub use validate::{unsatisfiable, unsatisfiable_tasks, validate, validate_subtasks, SpecError};
 
 use lifecycle::Transition;
 
@@ -73,6 +74,9 @@ impl JobTable {
         meta: Meta,
     ) -> Outcome {
         validate(spec).map_err(Rejection::InvalidSpec)?;
+        if let Some(error) = unsatisfiable(spec, agents) {
+            return Err(Rejection::InvalidSpec(error));
+        }
         if self.jobs.contains_key(job_id) {
             return Err(Rejection::JobExists {
                 job_id: job_id.to_owned(),
@@ -82,6 +86,7 @@ impl JobTable {
         self.next_seq += 1;
         job.push_event(meta, events::JobEventKind::JobSubmitted);
         let ids: Vec<String> = job.spec.tasks.iter().map(|task| task.id.clone()).collect();
+        self.index.insert_job(&job);
         let job = self.jobs.entry(job_id.to_owned()).or_insert(job);
         let mut effects = Effects::default();
         let mut transition = Transition::new(job, &mut self.index, agents, &mut effects, meta);
@@ -118,8 +123,15 @@ impl JobTable {
         })
     }
 
-    /// The agent started its attempt (fenced). A repeated start changes nothing.
+    /// The agent started its attempt (fenced). A repeated start, or one arriving after the
+    /// attempt already ended, changes nothing.
     pub fn start(&mut self, report: Report<'_>, agents: &mut AgentRegistry, meta: Meta) -> Outcome {
+        if self
+            .reported_attempt(report)
+            .is_some_and(|record| record.started_at_ms.is_some() || record.outcome.is_some())
+        {
+            return Ok(Applied::Done);
+        }
         if let Some(stale) = self.fence(report, meta)? {
             return Ok(stale);
         }
@@ -140,6 +152,22 @@ impl JobTable {
         agents: &mut AgentRegistry,
         meta: Meta,
     ) -> Outcome {
+        let repeated = self.reported_attempt(report).is_some_and(|record| {
+            matches!(
+                (&record.outcome, outcome),
+                (
+                    Some(AttemptOutcome::Succeeded),
+                    TaskOutcome::Succeeded { .. }
+                ) | (
+                    Some(AttemptOutcome::Failed { .. }),
+                    TaskOutcome::Failed { .. }
+                )
+            )
+        });
+        if repeated {
+            // The agent re-sent a result whose acknowledgement it lost: counted once already.
+            return Ok(Applied::Done);
+        }
         if let Some(stale) = self.fence(report, meta)? {
             return Ok(stale);
         }
@@ -191,6 +219,32 @@ impl JobTable {
         Ok(Applied::JobCancelled(effects))
     }
 
+    /// An unfinished job passed its deadline: it fails, its open tasks are cancelled.
+    pub fn time_out_job(
+        &mut self,
+        job_id: &str,
+        agents: &mut AgentRegistry,
+        meta: Meta,
+    ) -> Outcome {
+        let job = self.open_job(job_id)?;
+        let problem = match job.deadline_at_ms() {
+            None => Some("has no timeout".to_owned()),
+            Some(deadline) if meta.now_ms < deadline => {
+                Some(format!("times out at {deadline}, not before"))
+            }
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            let job_id = job_id.to_owned();
+            return Err(Rejection::JobDeadlineNotReached { job_id, problem });
+        }
+        let timeout_ms = job.spec.timeout_ms;
+        let mut effects = Effects::default();
+        self.transition(job_id, agents, &mut effects, meta)?
+            .time_out_job(timeout_ms);
+        Ok(Applied::JobCancelled(effects))
+    }
+
     /// A running attempt adds subtasks (fenced, validated against the job's tasks).
     pub fn add_subtasks(
         &mut self,
@@ -206,6 +260,9 @@ impl JobTable {
         let job = self.open_job(report.job_id)?;
         let existing = |id: &str| job.tasks.contains_key(id);
         validate_subtasks(subtasks, job.tasks.len(), &existing).map_err(Rejection::InvalidSpec)?;
+        if let Some(error) = unsatisfiable_tasks("subtasks", subtasks, agents) {
+            return Err(Rejection::InvalidSpec(error));
+        }
         if wait {
             check_no_wait_cycle(job, report.task_id, subtasks).map_err(Rejection::InvalidSpec)?;
         }
@@ -250,6 +307,16 @@ impl JobTable {
             }
         }
         (ended, effects)
+    }
+
+    /// The record of the attempt `report` is about, when that agent held it (even in a job
+    /// that has since finished).
+    fn reported_attempt(&self, report: Report<'_>) -> Option<&AttemptRecord> {
+        let task = self.jobs.get(report.job_id)?.tasks.get(report.task_id)?;
+        task.attempts
+            .iter()
+            .rev()
+            .find(|record| record.attempt == report.attempt && record.agent == report.agent_id)
     }
 
     /// Checks an agent's report against the task's current attempt. `Ok(Some(_))` is a stale

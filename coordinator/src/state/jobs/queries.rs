@@ -65,6 +65,15 @@ impl JobTable {
             .map(|(_, attempt)| attempt)
     }
 
+    /// Unfinished jobs whose own deadline is at or before `now_ms`: candidates for
+    /// `TimeOutJob`.
+    pub fn timed_out_jobs(&self, now_ms: u64) -> impl Iterator<Item = &str> + '_ {
+        self.index
+            .job_deadlines()
+            .take_while(move |(deadline_at_ms, _)| *deadline_at_ms <= now_ms)
+            .map(|(_, job_id)| job_id)
+    }
+
     /// Outputs of the dependencies of a task, by dependency id (sent with its assignment).
     pub fn dependency_outputs(
         &self,

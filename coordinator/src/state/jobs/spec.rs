@@ -80,8 +80,14 @@ pub struct TaskSpec {
     pub retry: RetryPolicy,
     /// How an agent is chosen.
     pub strategy: Strategy,
-    /// Used when an auction gets no bid; `None` keeps re-auctioning.
+    /// Used when `auction_rounds` auctions got no bid; `None` keeps re-auctioning.
     pub fallback_strategy: Option<Strategy>,
+    /// How long an auction collects bids; 0 means the server's default.
+    #[serde(default)]
+    pub bid_window_ms: u64,
+    /// Auctions without a bid before the fallback strategy takes over; 0 means 1.
+    #[serde(default)]
+    pub auction_rounds: u32,
 }
 
 impl TaskSpec {

@@ -61,17 +61,30 @@ pub fn validate_subtasks(
 }
 
 /// The first task that no live agent (neither expired nor deregistered) could run, because no
-/// such agent offers all of its required capabilities.
+/// such agent offers all of its required capabilities. Tasks requiring none always pass.
 pub fn unsatisfiable(spec: &JobSpec, agents: &AgentRegistry) -> Option<SpecError> {
-    spec.tasks.iter().enumerate().find_map(|(i, task)| {
+    unsatisfiable_tasks("tasks", &spec.tasks, agents)
+}
+
+/// The first of `tasks` (named under `prefix`) that no live agent could run.
+pub fn unsatisfiable_tasks(
+    prefix: &str,
+    tasks: &[TaskSpec],
+    agents: &AgentRegistry,
+) -> Option<SpecError> {
+    tasks.iter().enumerate().find_map(|(i, task)| {
         let needed = &task.required_capabilities;
+        // A task that needs no capability waits for whichever agent comes.
+        if needed.is_empty() {
+            return None;
+        }
         if agents
             .live()
             .any(|agent| needed.is_subset(&agent.capabilities))
         {
             return None;
         }
-        let field = format!("tasks[{i}].required_capabilities");
+        let field = format!("{prefix}[{i}].required_capabilities");
         let missing = needed
             .iter()
             .find(|cap| !agents.live().any(|agent| agent.capabilities.contains(*cap)));

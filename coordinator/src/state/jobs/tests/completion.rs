@@ -178,3 +178,58 @@ fn cancel_lists_running_attempts_and_ends_the_history() {
         "job 'j' already finished (Cancelled)"
     );
 }
+
+#[test]
+fn a_job_past_its_own_timeout_fails_and_its_open_attempts_are_cancelled() {
+    let mut job = spec(vec![task("t", &[]), task("u", &["t"])]);
+    job.timeout_ms = 5_000;
+    let mut h = with_job(job);
+    let deadline = h.job("j").created_at_ms + 5_000;
+    run(&mut h, "t", 1, "a1");
+    assert_eq!(h.state.jobs.timed_out_jobs(deadline - 1).count(), 0);
+    h.now_ms = deadline - 1;
+    let early = h.rejected(Command::TimeOutJob { job_id: "j".into() });
+    assert_eq!(
+        early.to_string(),
+        format!("job 'j': times out at {deadline}, not before")
+    );
+
+    h.now_ms = deadline;
+    assert_eq!(
+        h.state.jobs.timed_out_jobs(deadline).collect::<Vec<_>>(),
+        ["j"]
+    );
+    let Applied::JobCancelled(effects) = h.ok(Command::TimeOutJob { job_id: "j".into() }) else {
+        panic!("expected the job's attempts to be cancelled")
+    };
+    let cancelled: Vec<(&str, &str)> = effects
+        .cancelled
+        .iter()
+        .map(|c| (c.held.task.task_id.as_str(), c.held.agent_id.as_str()))
+        .collect();
+    assert_eq!(cancelled, [("t", "a1")]);
+    assert_eq!(effects.jobs_finished[0].state, JobState::Failed);
+    let job = h.job("j");
+    assert_eq!(
+        (job.state, job.state_reason.as_deref()),
+        (
+            JobState::Failed,
+            Some("the job's timeout of 5000 ms passed")
+        )
+    );
+    assert_eq!(h.task("j", "t").state, TaskState::Cancelled);
+    assert_eq!(h.task("j", "u").state, TaskState::Cancelled);
+    assert!(h.agent("a1").running.is_empty(), "the slot is released");
+    assert_eq!(h.state.jobs.timed_out_jobs(u64::MAX).count(), 0);
+    let again = h.rejected(Command::TimeOutJob { job_id: "j".into() });
+    assert!(matches!(again, Rejection::JobFinished { .. }), "{again}");
+}
+
+#[test]
+fn a_job_without_a_timeout_is_never_timed_out() {
+    let mut h = with_job(spec(vec![task("t", &[])]));
+    h.now_ms = u64::MAX / 2;
+    assert_eq!(h.state.jobs.timed_out_jobs(h.now_ms).count(), 0);
+    let rejection = h.rejected(Command::TimeOutJob { job_id: "j".into() });
+    assert_eq!(rejection.to_string(), "job 'j': has no timeout");
+}

@@ -1,5 +1,5 @@
-//! Reports are fenced by attempt and agent: stale ones are refused and recorded; a task never
-//! counts as done twice.
+//! Reports are fenced by attempt and agent: stale ones are refused and recorded; a repeat of a
+//! report already applied changes nothing; a task never counts as done twice.
 
 use super::*;
 
@@ -57,8 +57,36 @@ fn a_result_from_another_agent_is_refused() {
         matches!(outcome.refusal(), Some(Rejection::StaleAttempt { agent_id, .. }) if agent_id == "a1")
     );
     assert_eq!(h.task("j", "t").state, TaskState::Running);
-    let outcome = h.ok(start("j", "t", 1, "a1"));
-    assert!(outcome.refusal().is_some(), "a stale start is refused too");
+    let outcome = h.ok(start("j", "t", 2, "a1"));
+    assert!(
+        outcome.refusal().is_some(),
+        "a start by another agent is refused too"
+    );
+}
+
+#[test]
+fn a_late_start_or_a_repeated_result_changes_nothing() {
+    let mut h = retried();
+    let before = h.state.clone();
+    // Attempt 1 already started and failed; a1 re-sends both reports.
+    assert_eq!(h.ok(start("j", "t", 1, "a1")), Applied::Done);
+    assert_eq!(h.ok(fail("j", "t", 1, "a1", true)), Applied::Done);
+    let mut after = h.state.clone();
+    after.commands_applied = before.commands_applied;
+    assert_eq!(
+        after, before,
+        "repeats change nothing, not even the history"
+    );
+}
+
+#[test]
+fn a_result_before_its_start_report_counts_and_the_late_start_changes_nothing() {
+    let mut h = with_job(spec(vec![task("t", &[]), task("u", &[])]));
+    h.ok(assign("j", "t", 1, "a1"));
+    h.ok(succeed("j", "t", 1, "a1", "quick"));
+    assert_eq!(h.task("j", "t").state, TaskState::Succeeded);
+    assert_eq!(h.ok(start("j", "t", 1, "a1")), Applied::Done);
+    assert_eq!(h.task("j", "t").state, TaskState::Succeeded);
 }
 
 #[test]
@@ -67,7 +95,11 @@ fn a_task_never_counts_as_done_twice() {
     run(&mut h, "t", 1, "a1");
     h.ok(succeed("j", "t", 1, "a1", "first"));
     let outcome = h.ok(succeed("j", "t", 1, "a1", "second"));
-    assert!(outcome.refusal().is_some());
+    assert_eq!(
+        outcome,
+        Applied::Done,
+        "a re-sent result is acknowledged, not counted"
+    );
     let outcome = h.ok(fail("j", "t", 1, "a1", true));
     assert!(outcome.refusal().is_some());
     let task = h.task("j", "t");
@@ -87,7 +119,8 @@ fn reports_on_a_finished_job_are_rejected_without_a_record() {
     let mut h = with_job(spec(vec![task("t", &[])]));
     run(&mut h, "t", 1, "a1");
     h.ok(succeed("j", "t", 1, "a1", "done"));
-    let rejection = h.rejected(succeed("j", "t", 1, "a1", "again"));
+    assert_eq!(h.ok(succeed("j", "t", 1, "a1", "done")), Applied::Done);
+    let rejection = h.rejected(fail("j", "t", 1, "a1", false));
     assert_eq!(
         rejection,
         Rejection::JobFinished {

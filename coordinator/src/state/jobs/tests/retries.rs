@@ -168,7 +168,13 @@ fn a_timeout_is_retried_and_the_last_one_is_terminal() {
         will_retry: true,
         retry_at_ms: Some(deadline + 1_000),
     };
-    assert_eq!(h.events_from("j", seq), [timed_out]);
+    let retry = JobEventKind::TaskRetryScheduled {
+        task_id: "t".into(),
+        failed_attempts: 1,
+        backoff_ms: 1_000,
+        retry_at_ms: deadline + 1_000,
+    };
+    assert_eq!(h.events_from("j", seq), [timed_out, retry]);
     let rejection = h.rejected(time_out("j", "t", 1));
     assert_eq!(
         rejection.to_string(),

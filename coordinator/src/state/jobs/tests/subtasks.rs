@@ -151,3 +151,21 @@ fn subtasks_from_a_stale_attempt_are_refused_and_recorded() {
         }
     );
 }
+
+#[test]
+fn subtasks_needing_a_capability_no_live_agent_offers_are_refused() {
+    let mut h = parent_running();
+    let mut gpu = task("g", &[]);
+    gpu.required_capabilities = ["gpu".to_owned()].into();
+    let rejection = h.rejected(add(vec![gpu.clone()], false));
+    assert_eq!(
+        rejection,
+        Rejection::InvalidSpec(SpecError::new(
+            "subtasks[0].required_capabilities",
+            "no agent offers 'gpu'"
+        ))
+    );
+    h.ok(register("a3", &["gpu"], 1));
+    h.ok(add(vec![gpu], false));
+    assert_eq!(h.task("j", "g").state, TaskState::Ready);
+}

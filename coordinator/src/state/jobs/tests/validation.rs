@@ -157,3 +157,32 @@ fn unsatisfiable_names_the_missing_capability() {
         Some("tasks[1].required_capabilities: no agent offers all of 'gpu', 'python'".into())
     );
 }
+
+#[test]
+fn capabilities_no_live_agent_offers_are_refused_on_the_applied_state() {
+    let mut h = Harness::new();
+    let mut gpu = task("g", &[]);
+    gpu.required_capabilities = ["gpu".to_owned(), "cuda".to_owned()].into();
+    let anything = task("any", &[]);
+    h.ok(submit("needs-nothing", spec(vec![anything])));
+    let rejection = h.rejected(submit("j", spec(vec![gpu.clone()])));
+    assert_eq!(
+        rejection,
+        Rejection::InvalidSpec(SpecError::new(
+            "tasks[0].required_capabilities",
+            "no agent offers 'cuda'"
+        ))
+    );
+    h.ok(register("a1", &["gpu"], 1));
+    h.ok(register("a2", &["cuda"], 1));
+    let rejection = h.rejected(submit("j", spec(vec![gpu.clone()])));
+    assert_eq!(
+        rejection,
+        Rejection::InvalidSpec(SpecError::new(
+            "tasks[0].required_capabilities",
+            "no agent offers all of 'cuda', 'gpu'"
+        ))
+    );
+    h.ok(register("a3", &["cuda", "gpu"], 1));
+    h.ok(submit("j", spec(vec![gpu])));
+}
