@@ -464,6 +464,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/node.example.toml");
+        let node = Config::from_file(&path).unwrap().validate().unwrap();
+        assert_eq!(node.agents, AgentSessionSettings::default());
+        assert_eq!(node.raft, RaftSettings::default());
+        assert_eq!(node.limits, LimitSettings::default());
+    }
+
+    #[test]
     fn toml_errors_name_the_key_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");

@@ -222,7 +222,7 @@ async fn serve(
         )
         .add_service(
             JobServiceServer::new(
-                JobApi::new(proposer.clone(), router.clone()).with_effects(effects_to(&agents)),
+                JobApi::new(proposer.clone(), router.clone()).with_runtime(agents.clone()),
             )
             .max_decoding_message_size(message_max)
             .max_encoding_message_size(message_max),
@@ -250,21 +250,6 @@ fn accepted(
         stream.set_nodelay(true)?;
         Ok(stream)
     })
-}
-
-/// A channel whose effects (from cancels served by the job API) the agent runtime carries out
-/// while this node leads. Agents missed this way are reconciled by their heartbeats.
-fn effects_to(agents: &AgentRuntime) -> tokio::sync::mpsc::UnboundedSender<crate::state::Effects> {
-    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<crate::state::Effects>();
-    let agents = agents.clone();
-    tokio::spawn(async move {
-        while let Some(effects) = receiver.recv().await {
-            if agents.is_leader() {
-                agents.carry_out(&effects);
-            }
-        }
-    });
-    sender
 }
 
 /// The runtime's timing from the node's `[agents]` settings.

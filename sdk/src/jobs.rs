@@ -1,4 +1,4 @@
-//! Job submitters' calls: submit, read, watch and cancel jobs, and list agents. Every call
+//! Job submitters' calls: submit, read, list, watch and cancel jobs, and list agents. Every call
 //! follows the leader like the rest of [`Client`]; a watch resumes after the last event it
 //! delivered when its stream breaks.
 
@@ -60,30 +60,51 @@ impl Client {
 
     /// Every task of a job, in submission order.
     pub async fn job_tasks(&self, job_id: &str) -> Result<Vec<pb::Task>, ClientError> {
-        let mut tasks = Vec::new();
-        let mut page_token = String::new();
-        loop {
+        all_pages(usize::MAX, |page| {
             let request = pb::ListTasksRequest {
                 job_id: job_id.to_owned(),
                 states: Vec::new(),
-                page: Some(pb::PageRequest {
-                    page_size: 1000,
-                    page_token,
-                }),
+                page: Some(page),
                 consistency: pb::Consistency::Linearizable as i32,
             };
-            let page = self
-                .call(|channel| {
-                    let request = request.clone();
-                    async move { JobServiceClient::new(channel).list_tasks(request).await }
-                })
-                .await?;
-            tasks.extend(page.tasks);
-            if page.next_page_token.is_empty() {
-                return Ok(tasks);
+            async move {
+                let page = self
+                    .call(|channel| {
+                        let request = request.clone();
+                        async move { JobServiceClient::new(channel).list_tasks(request).await }
+                    })
+                    .await?;
+                Ok((page.tasks, page.next_page_token))
             }
-            page_token = page.next_page_token;
-        }
+        })
+        .await
+    }
+
+    /// Jobs newest first, at most `limit`, only those in one of `states` (every state when
+    /// empty).
+    pub async fn list_jobs(
+        &self,
+        states: &[pb::JobState],
+        limit: usize,
+    ) -> Result<Vec<pb::Job>, ClientError> {
+        let states: Vec<i32> = states.iter().map(|s| *s as i32).collect();
+        all_pages(limit, |page| {
+            let request = pb::ListJobsRequest {
+                states: states.clone(),
+                page: Some(page),
+                ..Default::default()
+            };
+            async move {
+                let page = self
+                    .call(|channel| {
+                        let request = request.clone();
+                        async move { JobServiceClient::new(channel).list_jobs(request).await }
+                    })
+                    .await?;
+                Ok((page.jobs, page.next_page_token))
+            }
+        })
+        .await
     }
 
     /// Cancels a job.
@@ -105,28 +126,22 @@ impl Client {
 
     /// Lists registered agents (every page).
     pub async fn list_agents(&self) -> Result<Vec<pb::Agent>, ClientError> {
-        let mut agents = Vec::new();
-        let mut page_token = String::new();
-        loop {
+        all_pages(usize::MAX, |page| {
             let request = pb::ListAgentsRequest {
-                page: Some(pb::PageRequest {
-                    page_size: 1000,
-                    page_token,
-                }),
+                page: Some(page),
                 ..Default::default()
             };
-            let page = self
-                .call(|channel| {
-                    let request = request.clone();
-                    async move { AgentServiceClient::new(channel).list_agents(request).await }
-                })
-                .await?;
-            agents.extend(page.agents);
-            if page.next_page_token.is_empty() {
-                return Ok(agents);
+            async move {
+                let page = self
+                    .call(|channel| {
+                        let request = request.clone();
+                        async move { AgentServiceClient::new(channel).list_agents(request).await }
+                    })
+                    .await?;
+                Ok((page.agents, page.next_page_token))
             }
-            page_token = page.next_page_token;
-        }
+        })
+        .await
     }
 
     /// Watches a job's events, from the start of its history when `from_start`, otherwise
@@ -187,4 +202,30 @@ impl Client {
             }
         }
     }
+}
+
+/// Follows page tokens from the first page until the last or until `limit` items; `fetch`
+/// reads one page and returns its items and the next page's token (empty on the last).
+async fn all_pages<T, F, Fut>(limit: usize, mut fetch: F) -> Result<Vec<T>, ClientError>
+where
+    F: FnMut(pb::PageRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), ClientError>>,
+{
+    let mut items = Vec::new();
+    let mut page_token = String::new();
+    while items.len() < limit {
+        let page_size = (limit - items.len()).min(1000) as u32;
+        let (page, next) = fetch(pb::PageRequest {
+            page_size,
+            page_token,
+        })
+        .await?;
+        items.extend(page);
+        if next.is_empty() {
+            break;
+        }
+        page_token = next;
+    }
+    items.truncate(limit);
+    Ok(items)
 }

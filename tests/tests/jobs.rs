@@ -516,8 +516,19 @@ async fn a_thousand_agents_connect_at_once() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An agent that declines every call for bids (counting them per task) and runs its tasks
-/// until they are cancelled (counting the cancellations).
+/// Runs its closure when dropped.
+struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+/// An agent that declines every call for bids (counting them per task) and runs tasks of kind
+/// `forever` until they are cancelled (recording the cancellations).
 struct Holdout {
     calls: Arc<Mutex<BTreeMap<String, usize>>>,
     cancelled: Arc<Mutex<Vec<String>>>,
@@ -543,8 +554,11 @@ impl Holdout {
                 let seen_cancels = seen_cancels.clone();
                 async move {
                     if task.kind == "forever" {
-                        task.cancelled.cancelled().await;
-                        seen_cancels.lock().unwrap().push(task.task.task_id.clone());
+                        // The SDK drops a cancelled handler's future: the guard sees that.
+                        let _guard = OnDrop(Some(move || {
+                            seen_cancels.lock().unwrap().push(task.task.task_id.clone())
+                        }));
+                        std::future::pending::<()>().await;
                     }
                     TaskOutcome::Succeeded(Vec::new())
                 }

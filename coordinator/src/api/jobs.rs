@@ -10,6 +10,7 @@
 //! ```text
 //!   SubmitJob ─► convert ─► validate ─► job id ─► propose SubmitJob (the state machine also
 //!                checks that live agents offer every task's capabilities, on current state)
+//!                on the leader, + AssignTask for its root tasks, queued right behind it
 //!   CancelJob ─► propose CancelJob ─► Effects ─► (optional) runtime channel
 //!   WatchJob  ─► history after `after_sequence` ─┬─► new events as applied ─► JobCompleted: end
 //!                 bounded buffer; full too long ─┴─► RESOURCE_EXHAUSTED, stream dropped
@@ -44,7 +45,7 @@ use super::convert_job_status::{job, job_event, job_state, task, task_state};
 use super::leader::wants_linearizable;
 use super::{ApiError, LeaderRouter};
 use crate::raft::NodeId;
-use crate::runtime::{CommandResult, Proposer};
+use crate::runtime::{AgentRuntime, CommandResult, Proposer};
 use crate::state::jobs::{validate, JobEventKind, JobRecord, JobSpec, SpecError};
 use crate::state::{Applied, Command, Effects, Rejection, State};
 
@@ -67,7 +68,7 @@ const DEDUP_WAIT_MS: u64 = 5_000;
 pub struct JobApi {
     proposer: Proposer,
     router: LeaderRouter,
-    effects: Option<mpsc::UnboundedSender<Effects>>,
+    runtime: Option<AgentRuntime>,
 }
 
 impl JobApi {
@@ -76,17 +77,15 @@ impl JobApi {
         Self {
             proposer,
             router,
-            effects: None,
+            runtime: None,
         }
     }
 
-    /// Hands the [`Effects`] of every committed `CancelJob` served by this node to `effects`
-    /// (attempts to stop with `CancelTask`, finished jobs), so the runtime can act on them.
-    /// Sent only when non-empty; a closed receiver is ignored. The outcome comes from the
-    /// leader even when this node is a follower, so the receiver should act only while its
-    /// node leads.
-    pub fn with_effects(mut self, effects: mpsc::UnboundedSender<Effects>) -> Self {
-        self.effects = Some(effects);
+    /// Lets the leader's agent runtime act on what this service commits: a submission's root
+    /// tasks are placed in the same batch as the job (saving a commit before their agents hear
+    /// of them), and a cancellation's attempts are told to stop.
+    pub fn with_runtime(mut self, runtime: AgentRuntime) -> Self {
+        self.runtime = Some(runtime);
         self
     }
 
@@ -103,7 +102,18 @@ impl JobApi {
             job_id: job_id.clone(),
             spec: spec.clone(),
         };
-        let result = self.proposer.propose(command).await?;
+        let placements = match &self.runtime {
+            Some(runtime) if runtime.is_leader() => runtime.place_submission(&job_id, &spec),
+            _ => Vec::new(),
+        };
+        let committed = self.proposer.enqueue(command).await?;
+        if let Some(runtime) = &self.runtime {
+            // Queued right behind the job, so they apply after it; a placement the state
+            // refuses (the slot went to another task meanwhile) leaves the task to the next
+            // scheduling pass.
+            runtime.propose_in_background(placements).await;
+        }
+        let result = committed.await?;
         match &result.outcome {
             Ok(Applied::JobSubmitted { .. }) => Ok(submitted(job_id, false, write_meta(&result))),
             Ok(other) => Err(unexpected(other)),
@@ -179,8 +189,13 @@ impl JobApi {
     }
 
     fn hand_over(&self, effects: &Effects) {
-        if let (Some(sender), false) = (&self.effects, effects.is_empty()) {
-            let _ = sender.send(effects.clone());
+        match &self.runtime {
+            // The outcome comes from the leader even when this node forwarded the command;
+            // only a leader's sessions reach the agents.
+            Some(runtime) if runtime.is_leader() && !effects.is_empty() => {
+                runtime.carry_out(effects)
+            }
+            _ => {}
         }
     }
 

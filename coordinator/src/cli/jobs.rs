@@ -46,6 +46,20 @@ pub enum JobCommand {
         #[arg(long)]
         from_start: bool,
     },
+    /// Jobs, newest first.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only jobs in this state (pending, running, compensating, succeeded, failed, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many jobs.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a job.
     Cancel {
         #[command(flatten)]
@@ -73,6 +87,12 @@ pub async fn run(command: JobCommand) -> anyhow::Result<()> {
             let state = watch(&client.client()?, &id, from_start, false).await?;
             exit_for(state)
         }
+        JobCommand::List {
+            client,
+            state,
+            limit,
+            json,
+        } => list(&client.client()?, state.as_deref(), limit, json).await,
         JobCommand::Cancel { client, id } => {
             let response = client
                 .client()?
@@ -211,6 +231,66 @@ fn task_state_name(state: i32) -> String {
                 .to_lowercase()
         })
         .unwrap_or_else(|_| format!("state {state}"))
+}
+
+async fn list(
+    client: &synod_sdk::Client,
+    state: Option<&str>,
+    limit: usize,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let states = match state {
+        None => Vec::new(),
+        Some(name) => vec![parse_job_state(name)?],
+    };
+    let jobs = client.list_jobs(&states, limit).await?;
+    if as_json {
+        let list: Vec<_> = jobs
+            .iter()
+            .map(|j| {
+                json!({
+                    "job_id": j.job_id, "name": j.name, "state": job_state_name(j.state),
+                    "reason": j.state_reason, "tasks": task_counts(j),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!("{:<38} {:<24} {:<10} TASKS", "ID", "NAME", "STATE");
+    for job in &jobs {
+        let counts = task_counts(job)
+            .iter()
+            .map(|(state, count)| format!("{count} {state}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "{:<38} {:<24} {:<10} {counts}",
+            job.job_id,
+            job.name,
+            job_state_name(job.state),
+        );
+    }
+    Ok(())
+}
+
+/// A job's task counts by state name.
+fn task_counts(job: &pb::Job) -> std::collections::BTreeMap<String, u32> {
+    job.task_counts
+        .iter()
+        .map(|c| (task_state_name(c.state), c.count))
+        .collect()
+}
+
+/// A job state from its lower-case name, as `job_state_name` prints it.
+fn parse_job_state(name: &str) -> anyhow::Result<pb::JobState> {
+    let upper = format!("JOB_STATE_{}", name.to_uppercase());
+    match pb::JobState::from_str_name(&upper) {
+        Some(state) if state != pb::JobState::Unspecified => Ok(state),
+        _ => anyhow::bail!(
+            "--state: '{name}' is not a job state (pending, running, compensating, succeeded, failed, cancelled)"
+        ),
+    }
 }
 
 async fn status(client: &synod_sdk::Client, job_id: &str, as_json: bool) -> anyhow::Result<()> {

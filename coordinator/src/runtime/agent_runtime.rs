@@ -31,7 +31,7 @@ use super::sessions::SessionHub;
 use super::{clock, CommandResult, Proposer};
 use crate::raft::{ProposeError, Raft, SharedState};
 use crate::scheduler::{self, Candidate, RoundRobinCursor, TaskNeeds};
-use crate::state::jobs::{AttemptRef, Strategy, TaskState};
+use crate::state::jobs::{AttemptRef, JobSpec, Strategy, TaskState};
 use crate::state::{Applied, Command, Effects, State};
 
 /// Timing of agent sessions and of the coordination loop.
@@ -305,6 +305,59 @@ impl AgentRuntime {
             .into_iter()
             .map(|(attempt, agent_id)| assign(attempt, agent_id));
         self.propose_all(commands).await;
+    }
+
+    /// Placements for the root tasks of a job about to be submitted (attempt 1 each), decided
+    /// on the current state as a scheduling pass would; auctioned tasks are left to the loop.
+    /// Proposed right behind the submission, they spare its first tasks a commit.
+    pub fn place_submission(&self, job_id: &str, spec: &JobSpec) -> Vec<Command> {
+        let (tasks, mut candidates) = self.read(|state| {
+            let candidates = self.candidates(state);
+            if !candidates.iter().any(Candidate::has_free_slot) {
+                return (Vec::new(), candidates);
+            }
+            let tasks: Vec<(AttemptRef, TaskNeeds, scheduler::Strategy)> = spec
+                .tasks
+                .iter()
+                .filter(|task| task.depends_on.is_empty() && task.strategy != Strategy::Auction)
+                .take(self.inner.settings.placements_per_pass)
+                .map(|task| {
+                    let attempt = AttemptRef {
+                        job_id: job_id.to_owned(),
+                        task_id: task.id.clone(),
+                        attempt: 1,
+                    };
+                    (attempt, needs_of(task), strategy_of(task.strategy))
+                })
+                .collect();
+            (tasks, candidates)
+        });
+        if tasks.is_empty() {
+            return Vec::new();
+        }
+        let plan = {
+            let mut cursor = self.inner.cursor.lock().expect("cursor lock");
+            scheduler::place_batch(&tasks, &mut candidates, &mut cursor)
+        };
+        plan.assigned
+            .into_iter()
+            .map(|(attempt, agent_id)| assign(attempt, agent_id))
+            .collect()
+    }
+
+    /// Queues `commands` now, in order, and carries out their outcomes from a task of their
+    /// own.
+    pub async fn propose_in_background(&self, commands: Vec<Command>) {
+        let mut pending = Vec::with_capacity(commands.len());
+        for command in commands {
+            match self.enqueue(command).await {
+                Ok(outcome) => pending.push(outcome),
+                Err(error) => tracing::debug!(%error, "runtime command not queued"),
+            }
+        }
+        if !pending.is_empty() {
+            tokio::spawn(futures::future::join_all(pending));
+        }
     }
 
     /// Connected agents that take work, as the scheduler sees them.

@@ -72,16 +72,19 @@ pub fn unsatisfiable_tasks(
     tasks: &[TaskSpec],
     agents: &AgentRegistry,
 ) -> Option<SpecError> {
+    // Tasks of a job mostly share a few capability sets: check each distinct set once.
+    let mut satisfiable: BTreeSet<&BTreeSet<String>> = BTreeSet::new();
     tasks.iter().enumerate().find_map(|(i, task)| {
         let needed = &task.required_capabilities;
         // A task that needs no capability waits for whichever agent comes.
-        if needed.is_empty() {
+        if needed.is_empty() || satisfiable.contains(needed) {
             return None;
         }
         if agents
             .live()
             .any(|agent| needed.is_subset(&agent.capabilities))
         {
+            satisfiable.insert(needed);
             return None;
         }
         let field = format!("{prefix}[{i}].required_capabilities");

@@ -1,0 +1,242 @@
+//! The job and agent commands of the `synod` binary against a real `synod dev` process and its
+//! demo agents: every example job file completes with `synod job submit FILE --wait`, and
+//! `agents list`, `job list`, `job status` and `job cancel` report what happened.
+
+// Waiting for a real process on a wall-clock deadline is this test's job; the ban on clocks
+// protects the replicated core.
+#![allow(clippy::disallowed_methods)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A `synod dev` process, killed when dropped.
+struct DevServer {
+    child: Child,
+    addr: String,
+    _data: tempfile::TempDir,
+}
+
+impl DevServer {
+    fn start() -> Self {
+        let addr = free_addr();
+        let data = tempfile::tempdir().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_synod"))
+            .args(["dev", "--listen", &addr, "--data-dir"])
+            .arg(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start synod dev");
+        let server = DevServer {
+            child,
+            addr,
+            _data: data,
+        };
+        server.wait_for_demo_agents();
+        server
+    }
+
+    /// Runs a client command against this server.
+    fn synod(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_synod"))
+            .args(args)
+            .env("SYNOD_ADDR", &self.addr)
+            .output()
+            .expect("run synod")
+    }
+
+    /// Runs a client command that must succeed and print JSON.
+    fn json(&self, args: &[&str]) -> Value {
+        let output = self.synod(args);
+        assert_success(&output, args);
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!("{args:?} printed no JSON ({e}): {}", stdout(&output));
+        })
+    }
+
+    fn wait_for_demo_agents(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let output = self.synod(&["agents", "list", "--json"]);
+            let connected = serde_json::from_slice::<Value>(&output.stdout)
+                .ok()
+                .and_then(|v| v.as_array().cloned())
+                .map(|agents| agents.iter().filter(|a| a["state"] == "connected").count());
+            if connected == Some(8) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the 8 demo agents did not connect: {}",
+                stderr(&output)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_success(output: &Output, args: &[&str]) {
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}\n{}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+fn example_jobs() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/jobs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_cli_runs_every_example_job_on_synod_dev_and_reports_it() {
+    let server = DevServer::start();
+    let agents = server.json(&["agents", "list", "--json"]);
+    let names: Vec<&str> = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    for role in [
+        "planner",
+        "researcher-1",
+        "analyzer",
+        "validator",
+        "worker-2",
+    ] {
+        assert!(names.contains(&role), "{role} missing from {names:?}");
+    }
+
+    let examples = example_jobs();
+    assert!(examples.len() >= 2, "{examples:?}");
+    for file in &examples {
+        let path = file.to_str().unwrap();
+        let output = server.synod(&["job", "submit", path, "--wait"]);
+        assert_success(&output, &["job", "submit", path, "--wait"]);
+        assert!(
+            stdout(&output).contains("job succeeded"),
+            "{path}: {}",
+            stdout(&output)
+        );
+    }
+
+    let jobs = server.json(&["job", "list", "--state", "succeeded", "--json"]);
+    let jobs = jobs.as_array().unwrap();
+    assert_eq!(jobs.len(), examples.len(), "{jobs:?}");
+    let goal_job = jobs
+        .iter()
+        .find(|j| j["name"] == "market-research")
+        .unwrap();
+    let status = server.json(&[
+        "job",
+        "status",
+        goal_job["job_id"].as_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(status["state"], "succeeded");
+    let tasks = status["tasks"].as_array().unwrap();
+    let task_ids: Vec<&str> = tasks
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap())
+        .collect();
+    assert!(task_ids.contains(&"plan"), "{task_ids:?}");
+    assert!(
+        task_ids.iter().any(|id| id.starts_with("plan/")),
+        "the planner added no subtasks: {task_ids:?}"
+    );
+    assert!(tasks.iter().all(|t| t["state"] == "succeeded"), "{tasks:?}");
+}
+
+#[test]
+fn job_cancel_stops_a_running_job_and_bad_input_is_named() {
+    let server = DevServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("long.toml");
+    std::fs::write(
+        &file,
+        "name = \"long\"\n[goal]\ndescription = \"sleep\"\n\n[[tasks]]\nid = \"nap\"\nkind = \"sleep\"\npayload = { ms = 60000 }\ncapabilities = [\"worker\"]\n",
+    )
+    .unwrap();
+    let submitted = server.json(&["job", "submit", file.to_str().unwrap(), "--json"]);
+    let job_id = submitted["job_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.json(&["job", "status", &job_id, "--json"])["tasks"][0]["state"] != "running" {
+        assert!(Instant::now() < deadline, "the task never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cancelled = server.synod(&["job", "cancel", &job_id]);
+    assert_success(&cancelled, &["job", "cancel"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = server.json(&["job", "status", &job_id, "--json"]);
+        if status["state"] == "cancelled" && status["tasks"][0]["state"] == "cancelled" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not cancelled: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // `watch` of a cancelled job ends with a non-zero status.
+    let watched = server.synod(&["job", "watch", &job_id, "--from-start"]);
+    assert!(!watched.status.success());
+    assert!(
+        stdout(&watched).contains("cancelled"),
+        "{}",
+        stdout(&watched)
+    );
+
+    let unknown = server.synod(&["job", "status", "no-such-job"]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("no job 'no-such-job'"),
+        "{}",
+        stderr(&unknown)
+    );
+    let bad_state = server.synod(&["job", "list", "--state", "sleepy"]);
+    assert!(
+        stderr(&bad_state).contains("--state"),
+        "{}",
+        stderr(&bad_state)
+    );
+
+    std::fs::write(&file, "name = \"bad\"\n[goal]\ndescription = \"x\"\n\n[[tasks]]\nid = \"a\"\nkind = \"echo\"\ndepends_on = [\"missing\"]\n").unwrap();
+    let rejected = server.synod(&["job", "submit", file.to_str().unwrap()]);
+    assert!(!rejected.status.success());
+    let message = stderr(&rejected);
+    assert!(
+        message.contains("spec.tasks[0].depends_on[0]")
+            && message.contains("unknown task 'missing'"),
+        "{message}"
+    );
+}
