@@ -60,7 +60,7 @@ pub async fn run(
     ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> Result<(), NodeError> {
     let disk = open_disk(&config.data_dir)?;
-    let log = LogStore::open(disk.clone())?;
+    let log = LogStore::open(&config.data_dir)?;
     let state_machine =
         StateMachineStore::open(disk).map_err(|e| NodeError::Raft(e.to_string()))?;
     let state = state_machine.shared();

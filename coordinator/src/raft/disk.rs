@@ -1,5 +1,6 @@
-//! The node's embedded, crash-safe store: one redb database file in the data directory holding
-//! the Raft log, Raft metadata (vote, committed, purged) and the latest snapshot.
+//! The node's embedded, crash-safe snapshot store: one redb database file in the data directory
+//! holding the latest snapshot (the Raft log and its metadata live in the write-ahead log,
+//! `wal/`), and the one error type of the node's storage.
 //!
 //! Every write transaction commits with fsync (redb's immediate durability).
 
@@ -8,17 +9,9 @@ use std::sync::Arc;
 
 use redb::{Database, TableDefinition};
 
-/// Log entries by index.
-pub(super) const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
-/// Raft metadata by name.
+/// Stored values by name.
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// Metadata key of the persisted vote.
-pub(super) const VOTE_KEY: &str = "vote";
-/// Metadata key of the last known committed log id.
-pub(super) const COMMITTED_KEY: &str = "committed";
-/// Metadata key of the last purged log id.
-pub(super) const PURGED_KEY: &str = "last_purged";
 /// Metadata key of the latest snapshot (meta and data).
 pub(super) const SNAPSHOT_KEY: &str = "snapshot";
 
@@ -28,6 +21,12 @@ pub enum DiskError {
     /// redb reported an error.
     #[error("storage: {0}")]
     Redb(Box<redb::Error>),
+    /// The write-ahead log failed.
+    #[error(transparent)]
+    Wal(#[from] super::wal::WalError),
+    /// Stored metadata could not be decoded.
+    #[error("stored log metadata: {0}")]
+    Undecodable(#[from] super::codec::CodecError),
     /// The data directory could not be prepared.
     #[error("data directory {path}: {source}")]
     DataDir {
@@ -72,7 +71,6 @@ pub fn open_disk(data_dir: &Path) -> Result<Disk, DiskError> {
     })?;
     let db = Database::create(data_dir.join("synod.redb"))?;
     let txn = db.begin_write()?;
-    txn.open_table(LOGS)?;
     txn.open_table(META)?;
     txn.commit()?;
     Ok(Arc::new(db))

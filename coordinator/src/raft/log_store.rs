@@ -2,13 +2,13 @@
 //!
 //! Appends are encoded on the caller's task, kept in memory until durable (so they are readable
 //! at once, as openraft requires) and handed to one writer thread. The writer drains everything
-//! queued, writes it in a single redb transaction (one fsync) and only then reports the entries
-//! flushed. Truncate, purge and vote writes travel through the same queue, so disk order always
-//! equals call order.
+//! queued, writes it to the write-ahead log as one group (one write, one fsync) and only then
+//! reports the entries flushed. Truncate, purge and vote writes travel through the same queue,
+//! so disk order always equals call order.
 //!
 //! ```text
-//!  append ─► pending (memory) ─► queue ─► writer thread: [ops..] ─► 1 txn + fsync ─► callbacks
-//!  read   ─► pending first, then disk
+//!  append ─► pending (memory) ─► queue ─► writer thread: [ops..] ─► 1 write + fsync ─► callbacks
+//!  read   ─► pending first, then the write-ahead log
 //! ```
 
 // openraft's StorageError is large by design; it is what the storage traits return.
@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -25,12 +26,12 @@ use openraft::{
     AnyError, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, RaftLogReader,
     StorageError, StorageIOError, Vote,
 };
-use redb::ReadableTable;
 use tokio::sync::oneshot;
 
 use super::codec::{decode, encode};
-use super::disk::{read_meta, Disk, DiskError, COMMITTED_KEY, LOGS, META, PURGED_KEY, VOTE_KEY};
+use super::disk::DiskError;
 use super::types::{NodeId, TypeConfig};
+use super::wal::{Record, Recovered, Wal, WalReader, SEGMENT_BYTES};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
@@ -41,7 +42,7 @@ pub struct LogStore {
 }
 
 struct Inner {
-    disk: Disk,
+    wal: WalReader,
     /// Entries appended but not yet durable, by index.
     pending: Mutex<BTreeMap<u64, Entry<TypeConfig>>>,
     /// Last log id and last purged log id, kept in memory.
@@ -50,6 +51,10 @@ struct Inner {
     committed_index: AtomicU64,
     /// Latest committed log id, persisted lazily by the writer.
     committed: Mutex<Option<LogId<NodeId>>>,
+    /// Committed log id found on disk at start.
+    recovered_committed: Option<LogId<NodeId>>,
+    /// Latest durable vote.
+    vote: Mutex<Option<Vote<NodeId>>>,
     queue: Mutex<mpsc::Sender<WriteOp>>,
 }
 
@@ -70,43 +75,42 @@ enum WriteOp {
     },
     Purge {
         upto_index: u64,
-        encoded: Vec<u8>,
+        log_id: Vec<u8>,
         done: oneshot::Sender<Result<(), DiskError>>,
     },
     /// Completes once everything queued before it is durable.
     Flush {
         done: oneshot::Sender<Result<(), DiskError>>,
     },
-    Meta {
-        key: &'static str,
-        value: Vec<u8>,
+    Vote {
+        encoded: Vec<u8>,
         done: oneshot::Sender<Result<(), DiskError>>,
     },
 }
 
 impl LogStore {
-    /// Opens the log kept in `disk` and starts its writer thread.
-    pub fn open(disk: Disk) -> Result<Self, DiskError> {
-        let purged: Option<LogId<NodeId>> =
-            read_meta(&disk, PURGED_KEY)?.and_then(|bytes| decode("purged log id", &bytes).ok());
-        let last = last_on_disk(&disk)?.or(purged);
-        let committed_index = read_meta(&disk, COMMITTED_KEY)?
-            .and_then(|bytes| decode::<Option<LogId<NodeId>>>("committed", &bytes).ok())
-            .flatten()
-            .map_or(0, |id| id.index);
+    /// Opens the log kept in `data_dir` (its `wal` directory) and starts its writer thread.
+    pub fn open(data_dir: &Path) -> Result<Self, DiskError> {
+        let (wal, recovered) = Wal::open(&data_dir.join("wal"), SEGMENT_BYTES)?;
+        let found = Found::decode(&recovered)?;
         let (sender, receiver) = mpsc::channel();
         let inner = Arc::new(Inner {
-            disk: disk.clone(),
+            wal: wal.reader(),
             pending: Mutex::new(BTreeMap::new()),
-            bounds: Mutex::new(Bounds { last, purged }),
-            committed_index: AtomicU64::new(committed_index),
-            committed: Mutex::new(None),
+            bounds: Mutex::new(Bounds {
+                last: found.last.or(found.purged),
+                purged: found.purged,
+            }),
+            committed_index: AtomicU64::new(found.committed.map_or(0, |id| id.index)),
+            committed: Mutex::new(found.committed),
+            recovered_committed: found.committed,
+            vote: Mutex::new(found.vote),
             queue: Mutex::new(sender),
         });
         let writer_inner = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("synod-log-writer".into())
-            .spawn(move || run_writer(disk, receiver, writer_inner))
+            .spawn(move || run_writer(wal, receiver, writer_inner, found.committed))
             .map_err(|source| DiskError::DataDir {
                 path: "log writer thread".into(),
                 source,
@@ -156,67 +160,107 @@ impl LogStore {
         };
         let want = (end - start) as usize;
         if found.len() < want {
-            let from_disk = read_disk_range(&self.inner.disk, start, end).map_err(read_error)?;
-            for entry in from_disk {
-                found.entry(entry.log_id.index).or_insert(entry);
+            let from_disk = self
+                .inner
+                .wal
+                .read(start, end)
+                .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            for (index, bytes) in from_disk {
+                if let std::collections::btree_map::Entry::Vacant(slot) = found.entry(index) {
+                    let entry = decode::<Entry<TypeConfig>>("log entry", &bytes)
+                        .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+                    slot.insert(entry);
+                }
             }
         }
         Ok(found.into_values().collect())
     }
 }
 
-fn run_writer(disk: Disk, receiver: mpsc::Receiver<WriteOp>, inner: std::sync::Weak<Inner>) {
+/// What the log held when it was opened, decoded.
+struct Found {
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId<NodeId>>,
+    purged: Option<LogId<NodeId>>,
+    last: Option<LogId<NodeId>>,
+}
+
+impl Found {
+    fn decode(recovered: &Recovered) -> Result<Self, DiskError> {
+        let vote = recovered
+            .vote
+            .as_deref()
+            .map(|b| decode("vote", b))
+            .transpose()?;
+        let committed = match &recovered.committed {
+            Some(bytes) => decode::<Option<LogId<NodeId>>>("committed", bytes)?,
+            None => None,
+        };
+        let purged = match &recovered.purged {
+            Some((_, bytes)) => Some(decode::<LogId<NodeId>>("purged log id", bytes)?),
+            None => None,
+        };
+        let last = match &recovered.last_entry {
+            Some(bytes) => Some(decode::<Entry<TypeConfig>>("log entry", bytes)?.log_id),
+            None => None,
+        };
+        Ok(Self {
+            vote,
+            committed,
+            purged,
+            last,
+        })
+    }
+}
+
+fn run_writer(
+    mut wal: Wal,
+    receiver: mpsc::Receiver<WriteOp>,
+    inner: std::sync::Weak<Inner>,
+    mut written_committed: Option<LogId<NodeId>>,
+) {
     while let Ok(first) = receiver.recv() {
         let mut ops = vec![first];
         ops.extend(receiver.try_iter().take(4096));
         let Some(inner) = inner.upgrade() else { return };
         let committed = *inner.committed.lock().expect("committed lock");
-        let result = write_ops(&disk, &ops, committed);
+        let mut records = Vec::new();
+        if committed != written_committed {
+            if let Ok(bytes) = encode("committed", &committed) {
+                records.push(Record::Committed(bytes));
+            }
+        }
+        records.extend(ops.iter().flat_map(records_of));
+        let result = wal.write(&records).map_err(DiskError::from);
+        if result.is_ok() {
+            written_committed = committed;
+        }
         finish_ops(&inner, ops, result);
     }
 }
 
-fn write_ops(
-    disk: &Disk,
-    ops: &[WriteOp],
-    committed: Option<LogId<NodeId>>,
-) -> Result<(), DiskError> {
-    let txn = disk.begin_write()?;
-    {
-        let mut logs = txn.open_table(LOGS)?;
-        let mut meta = txn.open_table(META)?;
-        if committed.is_some() {
-            if let Ok(bytes) = encode("committed", &committed) {
-                meta.insert(COMMITTED_KEY, bytes.as_slice())?;
-            }
-        }
-        for op in ops {
-            match op {
-                WriteOp::Append { entries, .. } => {
-                    for (log_id, bytes) in entries {
-                        logs.insert(log_id.index, bytes.as_slice())?;
-                    }
-                }
-                WriteOp::Truncate { from_index, .. } => {
-                    logs.retain_in(*from_index.., |_, _| false)?;
-                }
-                WriteOp::Purge {
-                    upto_index,
-                    encoded,
-                    ..
-                } => {
-                    meta.insert(PURGED_KEY, encoded.as_slice())?;
-                    logs.retain_in(..=*upto_index, |_, _| false)?;
-                }
-                WriteOp::Meta { key, value, .. } => {
-                    meta.insert(*key, value.as_slice())?;
-                }
-                WriteOp::Flush { .. } => {}
-            }
-        }
+/// The log records that carry out `op`.
+fn records_of(op: &WriteOp) -> Vec<Record> {
+    match op {
+        WriteOp::Append { entries, .. } => entries
+            .iter()
+            .map(|(log_id, bytes)| Record::Entry {
+                index: log_id.index,
+                bytes: bytes.clone(),
+            })
+            .collect(),
+        WriteOp::Truncate { from_index, .. } => vec![Record::Truncate {
+            from_index: *from_index,
+        }],
+        WriteOp::Purge {
+            upto_index, log_id, ..
+        } => vec![Record::Purge {
+            upto_index: *upto_index,
+            log_id: log_id.clone(),
+        }],
+        WriteOp::Vote { encoded, .. } => vec![Record::Vote(encoded.clone())],
+        WriteOp::Flush { .. } => Vec::new(),
     }
-    txn.commit()?;
-    Ok(())
 }
 
 fn finish_ops(inner: &Inner, ops: Vec<WriteOp>, result: Result<(), DiskError>) {
@@ -237,7 +281,7 @@ fn finish_ops(inner: &Inner, ops: Vec<WriteOp>, result: Result<(), DiskError>) {
             }
             WriteOp::Truncate { done, .. }
             | WriteOp::Purge { done, .. }
-            | WriteOp::Meta { done, .. }
+            | WriteOp::Vote { done, .. }
             | WriteOp::Flush { done } => {
                 let _ = done.send(match &failed {
                     None => Ok(()),
@@ -251,33 +295,6 @@ fn finish_ops(inner: &Inner, ops: Vec<WriteOp>, result: Result<(), DiskError>) {
     }
 }
 
-fn last_on_disk(disk: &Disk) -> Result<Option<LogId<NodeId>>, DiskError> {
-    let txn = disk.begin_read()?;
-    let table = txn.open_table(LOGS)?;
-    let last = table.last()?;
-    Ok(last.and_then(|(_, bytes)| {
-        decode::<Entry<TypeConfig>>("log entry", bytes.value())
-            .ok()
-            .map(|e| e.log_id)
-    }))
-}
-
-fn read_disk_range(disk: &Disk, start: u64, end: u64) -> Result<Vec<Entry<TypeConfig>>, DiskError> {
-    let txn = disk.begin_read()?;
-    let table = txn.open_table(LOGS)?;
-    let mut entries = Vec::new();
-    for item in table.range(start..end)? {
-        let (_, bytes) = item?;
-        match decode::<Entry<TypeConfig>>("log entry", bytes.value()) {
-            Ok(entry) => entries.push(entry),
-            Err(error) => {
-                return Err(redb::Error::Corrupted(error.to_string()).into());
-            }
-        }
-    }
-    Ok(entries)
-}
-
 fn storage_error(
     subject: ErrorSubject<NodeId>,
     verb: ErrorVerb,
@@ -286,10 +303,6 @@ fn storage_error(
     StorageError::IO {
         source: StorageIOError::new(subject, verb, AnyError::new(&error)),
     }
-}
-
-fn read_error(error: DiskError) -> StorageError<NodeId> {
-    storage_error(ErrorSubject::Logs, ErrorVerb::Read, error)
 }
 
 fn write_error(error: DiskError) -> StorageError<NodeId> {
@@ -338,24 +351,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
-        let value = encode("vote", vote)
+        let encoded = encode("vote", vote)
             .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
-        self.enqueue_and_wait(|done| WriteOp::Meta {
-            key: VOTE_KEY,
-            value,
-            done,
-        })
-        .await
-        .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Write, e))
+        self.enqueue_and_wait(|done| WriteOp::Vote { encoded, done })
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        *self.inner.vote.lock().expect("vote lock") = Some(*vote);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
-        let bytes = read_meta(&self.inner.disk, VOTE_KEY)
-            .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Read, e))?;
-        bytes
-            .map(|b| decode("vote", &b))
-            .transpose()
-            .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Read, e))
+        Ok(*self.inner.vote.lock().expect("vote lock"))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
@@ -370,10 +376,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
-        let bytes = read_meta(&self.inner.disk, COMMITTED_KEY).map_err(read_error)?;
-        Ok(bytes
-            .and_then(|b| decode::<Option<LogId<NodeId>>>("committed", &b).ok())
-            .flatten())
+        Ok(self.inner.recovered_committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
@@ -444,7 +447,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .retain(|index, _| *index > log_id.index);
         self.enqueue_and_wait(|done| WriteOp::Purge {
             upto_index: log_id.index,
-            encoded,
+            log_id: encoded,
             done,
         })
         .await

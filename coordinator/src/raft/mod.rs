@@ -2,7 +2,7 @@
 //! the tonic network between nodes and the internal Raft gRPC service.
 //!
 //! ```text
-//!   propose ─► openraft core ─► LogStore (redb, group-committed fsync)
+//!   propose ─► openraft core ─► LogStore (write-ahead log, group-committed fsync)
 //!                   │   ▲
 //!        NetworkFactory │ RaftTransportService (tonic, same port as the public API)
 //!                   ▼
@@ -19,6 +19,7 @@ mod network;
 mod state_machine;
 mod transport_service;
 mod types;
+mod wal;
 
 pub use codec::{decode, encode, CodecError};
 pub use disk::{open_disk, Disk, DiskError};

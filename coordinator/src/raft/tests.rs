@@ -1,19 +1,20 @@
-//! openraft's storage conformance suite run against Synod's redb-backed stores.
+//! openraft's storage conformance suite run against Synod's stores (write-ahead log and redb
+//! snapshots).
 
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 
 use super::{open_disk, LogStore, NodeId, StateMachineStore, TypeConfig};
 
-struct RedbBuilder;
+struct DiskBuilder;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for RedbBuilder {
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for DiskBuilder {
     async fn build(
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let disk = open_disk(dir.path()).expect("open disk");
-        let log = LogStore::open(disk.clone()).expect("open log");
+        let log = LogStore::open(dir.path()).expect("open log");
         let state_machine = StateMachineStore::open(disk)?;
         Ok((dir, log, state_machine))
     }
@@ -21,6 +22,6 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
 
 #[test]
 #[allow(clippy::result_large_err)]
-fn redb_stores_pass_the_openraft_suite() -> Result<(), StorageError<NodeId>> {
-    Suite::test_all(RedbBuilder)
+fn the_stores_pass_the_openraft_suite() -> Result<(), StorageError<NodeId>> {
+    Suite::test_all(DiskBuilder)
 }
