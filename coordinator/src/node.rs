@@ -28,7 +28,7 @@ use crate::raft::{
     open_disk, DiskError, LogStore, NetworkFactory, PeerClients, Raft, RaftTransportService,
     StateMachineStore,
 };
-use crate::runtime::{AgentRuntime, AgentSettings, BatchLimits, Proposer};
+use crate::runtime::{ActingForwarder, AgentRuntime, AgentSettings, BatchLimits, Proposer};
 
 /// The node could not start or failed while running.
 #[derive(Debug, thiserror::Error)]
@@ -203,7 +203,8 @@ async fn serve(
         .register_encoded_file_descriptor_set(synod_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| NodeError::Raft(format!("reflection: {e}")))?;
-    let transport = RaftTransportService::new(raft.clone(), proposer.forward_handler());
+    let forwarder = ActingForwarder::new(proposer.forward_handler(), agents.clone());
+    let transport = RaftTransportService::new(raft.clone(), forwarder);
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .add_service(

@@ -674,3 +674,60 @@ async fn a_job_past_its_timeout_fails_and_its_running_task_is_cancelled_on_the_a
     shutdown.cancel();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_through_a_follower_stops_its_attempt_on_the_agent_at_once(
+) -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let cluster = start_cluster(3, options())?;
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    let shutdown = CancellationToken::new();
+    let holdout = Holdout::start(&cluster, &shutdown);
+    wait_for_agents(&client, 1).await?;
+    let job_id = submit(
+        &client,
+        "[[tasks]]\nid = \"endless\"\nkind = \"forever\"\ncapabilities = [\"holdout\"]\n",
+    )
+    .await?;
+    wait_until(Duration::from_secs(10), "the task to run", || async {
+        let task = task_of(&client, &job_id, "endless").await?;
+        (task.state == pb::TaskState::Running as i32).then_some(())
+    })
+    .await?;
+
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let through_follower = Client::new(vec![cluster.addr(follower).to_owned()])?;
+    let cancelled_at = std::time::Instant::now();
+    through_follower
+        .cancel_job(&job_id, "changed our mind")
+        .await?;
+    wait_until(
+        Duration::from_secs(10),
+        "the agent to see the cancel",
+        || async {
+            let seen = holdout
+                .cancelled
+                .lock()
+                .unwrap()
+                .contains(&"endless".into());
+            seen.then_some(())
+        },
+    )
+    .await?;
+    // The leader tells the agent as the forwarded cancel commits, well before the agent's next
+    // heartbeat (every second) would have shown it the task is no longer its own.
+    let waited = cancelled_at.elapsed();
+    assert!(
+        waited < Duration::from_millis(800),
+        "cancel took {waited:?}"
+    );
+    let job = wait_for_job(&client, &job_id).await?;
+    assert_eq!(job.state, pb::JobState::Cancelled as i32);
+    assert_eq!(
+        task_of(&client, &job_id, "endless").await.unwrap().state,
+        pb::TaskState::Cancelled as i32
+    );
+    shutdown.cancel();
+    Ok(())
+}

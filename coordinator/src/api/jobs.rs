@@ -11,7 +11,8 @@
 //!   SubmitJob ─► convert ─► validate ─► job id ─► propose SubmitJob (the state machine also
 //!                checks that live agents offer every task's capabilities, on current state)
 //!                on the leader, + AssignTask for its root tasks, queued right behind it
-//!   CancelJob ─► propose CancelJob ─► Effects ─► (optional) runtime channel
+//!   CancelJob ─► propose CancelJob ─► Effects ─► runtime tells the agents (on the leader;
+//!                a command forwarded by a follower is acted on by the leader's forwarder)
 //!   WatchJob  ─► history after `after_sequence` ─┬─► new events as applied ─► JobCompleted: end
 //!                 bounded buffer; full too long ─┴─► RESOURCE_EXHAUSTED, stream dropped
 //! ```
@@ -190,8 +191,8 @@ impl JobApi {
 
     fn hand_over(&self, effects: &Effects) {
         match &self.runtime {
-            // The outcome comes from the leader even when this node forwarded the command;
-            // only a leader's sessions reach the agents.
+            // Only a leader's sessions reach the agents; when this node forwarded the command,
+            // the leader acted on it as it committed (`runtime::ActingForwarder`).
             Some(runtime) if runtime.is_leader() && !effects.is_empty() => {
                 runtime.carry_out(effects)
             }

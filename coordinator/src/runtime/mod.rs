@@ -4,9 +4,11 @@
 mod agent_runtime;
 pub mod auctions;
 pub mod clock;
+mod forwarded;
 pub mod messages;
 mod proposer;
 pub mod sessions;
 
 pub use agent_runtime::{strategy_of, AgentRuntime, AgentSettings};
+pub use forwarded::ActingForwarder;
 pub use proposer::{BatchLimits, CommandResult, Proposer};
