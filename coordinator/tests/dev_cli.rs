@@ -150,6 +150,14 @@ fn the_cli_runs_every_example_job_on_synod_dev_and_reports_it() {
             "{path}: {}",
             stdout(&output)
         );
+        if path.ends_with("goal-research.toml") {
+            // Events name agents, not just their ids.
+            assert!(
+                stdout(&output).contains("plan assigned to planner ("),
+                "{}",
+                stdout(&output)
+            );
+        }
     }
 
     let jobs = server.json(&["job", "list", "--state", "succeeded", "--json"]);

@@ -175,10 +175,12 @@ async fn follow_job(
     job_id: &str,
 ) -> anyhow::Result<()> {
     let mut events = client.watch_job(job_id, true);
+    let mut names = super::events::AgentNames::default();
     let mut killed = false;
     while let Some(event) = events.next().await {
         let event = event?;
-        println!("  {:>3}  {}", event.sequence, super::jobs::describe(&event));
+        names.learn(client, &event).await;
+        println!("  {:>3}  {}", event.sequence, names.describe(&event));
         let subtask_done = matches!(&event.kind, Some(pb::job_event::Kind::TaskSucceeded(e)) if e.task_id.contains('/'));
         if subtask_done && !killed {
             let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;

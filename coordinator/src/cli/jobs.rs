@@ -8,6 +8,7 @@ use serde_json::json;
 use synod_sdk::job_file::parse_job_file;
 use synod_sdk::proto as pb;
 
+use super::events::AgentNames;
 use super::ClientArgs;
 
 /// Job commands.
@@ -149,67 +150,18 @@ async fn watch(
     quiet: bool,
 ) -> anyhow::Result<i32> {
     let mut events = client.watch_job(job_id, from_start);
+    let mut names = AgentNames::default();
     while let Some(event) = events.next().await {
         let event = event?;
         if !quiet {
-            println!("{:>4}  {}", event.sequence, describe(&event));
+            names.learn(client, &event).await;
+            println!("{:>4}  {}", event.sequence, names.describe(&event));
         }
         if let Some(pb::job_event::Kind::JobCompleted(done)) = &event.kind {
             return Ok(done.state);
         }
     }
     anyhow::bail!("the watch ended before the job did")
-}
-
-/// One line describing an event.
-pub fn describe(event: &pb::JobEvent) -> String {
-    use pb::job_event::Kind;
-    match &event.kind {
-        Some(Kind::JobSubmitted(_)) => "job submitted".into(),
-        Some(Kind::TaskReady(e)) => format!("{} ready", e.task_id),
-        Some(Kind::TaskAssigned(e)) => format!(
-            "{} assigned to {} (attempt {})",
-            e.task_id, e.agent_id, e.attempt
-        ),
-        Some(Kind::TaskStarted(e)) => format!("{} started on {}", e.task_id, e.agent_id),
-        Some(Kind::TaskSucceeded(e)) => format!(
-            "{} succeeded ({} bytes of output)",
-            e.task_id, e.output_size_bytes
-        ),
-        Some(Kind::TaskFailed(e)) => format!(
-            "{} failed on attempt {}: {}",
-            e.task_id, e.attempt, e.error_message
-        ),
-        Some(Kind::TaskTimedOut(e)) => format!("{} timed out on attempt {}", e.task_id, e.attempt),
-        Some(Kind::TaskAgentLost(e)) => format!(
-            "{} lost its agent {} (attempt {})",
-            e.task_id, e.agent_id, e.attempt
-        ),
-        Some(Kind::TaskRetryScheduled(e)) => {
-            format!("{} retries in {} ms", e.task_id, e.backoff_ms)
-        }
-        Some(Kind::TaskDeadLettered(e)) => format!(
-            "{} dead-lettered after {} attempts: {}",
-            e.task_id, e.attempts, e.last_error
-        ),
-        Some(Kind::StaleResultRejected(e)) => format!(
-            "{} stale result of attempt {} from {} rejected",
-            e.task_id, e.attempt, e.agent_id
-        ),
-        Some(Kind::SubtasksAdded(e)) => format!(
-            "{} added subtasks {}",
-            e.parent_task_id,
-            e.task_ids.join(", ")
-        ),
-        Some(Kind::SubtasksCompleted(e)) => {
-            format!("{} has its subtasks' outcomes", e.parent_task_id)
-        }
-        Some(Kind::TaskCancelled(e)) => format!("{} cancelled: {}", e.task_id, e.reason),
-        Some(Kind::JobCancelled(e)) => format!("job cancel requested: {}", e.reason),
-        Some(Kind::JobCompleted(e)) => format!("job {} {}", job_state_name(e.state), e.reason),
-        Some(other) => format!("{other:?}"),
-        None => "event of a newer Synod version".into(),
-    }
 }
 
 /// Lower-case name of a job state.

@@ -4,6 +4,7 @@
 mod agents;
 mod cluster;
 mod demo;
+mod events;
 mod jobs;
 mod kv;
 mod server;
