@@ -1,10 +1,12 @@
-//! `bench`: measures committed commands/s, latency (p50/p99/p99.9) and leader fail-over time of
-//! a 3-node Synod cluster of real processes on loopback, and of a 3-member etcd cluster under
-//! the same workload in the same run (when `etcd` is on `PATH`).
+//! `bench`: Synod's benchmarks, on 3-node clusters of real processes on loopback.
+//! - `cluster`: committed commands/s, latency (p50/p99/p99.9) and leader fail-over time, and the
+//!   same for a 3-member etcd cluster in the same run (when `etcd` is on `PATH`);
+//! - `tasks`: end-to-end tasks/s and submit-to-assignment latency with a fleet of agents.
 //!
 //! ```text
 //!   cargo build --release -p synod-coordinator --bin synod
 //!   cargo run --release -p synod-tests --bin bench -- cluster [--writers 1,16,64,256] …
+//!   cargo run --release -p synod-tests --bin bench -- tasks [--runs 5] …
 //! ```
 //! Progress goes to stderr, the report to stdout; `--json` adds one JSON object at the end.
 

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub use record::Record;
 use record::{scan, Scanned, ENTRY_BYTES_OFFSET};
@@ -29,6 +30,9 @@ use segment::Segment;
 
 /// Space allocated for each segment; a group larger than what is left starts a new one.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A flush at least this slow is logged: the disk stalled, and every commit waited for it.
+const SLOW_FLUSH: Duration = Duration::from_millis(100);
 
 /// The log on disk cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +198,14 @@ impl Wal {
             self.note_all(&head, &starts[..head.len()]);
             starts.drain(..head.len());
         }
-        self.current.write_durably(self.offset, &buffer)?;
+        let took = timed(|| self.current.write_durably(self.offset, &buffer))?;
+        if took >= SLOW_FLUSH {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                bytes = buffer.len(),
+                "slow write-ahead log flush: the disk stalled"
+            );
+        }
         self.note_all(records, &starts);
         self.offset += buffer.len() as u64;
         if records.iter().any(|r| matches!(r, Record::Purge { .. })) {
@@ -350,6 +361,14 @@ impl Wal {
             ..self.meta.clone()
         })
     }
+}
+
+/// Runs `write` and tells how long it took (disk I/O time, not replicated time).
+#[allow(clippy::disallowed_methods)]
+fn timed(write: impl FnOnce() -> io::Result<()>) -> io::Result<Duration> {
+    let started = std::time::Instant::now();
+    write()?;
+    Ok(started.elapsed())
 }
 
 /// Wraps a file error with the log's directory.

@@ -32,7 +32,7 @@ use throughput::ThroughputPlan;
 #[derive(Args, Serialize, Debug, Clone)]
 pub struct TasksArgs {
     /// Independent runs (a fresh cluster and fleet each); the report gives their medians.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub runs: usize,
     /// Connected agents.
     #[arg(long, default_value_t = 32)]
