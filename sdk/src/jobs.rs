@@ -2,10 +2,13 @@
 //! follows the leader like the rest of [`Client`]; a watch resumes after the last event it
 //! delivered when its stream breaks.
 
+use std::future::Future;
 use synod_proto::v1 as pb;
 use synod_proto::v1::agent_service_client::AgentServiceClient;
 use synod_proto::v1::job_service_client::JobServiceClient;
+
 use tokio::sync::mpsc;
+use tonic::transport::Channel;
 
 use crate::{Client, ClientError};
 
@@ -22,6 +25,17 @@ impl JobWatch {
 }
 
 impl Client {
+    /// One `JobService` call with `request`, following the leader.
+    async fn jobs<Req, T, F, Fut>(&self, request: Req, method: F) -> Result<T, ClientError>
+    where
+        Req: Clone,
+        F: Fn(JobServiceClient<Channel>, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call(|channel| method(JobServiceClient::new(channel), request.clone()))
+            .await
+    }
+
     /// Submits a job; returns its id. With an `idempotency_key`, a retried submit returns the
     /// first job's id instead of creating another.
     pub async fn submit_job(
@@ -33,11 +47,8 @@ impl Client {
             spec: Some(spec),
             idempotency_key: idempotency_key.into(),
         };
-        self.call(|channel| {
-            let request = request.clone();
-            async move { JobServiceClient::new(channel).submit_job(request).await }
-        })
-        .await
+        self.jobs(request, |mut c, r| async move { c.submit_job(r).await })
+            .await
     }
 
     /// Reads a job (linearizable).
@@ -48,10 +59,7 @@ impl Client {
             consistency: pb::Consistency::Linearizable as i32,
         };
         let response = self
-            .call(|channel| {
-                let request = request.clone();
-                async move { JobServiceClient::new(channel).get_job(request).await }
-            })
+            .jobs(request, |mut c, r| async move { c.get_job(r).await })
             .await?;
         response.job.ok_or_else(|| {
             ClientError::Rejected(tonic::Status::internal("GetJob answered without a job"))
@@ -69,10 +77,7 @@ impl Client {
             };
             async move {
                 let page = self
-                    .call(|channel| {
-                        let request = request.clone();
-                        async move { JobServiceClient::new(channel).list_tasks(request).await }
-                    })
+                    .jobs(request, |mut c, r| async move { c.list_tasks(r).await })
                     .await?;
                 Ok((page.tasks, page.next_page_token))
             }
@@ -96,10 +101,7 @@ impl Client {
             };
             async move {
                 let page = self
-                    .call(|channel| {
-                        let request = request.clone();
-                        async move { JobServiceClient::new(channel).list_jobs(request).await }
-                    })
+                    .jobs(request, |mut c, r| async move { c.list_jobs(r).await })
                     .await?;
                 Ok((page.jobs, page.next_page_token))
             }
@@ -117,11 +119,8 @@ impl Client {
             job_id: job_id.to_owned(),
             reason: reason.to_owned(),
         };
-        self.call(|channel| {
-            let request = request.clone();
-            async move { JobServiceClient::new(channel).cancel_job(request).await }
-        })
-        .await
+        self.jobs(request, |mut c, r| async move { c.cancel_job(r).await })
+            .await
     }
 
     /// Lists registered agents (every page).
@@ -171,10 +170,7 @@ impl Client {
                 consistency: pb::Consistency::Linearizable as i32,
             };
             let opened = self
-                .call(|channel| {
-                    let request = request.clone();
-                    async move { JobServiceClient::new(channel).watch_job(request).await }
-                })
+                .jobs(request, |mut c, r| async move { c.watch_job(r).await })
                 .await;
             let mut stream = match opened {
                 Ok(stream) => stream,

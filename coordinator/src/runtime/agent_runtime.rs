@@ -34,6 +34,15 @@ use crate::scheduler::{self, Candidate, RoundRobinCursor, TaskNeeds};
 use crate::state::jobs::{AttemptRef, JobSpec, Strategy, TaskState};
 use crate::state::{Applied, Command, Effects, State};
 
+/// A task the scheduler may place: its attempt, what it needs and how to choose.
+type Placeable = (AttemptRef, TaskNeeds, scheduler::Strategy);
+/// A scheduling pass: the tasks offered, the candidates after it, and its placements.
+type Planned = (
+    Vec<Placeable>,
+    Vec<Candidate>,
+    scheduler::BatchPlan<AttemptRef>,
+);
+
 /// Timing of agent sessions and of the coordination loop.
 #[derive(Debug, Clone, Copy)]
 pub struct AgentSettings {
@@ -270,32 +279,24 @@ impl AgentRuntime {
     async fn place_ready_tasks(&self) {
         let now_ms = clock::now_ms();
         let limit = self.inner.settings.placements_per_pass;
-        let (tasks, mut candidates) = self.read(|state| {
-            let candidates = self.candidates(state);
-            if !candidates.iter().any(Candidate::has_free_slot) {
-                return (Vec::new(), candidates);
-            }
-            let tasks: Vec<(AttemptRef, TaskNeeds, scheduler::Strategy)> = state
+        let planned = self.plan(|state| {
+            state
                 .jobs
                 .ready_tasks(now_ms)
                 .filter(|ready| !self.inner.auctions.is_open(&ready.job.id, &ready.spec.id))
                 .take(limit)
                 .map(|ready| {
+                    let spec = ready.spec;
                     (
                         attempt_of(&ready),
-                        needs_of(ready.spec),
-                        strategy_of(ready.spec.strategy),
+                        needs_of(spec),
+                        strategy_of(spec.strategy),
                     )
                 })
-                .collect();
-            (tasks, candidates)
+                .collect()
         });
-        if tasks.is_empty() || candidates.is_empty() {
+        let Some((tasks, candidates, plan)) = planned else {
             return;
-        }
-        let plan = {
-            let mut cursor = self.inner.cursor.lock().expect("cursor lock");
-            scheduler::place_batch(&tasks, &mut candidates, &mut cursor)
         };
         for auctioned in &plan.auctions {
             self.open_auction(auctioned, &tasks, &candidates);
@@ -311,13 +312,8 @@ impl AgentRuntime {
     /// on the current state as a scheduling pass would; auctioned tasks are left to the loop.
     /// Proposed right behind the submission, they spare its first tasks a commit.
     pub fn place_submission(&self, job_id: &str, spec: &JobSpec) -> Vec<Command> {
-        let (tasks, mut candidates) = self.read(|state| {
-            let candidates = self.candidates(state);
-            if !candidates.iter().any(Candidate::has_free_slot) {
-                return (Vec::new(), candidates);
-            }
-            let tasks: Vec<(AttemptRef, TaskNeeds, scheduler::Strategy)> = spec
-                .tasks
+        let planned = self.plan(|_| {
+            spec.tasks
                 .iter()
                 .filter(|task| task.depends_on.is_empty() && task.strategy != Strategy::Auction)
                 .take(self.inner.settings.placements_per_pass)
@@ -329,20 +325,35 @@ impl AgentRuntime {
                     };
                     (attempt, needs_of(task), strategy_of(task.strategy))
                 })
-                .collect();
-            (tasks, candidates)
+                .collect()
         });
-        if tasks.is_empty() {
+        let Some((_, _, plan)) = planned else {
             return Vec::new();
-        }
-        let plan = {
-            let mut cursor = self.inner.cursor.lock().expect("cursor lock");
-            scheduler::place_batch(&tasks, &mut candidates, &mut cursor)
         };
         plan.assigned
             .into_iter()
             .map(|(attempt, agent_id)| assign(attempt, agent_id))
             .collect()
+    }
+
+    /// One scheduling pass over the tasks `pick` chooses from the current state, against the
+    /// connected agents; `None` when no agent has a free slot or nothing was picked.
+    fn plan(&self, pick: impl FnOnce(&State) -> Vec<Placeable>) -> Option<Planned> {
+        let (tasks, mut candidates) = self.read(|state| {
+            let candidates = self.candidates(state);
+            match candidates.iter().any(Candidate::has_free_slot) {
+                true => (pick(state), candidates),
+                false => (Vec::new(), candidates),
+            }
+        });
+        if tasks.is_empty() {
+            return None;
+        }
+        let plan = {
+            let mut cursor = self.inner.cursor.lock().expect("cursor lock");
+            scheduler::place_batch(&tasks, &mut candidates, &mut cursor)
+        };
+        Some((tasks, candidates, plan))
     }
 
     /// Queues `commands` now, in order, and carries out their outcomes from a task of their
@@ -378,12 +389,7 @@ impl AgentRuntime {
             .collect()
     }
 
-    fn open_auction(
-        &self,
-        attempt: &AttemptRef,
-        tasks: &[(AttemptRef, TaskNeeds, scheduler::Strategy)],
-        candidates: &[Candidate],
-    ) {
+    fn open_auction(&self, attempt: &AttemptRef, tasks: &[Placeable], candidates: &[Candidate]) {
         let Some((_, needs, _)) = tasks.iter().find(|(a, _, _)| a == attempt) else {
             return;
         };
