@@ -204,6 +204,14 @@ impl Found {
             Some(bytes) => Some(decode::<Entry<TypeConfig>>("log entry", bytes)?.log_id),
             None => None,
         };
+        // Followers may learn of a commit before the entries reach their disk, so the committed
+        // id written may run ahead of the log a crash left behind: it never counts beyond it.
+        let end = last.or(purged);
+        let committed = match (committed, end) {
+            (Some(committed), Some(end)) if committed.index > end.index => Some(end),
+            (Some(_), None) => None,
+            (committed, _) => committed,
+        };
         Ok(Self {
             vote,
             committed,
@@ -224,13 +232,13 @@ fn run_writer(
         ops.extend(receiver.try_iter().take(4096));
         let Some(inner) = inner.upgrade() else { return };
         let committed = *inner.committed.lock().expect("committed lock");
-        let mut records = Vec::new();
+        let mut records: Vec<Record> = ops.iter().flat_map(records_of).collect();
+        // Last in the group: a torn group never keeps the commit point without the entries.
         if committed != written_committed {
             if let Ok(bytes) = encode("committed", &committed) {
                 records.push(Record::Committed(bytes));
             }
         }
-        records.extend(ops.iter().flat_map(records_of));
         let result = wal.write(&records).map_err(DiskError::from);
         if result.is_ok() {
             written_committed = committed;
@@ -452,5 +460,46 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
         .await
         .map_err(write_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn log_id(index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    #[tokio::test]
+    async fn a_commit_point_ahead_of_the_durable_log_is_clamped_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, _) = Wal::open(&dir.path().join("wal"), SEGMENT_BYTES).unwrap();
+            let entries: Vec<Record> = (1..=3)
+                .map(|i| Record::Entry {
+                    index: i,
+                    bytes: encode(
+                        "entry",
+                        &Entry::<TypeConfig> {
+                            log_id: log_id(i),
+                            payload: EntryPayload::Blank,
+                        },
+                    )
+                    .unwrap(),
+                })
+                .collect();
+            wal.write(&entries).unwrap();
+            // A follower heard of commit index 5 before entries 4 and 5 reached its disk.
+            let committed = encode("committed", &Some(log_id(5))).unwrap();
+            wal.write(&[Record::Committed(committed)]).unwrap();
+        }
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(3)));
+        assert_eq!(store.committed_index(), 3);
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(3)));
     }
 }

@@ -154,7 +154,12 @@ impl Wal {
         for (n, segment) in segments.into_iter().enumerate() {
             wal.replay(segment, n + 1 == count)?;
         }
-        wal.drop_purged_segments().map_err(&io)?;
+        if wal.offset == 0 {
+            // A segment created just before a crash holds nothing yet: give it the metadata
+            // before any older segment may go.
+            wal.write_group(&[]).map_err(&io)?;
+        }
+        wal.drop_purged_segments();
         let recovered = wal.recovered().map_err(&io)?;
         Ok((wal, recovered))
     }
@@ -182,22 +187,19 @@ impl Wal {
     }
 
     fn write_group(&mut self, records: &[Record]) -> io::Result<()> {
-        let (mut buffer, mut starts) = frame(records);
-        if self.offset > 0 && self.offset + buffer.len() as u64 > self.segment_bytes {
+        let (body, body_starts) = frame(records);
+        if self.offset > 0 && self.offset + body.len() as u64 > self.segment_bytes {
             let next = Segment::create(&self.dir, self.current.id + 1, self.segment_bytes)?;
             self.adopt(next);
-            let head = self.head_records();
-            let (mut framed, head_starts) = frame(&head);
-            let shift = framed.len();
-            framed.append(&mut buffer);
-            buffer = framed;
-            starts = head_starts
-                .into_iter()
-                .chain(starts.into_iter().map(|s| s + shift))
-                .collect();
-            self.note_all(&head, &starts[..head.len()]);
-            starts.drain(..head.len());
         }
+        // A segment starts with the current metadata, so older segments can be deleted.
+        let head = match self.offset {
+            0 => self.head_records(),
+            _ => Vec::new(),
+        };
+        let (mut buffer, head_starts) = frame(&head);
+        let shift = buffer.len();
+        buffer.extend_from_slice(&body);
         let took = timed(|| self.current.write_durably(self.offset, &buffer))?;
         if took >= SLOW_FLUSH {
             tracing::warn!(
@@ -206,10 +208,12 @@ impl Wal {
                 "slow write-ahead log flush: the disk stalled"
             );
         }
-        self.note_all(records, &starts);
+        self.note_all(&head, &head_starts);
+        let body_starts: Vec<usize> = body_starts.into_iter().map(|s| s + shift).collect();
+        self.note_all(records, &body_starts);
         self.offset += buffer.len() as u64;
         if records.iter().any(|r| matches!(r, Record::Purge { .. })) {
-            self.drop_purged_segments()?;
+            self.drop_purged_segments();
         }
         Ok(())
     }
@@ -266,9 +270,6 @@ impl Wal {
                         offset = chunk.position(),
                         "write-ahead log ends in a torn record; cutting it off"
                     );
-                    segment
-                        .cut_at(chunk.position(), self.segment_bytes)
-                        .map_err(&io)?;
                     break;
                 }
                 Scanned::Short | Scanned::Damaged => {
@@ -280,6 +281,13 @@ impl Wal {
             }
         }
         self.offset = chunk.position();
+        if last {
+            // Zero everything past the end: a crash may have left later records of a lost group
+            // behind a gap, and they must not come back once new records fill the gap.
+            segment
+                .cut_at(self.offset, self.segment_bytes)
+                .map_err(&io)?;
+        }
         Ok(())
     }
 
@@ -321,8 +329,10 @@ impl Wal {
         }
     }
 
-    /// Deletes the oldest segments whose entries are all purged (never the current one).
-    fn drop_purged_segments(&mut self) -> io::Result<()> {
+    /// Deletes the oldest segments whose entries are all purged (never the current one, which
+    /// starts with the metadata). A segment that cannot be deleted stays, with every newer one,
+    /// until the next purge: it costs disk space, never correctness.
+    fn drop_purged_segments(&mut self) {
         let purged = self.meta.purged.as_ref().map_or(0, |(upto, _)| *upto);
         let ids: Vec<u64> = {
             let index = self.index.lock().expect("wal index lock");
@@ -336,7 +346,10 @@ impl Wal {
             if id == self.current.id || !all_purged {
                 break;
             }
-            Segment::remove(&self.dir, id)?;
+            if let Err(error) = Segment::remove(&self.dir, id) {
+                tracing::warn!(segment = id, %error, "purged write-ahead log segment not deleted");
+                break;
+            }
             self.last_index_of.remove(&id);
             self.index
                 .lock()
@@ -344,7 +357,6 @@ impl Wal {
                 .segments
                 .remove(&id);
         }
-        Ok(())
     }
 
     fn recovered(&self) -> io::Result<Recovered> {

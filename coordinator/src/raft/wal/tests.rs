@@ -160,3 +160,59 @@ fn a_record_larger_than_a_segment_is_written_and_read_back() {
     assert_eq!(read[0].1.len(), 3 << 20);
     assert_eq!(recovered.last_entry.map(|b| b.len()), Some(3 << 20));
 }
+
+#[test]
+fn a_crash_right_after_a_new_segment_was_created_keeps_the_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), 150).unwrap();
+    wal.write(&[Record::Vote(b"v".to_vec())]).unwrap();
+    wal.write(&entries(1..6)).unwrap();
+    wal.write(&[Record::Purge {
+        upto_index: 5,
+        log_id: b"p5".to_vec(),
+    }])
+    .unwrap();
+    let next = wal.current.id + 1;
+    drop(wal);
+    // Rotation created the next segment, then the node died before writing to it.
+    segment::Segment::create(dir.path(), next, 150).unwrap();
+    for reopening in 1..=2 {
+        let (_wal, recovered) = Wal::open(dir.path(), 150).unwrap();
+        assert_eq!(
+            recovered.vote.as_deref(),
+            Some(&b"v"[..]),
+            "reopen {reopening}"
+        );
+        assert_eq!(
+            recovered.purged,
+            Some((5, b"p5".to_vec())),
+            "reopen {reopening}"
+        );
+    }
+}
+
+#[test]
+fn records_of_a_lost_group_behind_a_gap_never_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), SEGMENT_BYTES).unwrap();
+    wal.write(&entries(1..2)).unwrap();
+    let lost_at = wal.offset;
+    wal.write(&entries(2..4)).unwrap();
+    drop(wal);
+    // A crash kept the page of entry 3 but not the one of entry 2 (same group, never acked).
+    let mut framed = Vec::new();
+    entry(2).encode_into(&mut framed);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join(format!("{:020}.wal", 1)))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &vec![0; framed.len()], lost_at).unwrap();
+    drop(file);
+    let (mut wal, _) = Wal::open(dir.path(), SEGMENT_BYTES).unwrap();
+    assert_eq!(read_all(&wal), vec![1]);
+    // A new entry 2 of the same size ends exactly where the stale entry 3 began.
+    wal.write(&entries(2..3)).unwrap();
+    drop(wal);
+    let (wal, _) = Wal::open(dir.path(), SEGMENT_BYTES).unwrap();
+    assert_eq!(read_all(&wal), vec![1, 2], "the stale entry 3 came back");
+}
