@@ -106,6 +106,12 @@ pub struct TaskSection {
     /// Resources the task occupies.
     #[serde(default)]
     pub resources: BTreeMap<String, f64>,
+    /// Hard conditions on agent labels.
+    #[serde(default)]
+    pub constraints: Vec<ConstraintSection>,
+    /// Tasks sharing a group never run on one agent at the same time.
+    #[serde(default)]
+    pub anti_affinity_group: String,
     /// Per-attempt time limit.
     #[serde(default)]
     pub timeout_ms: u64,
@@ -120,6 +126,19 @@ pub struct TaskSection {
     pub auction_fallback: Option<String>,
     /// Auctions without a bid before `auction_fallback` takes over (default 1).
     pub auction_rounds: Option<u32>,
+}
+
+/// `constraints = [{ key = "zone", op = "in", values = ["eu", "us"] }]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConstraintSection {
+    /// The label key.
+    pub key: String,
+    /// `equals`, `in`, `not_in`, `exists` or `not_exists`.
+    pub op: String,
+    /// Operands: one for `equals`, at least one for `in` and `not_in`, none otherwise.
+    #[serde(default)]
+    pub values: Vec<String>,
 }
 
 /// `retry = { ... }`.
@@ -206,6 +225,13 @@ impl TaskSection {
             required_capabilities: self.capabilities,
             preferred_labels: self.preferred_labels.into_iter().collect(),
             resources: self.resources.into_iter().collect(),
+            constraints: self
+                .constraints
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| c.into_spec(&field(&format!("constraints[{i}].op"))))
+                .collect::<Result<_, _>>()?,
+            anti_affinity_group: self.anti_affinity_group,
             timeout_ms: self.timeout_ms,
             retry: self.retry.map(|r| pb::RetryPolicy {
                 max_attempts: r.max_attempts,
@@ -216,6 +242,31 @@ impl TaskSection {
             strategy: strategy as i32,
             auction,
             ..Default::default()
+        })
+    }
+}
+
+impl ConstraintSection {
+    fn into_spec(self, field: &str) -> Result<pb::PlacementConstraint, JobFileError> {
+        let op = match self.op.as_str() {
+            "equals" => pb::ConstraintOp::Equals,
+            "in" => pb::ConstraintOp::In,
+            "not_in" => pb::ConstraintOp::NotIn,
+            "exists" => pb::ConstraintOp::Exists,
+            "not_exists" => pb::ConstraintOp::NotExists,
+            other => {
+                return Err(JobFileError::Invalid {
+                    field: field.to_owned(),
+                    problem: format!(
+                        "'{other}' is not one of equals, in, not_in, exists, not_exists"
+                    ),
+                })
+            }
+        };
+        Ok(pb::PlacementConstraint {
+            key: self.key,
+            op: op as i32,
+            values: self.values,
         })
     }
 }

@@ -731,3 +731,130 @@ async fn a_job_cancelled_through_a_follower_stops_its_attempt_on_the_agent_at_on
     shutdown.cancel();
     Ok(())
 }
+
+/// Starts an agent with `cpu` of resource and label `zone`, whose tasks take `work`; records
+/// the most tasks it ran at once.
+fn start_sized_agent(
+    cluster: &LocalCluster,
+    shutdown: &CancellationToken,
+    name: &str,
+    cpu: f64,
+    zone: &str,
+    work: Duration,
+) -> Arc<Mutex<(usize, usize)>> {
+    let running: Arc<Mutex<(usize, usize)>> = Arc::default();
+    let seen = running.clone();
+    let agent = AgentBuilder::new(name, cluster.addrs())
+        .capability("render")
+        .label("zone", zone)
+        .resource("cpu", cpu)
+        .max_concurrent(8)
+        .fallback_handler(move |task: Task| {
+            let seen = seen.clone();
+            async move {
+                {
+                    let mut counts = seen.lock().unwrap();
+                    counts.0 += 1;
+                    counts.1 = counts.1.max(counts.0);
+                }
+                tokio::time::sleep(work).await;
+                seen.lock().unwrap().0 -= 1;
+                TaskOutcome::Succeeded(task.task.task_id.into_bytes())
+            }
+        });
+    let stop = shutdown.clone();
+    tokio::spawn(async move { agent.run(stop).await });
+    running
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_constraints_and_anti_affinity_shape_placement() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let cluster = start_cluster(3, options())?;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    let shutdown = CancellationToken::new();
+    let work = Duration::from_millis(150);
+    let eu1 = start_sized_agent(&cluster, &shutdown, "eu-1", 4.0, "eu", work);
+    let eu2 = start_sized_agent(&cluster, &shutdown, "eu-2", 4.0, "eu", work);
+    let us1 = start_sized_agent(&cluster, &shutdown, "us-1", 4.0, "us", work);
+    wait_for_agents(&client, 3).await?;
+    let names: BTreeMap<String, String> = client
+        .list_agents()
+        .await?
+        .into_iter()
+        .map(|a| (a.agent_id, a.name))
+        .collect();
+
+    // 12 tasks of 2 cpu, EU only: at most two at a time on each EU agent, none in the US.
+    let heavy: String = (0..12)
+        .map(|i| {
+            format!(
+                "[[tasks]]\nid = \"frame-{i:02}\"\nkind = \"render\"\ncapabilities = [\"render\"]\n\
+                 resources = {{ cpu = 2.0 }}\nstrategy = \"least_loaded\"\n\
+                 constraints = [{{ key = \"zone\", op = \"in\", values = [\"eu\"] }}]\n"
+            )
+        })
+        .collect();
+    let job_id = submit(&client, &heavy).await?;
+    let job = wait_for_job(&client, &job_id).await?;
+    assert_eq!(
+        job.state,
+        pb::JobState::Succeeded as i32,
+        "{}",
+        job.state_reason
+    );
+    let tasks = client.job_tasks(&job_id).await?;
+    for task in &tasks {
+        assert!(
+            names[&task.agent_id].starts_with("eu-"),
+            "{} ran on {}",
+            task.task_id,
+            names[&task.agent_id]
+        );
+    }
+    assert_eq!(us1.lock().unwrap().1, 0, "nothing ran in the US");
+    for (name, agent) in [("eu-1", &eu1), ("eu-2", &eu2)] {
+        let most = agent.lock().unwrap().1;
+        assert!(
+            (1..=2).contains(&most),
+            "{name} ran {most} tasks of 2 cpu at once on 4 cpu"
+        );
+    }
+
+    // Three replicas kept apart: one per agent.
+    let replicas: String = (0..3)
+        .map(|i| {
+            format!(
+                "[[tasks]]\nid = \"replica-{i}\"\nkind = \"render\"\ncapabilities = [\"render\"]\n\
+                 anti_affinity_group = \"replicas\"\nstrategy = \"least_loaded\"\n"
+            )
+        })
+        .collect();
+    let job_id = submit(&client, &replicas).await?;
+    let job = wait_for_job(&client, &job_id).await?;
+    assert_eq!(
+        job.state,
+        pb::JobState::Succeeded as i32,
+        "{}",
+        job.state_reason
+    );
+    let agents: std::collections::BTreeSet<String> = client
+        .job_tasks(&job_id)
+        .await?
+        .into_iter()
+        .map(|t| t.agent_id)
+        .collect();
+    assert_eq!(agents.len(), 3, "replicas shared an agent: {agents:?}");
+
+    // A task no agent could ever take is refused at submission, with the reason.
+    let too_big = "[[tasks]]\nid = \"huge\"\nkind = \"render\"\ncapabilities = [\"render\"]\nresources = { cpu = 16.0 }\n";
+    let error = submit(&client, too_big).await.unwrap_err().to_string();
+    assert!(
+        error.contains("tasks[0].resources: no agent can ever run it")
+            && error.contains("resource 'cpu': needs 16, 4 free"),
+        "{error}"
+    );
+    shutdown.cancel();
+    Ok(())
+}

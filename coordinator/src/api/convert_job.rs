@@ -5,6 +5,7 @@
 use synod_proto::v1 as pb;
 
 use super::ApiError;
+use crate::scheduler::{Constraint, ConstraintOp};
 use crate::state::jobs::{Criterion, Goal, JobSpec, RetryPolicy, Strategy, TaskSpec};
 
 /// Converts a submitted spec; `field` prefixes field paths in errors (e.g. `spec`).
@@ -88,6 +89,17 @@ pub fn task_spec(task: pb::TaskSpec, field: &str) -> Result<TaskSpec, ApiError> 
             ),
         ));
     }
+    let constraints = task
+        .constraints
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| constraint(c, &format!("{field}.constraints[{i}]")))
+        .collect::<Result<_, _>>()?;
+    let resources = task
+        .resources
+        .into_iter()
+        .map(|(name, amount)| resource(name, amount, &format!("{field}.resources")))
+        .collect::<Result<_, _>>()?;
     Ok(TaskSpec {
         id: task.task_id,
         kind: task.kind,
@@ -96,6 +108,9 @@ pub fn task_spec(task: pb::TaskSpec, field: &str) -> Result<TaskSpec, ApiError> 
         depends_on,
         required_capabilities: task.required_capabilities.into_iter().collect(),
         preferred_labels: task.preferred_labels.into_iter().collect(),
+        constraints,
+        resources,
+        anti_affinity_group: task.anti_affinity_group,
         timeout_ms: task.timeout_ms,
         retry: task.retry.map(retry_policy).unwrap_or_default(),
         strategy: optional_strategy(task.strategy, &format!("{field}.strategy"))?
@@ -104,6 +119,61 @@ pub fn task_spec(task: pb::TaskSpec, field: &str) -> Result<TaskSpec, ApiError> 
         bid_window_ms: auction.bid_window_ms,
         auction_rounds: auction.max_rounds,
     })
+}
+
+/// A placement constraint, its operands checked against its operator.
+fn constraint(constraint: pb::PlacementConstraint, field: &str) -> Result<Constraint, ApiError> {
+    if constraint.key.is_empty() {
+        return Err(ApiError::invalid(format!("{field}.key"), "required"));
+    }
+    let values = constraint.values;
+    let op = match pb::ConstraintOp::try_from(constraint.op) {
+        Ok(pb::ConstraintOp::Equals) if values.len() == 1 => {
+            ConstraintOp::Equals(values.into_iter().next().unwrap_or_default())
+        }
+        Ok(pb::ConstraintOp::In) if !values.is_empty() => ConstraintOp::In(values),
+        Ok(pb::ConstraintOp::NotIn) if !values.is_empty() => ConstraintOp::NotIn(values),
+        Ok(pb::ConstraintOp::Exists) if values.is_empty() => ConstraintOp::Exists,
+        Ok(pb::ConstraintOp::NotExists) if values.is_empty() => ConstraintOp::NotExists,
+        Ok(pb::ConstraintOp::Unspecified) | Err(_) => {
+            return Err(ApiError::invalid(
+                format!("{field}.op"),
+                "one of EQUALS, IN, NOT_IN, EXISTS, NOT_EXISTS is required",
+            ))
+        }
+        Ok(op) => {
+            return Err(ApiError::invalid(
+                format!("{field}.values"),
+                format!(
+                    "{} takes {}",
+                    op.as_str_name(),
+                    match op {
+                        pb::ConstraintOp::Equals => "exactly one value",
+                        pb::ConstraintOp::In | pb::ConstraintOp::NotIn => "at least one value",
+                        _ => "no values",
+                    }
+                ),
+            ))
+        }
+    };
+    Ok(Constraint {
+        key: constraint.key,
+        op,
+    })
+}
+
+/// A resource request: a named, finite, non-negative amount.
+fn resource(name: String, amount: f64, field: &str) -> Result<(String, f64), ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::invalid(field, "a resource name is empty"));
+    }
+    if !amount.is_finite() || amount < 0.0 {
+        return Err(ApiError::invalid(
+            format!("{field}.{name}"),
+            format!("{amount} is not a finite amount of at least 0"),
+        ));
+    }
+    Ok((name, amount))
 }
 
 /// Longest bid window a task may ask for.
@@ -148,8 +218,6 @@ fn optional_strategy(value: i32, field: &str) -> Result<Option<Strategy>, ApiErr
 /// Refuses, by field name, the parts of TaskSpec that belong to later features.
 fn unsupported(task: &pb::TaskSpec, field: &str) -> Result<(), ApiError> {
     let later = [
-        ("constraints", !task.constraints.is_empty()),
-        ("resources", !task.resources.is_empty()),
         ("fallback", task.fallback.is_some()),
         ("fan_out", task.fan_out.is_some()),
         ("child_job", task.child_job.is_some()),
@@ -157,7 +225,6 @@ fn unsupported(task: &pb::TaskSpec, field: &str) -> Result<(), ApiError> {
             "compensation_task_id",
             !task.compensation_task_id.is_empty(),
         ),
-        ("anti_affinity_group", !task.anti_affinity_group.is_empty()),
     ];
     match later.iter().find(|(_, set)| *set) {
         Some((name, _)) => Err(ApiError::invalid(

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use synod_proto::v1 as pb;
 use synod_proto::v1::job_event::Kind;
 
+use crate::scheduler::{Constraint, ConstraintOp};
 use crate::state::jobs::{
     AttemptOutcome, AttemptRecord, Criterion, JobEvent, JobEventKind, JobRecord, JobSpec, JobState,
     Strategy, TaskRecord, TaskSpec, TaskState,
@@ -219,6 +220,9 @@ pub fn task_spec(spec: &TaskSpec) -> pb::TaskSpec {
         depends_on: depends_on.collect(),
         required_capabilities: spec.required_capabilities.iter().cloned().collect(),
         preferred_labels: spec.preferred_labels.clone().into_iter().collect(),
+        constraints: spec.constraints.iter().map(placement_constraint).collect(),
+        resources: spec.resources.clone().into_iter().collect(),
+        anti_affinity_group: spec.anti_affinity_group.clone(),
         timeout_ms: spec.timeout_ms,
         retry: Some(pb::RetryPolicy {
             max_attempts: spec.retry.max_attempts,
@@ -229,6 +233,21 @@ pub fn task_spec(spec: &TaskSpec) -> pb::TaskSpec {
         strategy: assignment_strategy(spec.strategy) as i32,
         auction: auction_settings(spec),
         ..Default::default()
+    }
+}
+
+fn placement_constraint(constraint: &Constraint) -> pb::PlacementConstraint {
+    let (op, values) = match &constraint.op {
+        ConstraintOp::Equals(value) => (pb::ConstraintOp::Equals, vec![value.clone()]),
+        ConstraintOp::In(values) => (pb::ConstraintOp::In, values.clone()),
+        ConstraintOp::NotIn(values) => (pb::ConstraintOp::NotIn, values.clone()),
+        ConstraintOp::Exists => (pb::ConstraintOp::Exists, Vec::new()),
+        ConstraintOp::NotExists => (pb::ConstraintOp::NotExists, Vec::new()),
+    };
+    pb::PlacementConstraint {
+        key: constraint.key.clone(),
+        op: op as i32,
+        values,
     }
 }
 
@@ -446,6 +465,12 @@ mod tests {
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
             required_capabilities: ["llm".to_owned()].into(),
             preferred_labels: BTreeMap::new(),
+            constraints: vec![Constraint {
+                key: "zone".into(),
+                op: ConstraintOp::In(vec!["eu".into(), "us".into()]),
+            }],
+            resources: [("cpu".to_owned(), 2.0)].into(),
+            anti_affinity_group: "replicas".into(),
             timeout_ms: 0,
             retry: RetryPolicy::default(),
             strategy: Strategy::Auction,

@@ -32,7 +32,7 @@ use super::{clock, CommandResult, Proposer};
 use crate::raft::{ProposeError, Raft, SharedState};
 use crate::scheduler::{self, Candidate, RoundRobinCursor, TaskNeeds};
 use crate::state::jobs::{AttemptRef, JobSpec, Strategy, TaskState};
-use crate::state::{Applied, Command, Effects, State};
+use crate::state::{placement, Applied, Command, Effects, State};
 
 /// A task the scheduler may place: its attempt, what it needs and how to choose.
 type Placeable = (AttemptRef, TaskNeeds, scheduler::Strategy);
@@ -287,11 +287,8 @@ impl AgentRuntime {
                 .take(limit)
                 .map(|ready| {
                     let spec = ready.spec;
-                    (
-                        attempt_of(&ready),
-                        needs_of(spec),
-                        strategy_of(spec.strategy),
-                    )
+                    let needs = placement::needs_of(&ready.job.id, spec);
+                    (attempt_of(&ready), needs, strategy_of(spec.strategy))
                 })
                 .collect()
         });
@@ -323,7 +320,8 @@ impl AgentRuntime {
                         task_id: task.id.clone(),
                         attempt: 1,
                     };
-                    (attempt, needs_of(task), strategy_of(task.strategy))
+                    let needs = placement::needs_of(job_id, task);
+                    (attempt, needs, strategy_of(task.strategy))
                 })
                 .collect()
         });
@@ -377,15 +375,7 @@ impl AgentRuntime {
             .agents
             .accepting_work()
             .filter(|agent| self.inner.hub.is_connected(&agent.id))
-            .map(|agent| Candidate {
-                id: agent.id.clone(),
-                capabilities: agent.capabilities.clone(),
-                labels: agent.labels.clone(),
-                running: agent.running.len() as u32,
-                max_concurrent: agent.max_concurrent,
-                free_resources: agent.resources.clone(),
-                draining_or_quarantined: agent.draining,
-            })
+            .map(|agent| placement::candidate_of(&state.jobs, agent))
             .collect()
     }
 
@@ -512,14 +502,6 @@ fn attempt_of(ready: &crate::state::jobs::ReadyTask<'_>) -> AttemptRef {
         job_id: ready.job.id.clone(),
         task_id: ready.spec.id.clone(),
         attempt: ready.next_attempt(),
-    }
-}
-
-fn needs_of(spec: &crate::state::jobs::TaskSpec) -> TaskNeeds {
-    TaskNeeds {
-        required_capabilities: spec.required_capabilities.clone(),
-        preferred_labels: spec.preferred_labels.clone(),
-        ..TaskNeeds::default()
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Candidate {
     pub free_resources: BTreeMap<String, f64>,
     /// Draining or quarantined agents receive no new work.
     pub draining_or_quarantined: bool,
+    /// Anti-affinity keys of the tasks the agent runs (see [`TaskNeeds::anti_affinity`]).
+    pub anti_affinity: BTreeSet<String>,
 }
 
 impl Candidate {
@@ -34,10 +36,14 @@ impl Candidate {
         self.running >= self.max_concurrent
     }
 
-    /// Counts one more task against the agent: a slot and the task's resources. Resources the
-    /// agent does not list stay unlisted (only a zero need fits them).
+    /// Counts one more task against the agent: a slot, the task's resources and its
+    /// anti-affinity key. Resources the agent does not list stay unlisted (only a zero need
+    /// fits them).
     pub fn reserve(&mut self, needs: &TaskNeeds) {
         self.running = self.running.saturating_add(1);
+        if let Some(key) = &needs.anti_affinity {
+            self.anti_affinity.insert(key.clone());
+        }
         for (name, need) in &needs.resources {
             if let Some(free) = self.free_resources.get_mut(name) {
                 *free -= need;

@@ -3,9 +3,9 @@
 //! Checks run in a fixed order, from the most lasting obstacle to the most passing one:
 //!
 //! ```text
-//!   draining/quarantined ─► capabilities ─► constraints ─► free slot ─► resources
-//!   (Unavailable)           (Missing…)      (Constraint…)  (Full)       (Insufficient…)
-//!   └──────────── static during a pass ────────────────┘  └── shrink as tasks land ──┘
+//!   draining/quarantined ─► capabilities ─► constraints ─► free slot ─► resources ─► anti-affinity
+//!   (Unavailable)           (Missing…)      (Constraint…)  (Full)       (Insufficient…) (AntiAffinity)
+//!   └──────────── static during a pass ────────────────┘  └────── shrink as tasks land ──────────┘
 //! ```
 //!
 //! The boolean checks borrow and never allocate, so hot loops can call them freely; only
@@ -31,6 +31,9 @@ pub enum Ineligible {
     /// The agent runs as many tasks as it allows.
     #[error("agent is at its concurrency limit")]
     Full,
+    /// The agent already runs a task of the same job and anti-affinity group.
+    #[error("agent already runs a task of anti-affinity group '{0}'")]
+    AntiAffinity(String),
     /// The agent's free capacity does not cover a resource.
     #[error("resource '{name}': needs {need}, {free} free")]
     InsufficientResource {
@@ -58,12 +61,15 @@ pub fn eligible(needs: &TaskNeeds, candidate: &Candidate) -> Result<(), Ineligib
     if candidate.is_full() {
         return Err(Ineligible::Full);
     }
-    match short_resource(needs, candidate) {
-        Some((name, need, free)) => Err(Ineligible::InsufficientResource {
+    if let Some((name, need, free)) = short_resource(needs, candidate) {
+        return Err(Ineligible::InsufficientResource {
             name: name.to_owned(),
             need,
             free,
-        }),
+        });
+    }
+    match shared_group(needs, candidate) {
+        Some(key) => Err(Ineligible::AntiAffinity(key.to_owned())),
         None => Ok(()),
     }
 }
@@ -81,9 +87,18 @@ pub(super) fn matches_statically(needs: &TaskNeeds, candidate: &Candidate) -> bo
         && failed_constraint(needs, candidate).is_none()
 }
 
-/// The checks that placing tasks can turn false: a free slot and enough free resources.
+/// The checks that placing tasks can turn false: a free slot, enough free resources and no
+/// task of the same anti-affinity group.
 pub(super) fn has_room(needs: &TaskNeeds, candidate: &Candidate) -> bool {
-    !candidate.is_full() && short_resource(needs, candidate).is_none()
+    !candidate.is_full()
+        && short_resource(needs, candidate).is_none()
+        && shared_group(needs, candidate).is_none()
+}
+
+/// The task's anti-affinity key, when the agent already runs a task with it.
+fn shared_group<'n>(needs: &'n TaskNeeds, candidate: &Candidate) -> Option<&'n str> {
+    let key = needs.anti_affinity.as_deref()?;
+    candidate.anti_affinity.contains(key).then_some(key)
 }
 
 fn missing_capability<'n>(needs: &'n TaskNeeds, candidate: &Candidate) -> Option<&'n str> {
@@ -201,6 +216,18 @@ mod tests {
                 base().busy(4, 4),
                 needs().caps(&["tpu"]),
                 Err(Ineligible::MissingCapability("tpu".into())),
+            ),
+            (
+                "anti-affinity group taken",
+                base().running_group("job/shard"),
+                wants_gpu().apart("job/shard"),
+                Err(Ineligible::AntiAffinity("job/shard".into())),
+            ),
+            (
+                "another group",
+                base().running_group("job/other"),
+                wants_gpu().apart("job/shard"),
+                Ok(()),
             ),
             (
                 "unavailable reported first",

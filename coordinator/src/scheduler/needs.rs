@@ -19,6 +19,9 @@ pub struct TaskNeeds {
     pub constraints: Vec<Constraint>,
     /// Resources the task occupies while assigned, e.g. `{"cpu": 2.0}`.
     pub resources: BTreeMap<String, f64>,
+    /// Tasks with the same key never run on one agent at the same time (the key names the job
+    /// and its anti-affinity group).
+    pub anti_affinity: Option<String>,
 }
 
 impl TaskNeeds {

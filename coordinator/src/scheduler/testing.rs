@@ -58,6 +58,11 @@ impl Candidate {
         self.draining_or_quarantined = true;
         self
     }
+
+    pub(crate) fn running_group(mut self, key: &str) -> Self {
+        self.anti_affinity.insert(key.to_owned());
+        self
+    }
 }
 
 impl TaskNeeds {
@@ -79,6 +84,11 @@ impl TaskNeeds {
 
     pub(crate) fn resources(mut self, resources: &[(&str, f64)]) -> Self {
         self.resources.extend(amounts(resources));
+        self
+    }
+
+    pub(crate) fn apart(mut self, key: &str) -> Self {
+        self.anti_affinity = Some(key.to_owned());
         self
     }
 }

@@ -23,6 +23,7 @@ pub mod effects;
 pub mod jobs;
 mod kv;
 mod outcome;
+pub mod placement;
 
 pub use agents::{AgentRecord, AgentRegistry, AgentStatus, Registration};
 pub use command::{Command, KvCondition, Meta, Proposal, TaskOutcome};

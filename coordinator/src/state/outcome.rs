@@ -166,6 +166,14 @@ pub enum Rejection {
         /// The missing capability.
         capability: String,
     },
+    /// The agent cannot take the task: a constraint, a resource or anti-affinity.
+    #[error("agent '{agent_id}' cannot take the task: {reason}")]
+    Ineligible {
+        /// The agent.
+        agent_id: String,
+        /// Why, as the scheduler words it.
+        reason: String,
+    },
     /// The agent has no free slot.
     #[error("agent '{agent_id}' already runs {max_concurrent} tasks, its limit")]
     AgentFull {

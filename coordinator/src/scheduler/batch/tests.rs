@@ -48,6 +48,17 @@ fn batch_table() {
             unplaced: vec![],
         },
         Case {
+            name: "anti-affinity spreads a group, one task per agent",
+            candidates: vec![agent("a"), agent("b")],
+            tasks: (0..3)
+                .map(|k| task(k, needs().apart("job/replicas"), LeastLoaded))
+                .chain([task(3, needs(), LeastLoaded)])
+                .collect(),
+            assigned: vec![(0, "a"), (1, "b"), (3, "a")],
+            auctions: vec![],
+            unplaced: vec![2],
+        },
+        Case {
             name: "auction tasks set aside",
             candidates: vec![agent("a")],
             tasks: vec![task(0, needs(), Auction), task(1, needs(), Capability)],

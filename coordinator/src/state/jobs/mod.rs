@@ -41,7 +41,8 @@ pub use validate::{unsatisfiable, unsatisfiable_tasks, validate, validate_subtas
 use lifecycle::Transition;
 
 use super::effects::{AttemptEnd, Effects};
-use super::{AgentRegistry, Applied, Meta, Outcome, Rejection, TaskOutcome};
+use super::{placement, AgentRegistry, Applied, Meta, Outcome, Rejection, TaskOutcome};
+use crate::scheduler;
 
 /// An agent's report on one attempt: what fencing checks.
 #[derive(Debug, Clone, Copy)]
@@ -109,10 +110,18 @@ impl JobTable {
     ) -> Outcome {
         let (job, task) = self.open_task(report.job_id, report.task_id)?;
         check_assignable_task(report, task, meta.now_ms)?;
-        let capabilities = job
-            .task_spec(report.task_id)
-            .map(|spec| &spec.required_capabilities);
+        let spec = job.task_spec(report.task_id);
+        let capabilities = spec.map(|spec| &spec.required_capabilities);
         agents.check_assignable(report.agent_id, capabilities.unwrap_or(&Default::default()))?;
+        if let (Some(spec), Some(agent)) = (spec, agents.get(report.agent_id)) {
+            let needs = placement::needs_of(report.job_id, spec);
+            scheduler::eligible(&needs, &placement::candidate_of(self, agent)).map_err(
+                |reason| Rejection::Ineligible {
+                    agent_id: report.agent_id.to_owned(),
+                    reason: reason.to_string(),
+                },
+            )?;
+        }
         let mut effects = Effects::default();
         let mut transition = self.transition(report.job_id, agents, &mut effects, meta)?;
         let deadline_at_ms = transition.assign(report.task_id, report.attempt, report.agent_id);

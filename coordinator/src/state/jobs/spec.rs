@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::scheduler::Constraint;
+
 /// Most tasks a job may hold, subtasks included.
 pub const TASKS_MAX: usize = 10_000;
 /// Largest task payload or output, in bytes.
@@ -74,6 +76,15 @@ pub struct TaskSpec {
     pub required_capabilities: BTreeSet<String>,
     /// Soft placement: agents with more matching labels are preferred.
     pub preferred_labels: BTreeMap<String, String>,
+    /// Hard conditions on the agent's labels; all must hold.
+    #[serde(default)]
+    pub constraints: Vec<Constraint>,
+    /// Resources the task holds on its agent while assigned, e.g. `{"cpu": 2.0}`.
+    #[serde(default)]
+    pub resources: BTreeMap<String, f64>,
+    /// Tasks of the job sharing a non-empty group never run on one agent at the same time.
+    #[serde(default)]
+    pub anti_affinity_group: String,
     /// Time limit of each attempt from assignment; 0 means [`DEFAULT_TASK_TIMEOUT_MS`].
     pub timeout_ms: u64,
     /// Retries after failures, timeouts and lost agents.

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::dag::find_cycle;
 use super::spec::{ATTEMPTS_MAX, NAME_CHARS_MAX, PAYLOAD_BYTES_MAX, TASKS_MAX, TASK_ID_CHARS_MAX};
+use super::JobTable;
 use super::{Criterion, JobSpec, RetryPolicy, Strategy, TaskSpec};
-use crate::state::AgentRegistry;
+use crate::scheduler::{self, Candidate, Ineligible, TaskNeeds};
+use crate::state::{placement, AgentRegistry};
 
 /// A broken spec rule: `field` is a path such as `tasks[2].depends_on[0]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -60,8 +62,10 @@ pub fn validate_subtasks(
     check_batch("subtasks", subtasks, existing_count, existing)
 }
 
-/// The first task that no live agent (neither expired nor deregistered) could run, because no
-/// such agent offers all of its required capabilities. Tasks requiring none always pass.
+/// The first task that no live agent (neither expired nor deregistered) could run: no such
+/// agent offers all of its required capabilities, or none of those that do satisfies its label
+/// constraints and has the resources it asks for in total. Tasks requiring none of these
+/// always pass (they wait for whichever agent comes).
 pub fn unsatisfiable(spec: &JobSpec, agents: &AgentRegistry) -> Option<SpecError> {
     unsatisfiable_tasks("tasks", &spec.tasks, agents)
 }
@@ -74,7 +78,23 @@ pub fn unsatisfiable_tasks(
 ) -> Option<SpecError> {
     // Tasks of a job mostly share a few capability sets: check each distinct set once.
     let mut satisfiable: BTreeSet<&BTreeSet<String>> = BTreeSet::new();
+    // ...and a few distinct placement needs: each fit found once.
+    let mut fitting: Vec<TaskNeeds> = Vec::new();
     tasks.iter().enumerate().find_map(|(i, task)| {
+        missing_capability(prefix, i, task, agents, &mut satisfiable)
+            .or_else(|| unfit(prefix, i, task, agents, &mut fitting))
+    })
+}
+
+/// Whether some live agent offers all of the task's capabilities.
+fn missing_capability<'t>(
+    prefix: &str,
+    i: usize,
+    task: &'t TaskSpec,
+    agents: &AgentRegistry,
+    satisfiable: &mut BTreeSet<&'t BTreeSet<String>>,
+) -> Option<SpecError> {
+    {
         let needed = &task.required_capabilities;
         // A task that needs no capability waits for whichever agent comes.
         if needed.is_empty() || satisfiable.contains(needed) {
@@ -96,7 +116,66 @@ pub fn unsatisfiable_tasks(
             None => format!("no agent offers all of {}", quoted(needed.iter())),
         };
         Some(SpecError::new(field, problem))
-    })
+    }
+}
+
+/// Whether some live agent with the task's capabilities could take it when idle: its label
+/// constraints hold and its resources cover the request.
+fn unfit(
+    prefix: &str,
+    i: usize,
+    task: &TaskSpec,
+    agents: &AgentRegistry,
+    fitting: &mut Vec<TaskNeeds>,
+) -> Option<SpecError> {
+    if task.constraints.is_empty() && task.resources.is_empty() {
+        return None;
+    }
+    let needs = placement::needs_of("", task);
+    if fitting.contains(&needs) {
+        return None;
+    }
+    let capable = agents
+        .live()
+        .filter(|agent| task.required_capabilities.is_subset(&agent.capabilities));
+    let mut reasons = Vec::new();
+    for agent in capable {
+        let idle = Candidate {
+            max_concurrent: 1,
+            ..placement::candidate_of(&JobTable::default(), agent)
+        };
+        match scheduler::eligible(&needs, &idle) {
+            Ok(()) => {
+                fitting.push(needs);
+                return None;
+            }
+            Err(reason) => reasons.push((agent.id.clone(), reason)),
+        }
+    }
+    let field = match reasons.first() {
+        Some((_, Ineligible::InsufficientResource { .. })) => "resources",
+        Some(_) => "constraints",
+        None if task.resources.is_empty() => "constraints",
+        None => "resources",
+    };
+    let problem = match reasons.is_empty() {
+        true => "no agent is connected to run it".to_owned(),
+        false => {
+            let shown: Vec<String> = reasons
+                .iter()
+                .take(3)
+                .map(|(id, reason)| format!("agent '{id}': {reason}"))
+                .collect();
+            let more = reasons.len().saturating_sub(3);
+            let more = if more > 0 {
+                format!(" (and {more} more)")
+            } else {
+                String::new()
+            };
+            format!("no agent can ever run it: {}{more}", shown.join("; "))
+        }
+    };
+    Some(SpecError::new(format!("{prefix}[{i}].{field}"), problem))
 }
 
 /// Rules shared by a job's tasks and a batch of subtasks, named under `prefix`.

@@ -6,6 +6,7 @@ mod agent_loss;
 mod assignment;
 mod completion;
 mod fencing;
+mod placement;
 mod readiness;
 mod replicas;
 mod retries;

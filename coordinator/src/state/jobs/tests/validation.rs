@@ -186,3 +186,53 @@ fn capabilities_no_live_agent_offers_are_refused_on_the_applied_state() {
     h.ok(register("a3", &["cuda", "gpu"], 1));
     h.ok(submit("j", spec(vec![gpu])));
 }
+
+#[test]
+fn unsatisfiable_names_resources_and_constraints_no_agent_can_meet() {
+    use crate::scheduler::{Constraint, ConstraintOp};
+    let mut agents = AgentRegistry::default();
+    for (id, cpu, zone) in [("big", 8.0, "eu"), ("small", 2.0, "us")] {
+        let mut agent = registration(id, &["python"], 4);
+        agent.resources = [("cpu".to_owned(), cpu)].into();
+        agent.labels = [("zone".to_owned(), zone.to_owned())].into();
+        agents.register(&agent, 0).unwrap();
+    }
+    let check = |cpu: f64, zone: Option<&str>| {
+        let mut job = spec(vec![task("a", &[])]);
+        job.tasks[0].required_capabilities = ["python".to_owned()].into();
+        job.tasks[0].resources = [("cpu".to_owned(), cpu)].into();
+        if let Some(zone) = zone {
+            job.tasks[0].constraints = vec![Constraint {
+                key: "zone".into(),
+                op: ConstraintOp::Equals(zone.into()),
+            }];
+        }
+        unsatisfiable(&job, &agents).map(|e| e.to_string())
+    };
+    assert_eq!(check(8.0, None), None, "fits the big agent when idle");
+    assert_eq!(check(2.0, Some("us")), None);
+    assert_eq!(
+        check(16.0, None),
+        Some(
+            "tasks[0].resources: no agent can ever run it: agent 'big': resource 'cpu': needs 16, \
+             8 free; agent 'small': resource 'cpu': needs 16, 2 free"
+                .into()
+        )
+    );
+    assert_eq!(
+        check(4.0, Some("us")),
+        Some(
+            "tasks[0].constraints: no agent can ever run it: agent 'big': constraint on label \
+             'zone' not satisfied; agent 'small': resource 'cpu': needs 4, 2 free"
+                .into()
+        )
+    );
+    assert_eq!(
+        check(1.0, Some("mars")),
+        Some(
+            "tasks[0].constraints: no agent can ever run it: agent 'big': constraint on label \
+             'zone' not satisfied; agent 'small': constraint on label 'zone' not satisfied"
+                .into()
+        )
+    );
+}

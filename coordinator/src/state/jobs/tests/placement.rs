@@ -1,0 +1,82 @@
+//! AssignTask applies the same placement rules as the scheduler: label constraints, resources
+//! held while assigned (and given back when the attempt ends) and anti-affinity within a job.
+
+use super::*;
+use crate::scheduler::{Constraint, ConstraintOp};
+use crate::state::Command;
+
+/// Agents `big` (4 cpu, zone eu) and `small` (1 cpu, zone us), 4 slots each.
+fn harness(job: JobSpec) -> Harness {
+    let mut h = Harness::new();
+    for (id, cpu, zone) in [("big", 4.0, "eu"), ("small", 1.0, "us")] {
+        let mut agent = registration(id, &[], 4);
+        agent.resources = [("cpu".to_owned(), cpu)].into();
+        agent.labels = [("zone".to_owned(), zone.to_owned())].into();
+        h.ok(Command::RegisterAgent(agent));
+    }
+    h.ok(submit("j", job));
+    h
+}
+
+fn cpu_tasks(count: usize, cpu: f64) -> JobSpec {
+    let mut job = spec((0..count).map(|i| task(&format!("t{i}"), &[])).collect());
+    for task in &mut job.tasks {
+        task.resources = [("cpu".to_owned(), cpu)].into();
+    }
+    job
+}
+
+#[test]
+fn resources_are_held_while_assigned_and_given_back_after() {
+    let mut h = harness(cpu_tasks(3, 2.0));
+    h.ok(assign("j", "t0", 1, "big"));
+    h.ok(assign("j", "t1", 1, "big"));
+    let rejection = h.rejected(assign("j", "t2", 1, "big"));
+    assert_eq!(
+        rejection.to_string(),
+        "agent 'big' cannot take the task: resource 'cpu': needs 2, 0 free"
+    );
+    let rejection = h.rejected(assign("j", "t2", 1, "small"));
+    assert_eq!(
+        rejection.to_string(),
+        "agent 'small' cannot take the task: resource 'cpu': needs 2, 1 free"
+    );
+    h.ok(start("j", "t0", 1, "big"));
+    h.ok(succeed("j", "t0", 1, "big", "done"));
+    h.ok(assign("j", "t2", 1, "big"));
+    assert_eq!(h.task("j", "t2").agent.as_deref(), Some("big"));
+}
+
+#[test]
+fn label_constraints_hold_at_apply() {
+    let mut job = spec(vec![task("eu-only", &[])]);
+    job.tasks[0].constraints = vec![Constraint {
+        key: "zone".into(),
+        op: ConstraintOp::Equals("eu".into()),
+    }];
+    let mut h = harness(job);
+    let rejection = h.rejected(assign("j", "eu-only", 1, "small"));
+    assert_eq!(
+        rejection.to_string(),
+        "agent 'small' cannot take the task: constraint on label 'zone' not satisfied"
+    );
+    h.ok(assign("j", "eu-only", 1, "big"));
+}
+
+#[test]
+fn anti_affinity_keeps_a_group_apart_and_other_jobs_are_free() {
+    let mut job = spec(vec![task("r0", &[]), task("r1", &[]), task("other", &[])]);
+    job.tasks[0].anti_affinity_group = "replicas".into();
+    job.tasks[1].anti_affinity_group = "replicas".into();
+    let mut h = harness(job.clone());
+    h.ok(submit("k", job));
+    h.ok(assign("j", "r0", 1, "big"));
+    let rejection = h.rejected(assign("j", "r1", 1, "big"));
+    assert_eq!(
+        rejection.to_string(),
+        "agent 'big' cannot take the task: agent already runs a task of anti-affinity group 'j/replicas'"
+    );
+    h.ok(assign("j", "other", 1, "big"));
+    h.ok(assign("k", "r0", 1, "big"));
+    h.ok(assign("j", "r1", 1, "small"));
+}
