@@ -107,6 +107,8 @@ pub struct AgentSessionSettings {
     /// Period of the leader's loop (expiry, timeouts, auctions; placement also runs as soon
     /// as tasks become ready).
     pub tick_ms: u64,
+    /// A ready task that no live agent could ever take ends unsatisfiable after this long.
+    pub unsatisfiable_ms: u64,
 }
 
 impl Default for AgentSessionSettings {
@@ -116,6 +118,7 @@ impl Default for AgentSessionSettings {
             heartbeat_ms: 1_000,
             bid_window_ms: 200,
             tick_ms: 20,
+            unsatisfiable_ms: 30_000,
         }
     }
 }
@@ -351,6 +354,12 @@ fn validate_agents(agents: &AgentSessionSettings) -> Result<(), ConfigError> {
     }
     if !(1..=1_000).contains(&agents.tick_ms) {
         return Err(invalid("agents.tick_ms", "must be 1 to 1000"));
+    }
+    if !(100..=86_400_000).contains(&agents.unsatisfiable_ms) {
+        return Err(invalid(
+            "agents.unsatisfiable_ms",
+            "must be 100 to 86400000 (a day)",
+        ));
     }
     Ok(())
 }

@@ -24,6 +24,8 @@ pub struct NodeOptions {
     pub election_timeout_min_ms: u64,
     /// Log filter of the nodes.
     pub log: String,
+    /// How long a ready task no live agent could take waits before it ends unsatisfiable.
+    pub unsatisfiable_ms: u64,
 }
 
 impl Default for NodeOptions {
@@ -33,6 +35,7 @@ impl Default for NodeOptions {
             heartbeat_ms: 50,
             election_timeout_min_ms: 200,
             log: "info".into(),
+            unsatisfiable_ms: 30_000,
         }
     }
 }
@@ -177,6 +180,7 @@ impl LocalCluster {
                 "--election-timeout-max-ms",
                 &(options.election_timeout_min_ms * 2).to_string(),
             ])
+            .args(["--unsatisfiable-ms", &options.unsatisfiable_ms.to_string()])
             .args(["--log", &options.log])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -260,6 +260,7 @@ fn agent_settings(agents: &crate::config::AgentSessionSettings) -> AgentSettings
         heartbeat: Duration::from_millis(agents.heartbeat_ms),
         tick: Duration::from_millis(agents.tick_ms),
         bid_window: Duration::from_millis(agents.bid_window_ms),
+        unsatisfiable_after: Duration::from_millis(agents.unsatisfiable_ms),
         ..AgentSettings::default()
     }
 }

@@ -858,3 +858,48 @@ async fn resources_constraints_and_anti_affinity_shape_placement() -> anyhow::Re
     shutdown.cancel();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_no_live_agent_can_take_ends_unsatisfiable_with_the_reason() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let cluster = start_cluster(
+        3,
+        NodeOptions {
+            unsatisfiable_ms: 1_000,
+            ..options()
+        },
+    )?;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    let fleet = Fleet::new();
+    fleet.start(
+        &cluster,
+        "cpu-worker",
+        &["cpu"],
+        2,
+        Duration::from_secs(1),
+        None,
+    );
+    let gpu = CancellationToken::new();
+    let gpu_agent = AgentBuilder::new("gpu-box", cluster.addrs())
+        .capability("gpu")
+        .fallback_handler(|_: Task| async { TaskOutcome::Succeeded(Vec::new()) });
+    let stop = gpu.clone();
+    tokio::spawn(async move { gpu_agent.run(stop).await });
+    wait_for_agents(&client, 2).await?;
+    // `render` needs the GPU box, which leaves while `prep` runs.
+    let job = "[[tasks]]\nid = \"prep\"\nkind = \"work\"\ncapabilities = [\"cpu\"]\n\
+               [[tasks]]\nid = \"render\"\nkind = \"work\"\ncapabilities = [\"gpu\"]\ndepends_on = [\"prep\"]\n";
+    let job_id = submit(&client, job).await?;
+    gpu.cancel();
+    let done = wait_for_job(&client, &job_id).await?;
+    assert_eq!(done.state, pb::JobState::Failed as i32);
+    let render = task_of(&client, &job_id, "render").await.unwrap();
+    assert_eq!(render.state, pb::TaskState::Unsatisfiable as i32);
+    assert_eq!(render.state_reason, "no agent offers 'gpu'");
+    assert_eq!(
+        task_of(&client, &job_id, "prep").await.unwrap().state,
+        pb::TaskState::Succeeded as i32
+    );
+    Ok(())
+}

@@ -173,6 +173,7 @@ pub fn task_state(state: TaskState) -> pb::TaskState {
         TaskState::Cancelled => pb::TaskState::Cancelled,
         TaskState::Skipped => pb::TaskState::Skipped,
         TaskState::DeadLettered => pb::TaskState::DeadLettered,
+        TaskState::Unsatisfiable => pb::TaskState::Unsatisfiable,
     }
 }
 
@@ -322,6 +323,12 @@ fn later_event_kind(job: &JobRecord, kind: &JobEventKind) -> Option<Kind> {
     use synod_proto::v1::job_event as e;
     Some(match kind {
         JobEventKind::TaskDeadLettered { task_id } => dead_lettered(job, task_id),
+        JobEventKind::TaskUnsatisfiable { task_id, reason } => {
+            Kind::TaskUnsatisfiable(e::TaskUnsatisfiable {
+                task_id: task_id.clone(),
+                reason: reason.clone(),
+            })
+        }
         JobEventKind::TaskSkipped {
             task_id,
             dependency,

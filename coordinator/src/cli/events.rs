@@ -70,6 +70,9 @@ impl AgentNames {
             Some(Kind::TaskRetryScheduled(e)) => {
                 format!("{} retries in {} ms", e.task_id, e.backoff_ms)
             }
+            Some(Kind::TaskUnsatisfiable(e)) => {
+                format!("{} unsatisfiable: {}", e.task_id, e.reason)
+            }
             Some(Kind::TaskDeadLettered(e)) => format!(
                 "{} dead-lettered after {} attempts: {}",
                 e.task_id, e.attempts, e.last_error

@@ -48,6 +48,10 @@ pub struct ServerArgs {
     /// Most batches replicated at once (key `limits.batches_in_flight_max`).
     #[arg(long, env = "SYNOD_BATCHES_IN_FLIGHT_MAX")]
     batches_in_flight_max: Option<usize>,
+    /// A ready task no live agent could ever take ends unsatisfiable after this long (key
+    /// `agents.unsatisfiable_ms`).
+    #[arg(long, env = "SYNOD_UNSATISFIABLE_MS")]
+    unsatisfiable_ms: Option<u64>,
     /// Log filter, e.g. info or synod_coordinator=debug.
     #[arg(long, env = "SYNOD_LOG", default_value = "info")]
     log: String,
@@ -71,7 +75,8 @@ impl ServerArgs {
             election_timeout_max_ms => raft.election_timeout_max_ms,
             snapshot_logs => raft.snapshot_logs,
             message_bytes_max => limits.message_bytes_max,
-            batches_in_flight_max => limits.batches_in_flight_max);
+            batches_in_flight_max => limits.batches_in_flight_max,
+            unsatisfiable_ms => agents.unsatisfiable_ms);
         if let Some(advertise) = &self.advertise {
             config.advertise = Some(advertise.clone());
         }

@@ -11,6 +11,7 @@
 //!     jobs past their own deadline    ─► TimeOutJob    ─► CancelTask × open attempts
 //!     ready tasks ─► scheduler::place_batch ─► AssignTask × N ─► TaskAssignment
 //!                                       └─► auctions ─► CallForBids … award ─► AssignTask
+//!     ready tasks no live agent can take, for the unsatisfiable timeout ─► MarkUnsatisfiable
 //! ```
 //!
 //! Everything decided here is written into a command before it counts; after a leader change
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::auctions::{Auctions, NoBidPolicy};
 use super::messages;
 use super::sessions::SessionHub;
+use super::unsatisfiable::UnsatisfiableWatch;
 use super::{clock, CommandResult, Proposer};
 use crate::raft::{ProposeError, Raft, SharedState};
 use crate::scheduler::{self, Candidate, RoundRobinCursor, TaskNeeds};
@@ -56,6 +58,8 @@ pub struct AgentSettings {
     pub bid_window: Duration,
     /// Most ready tasks placed in one pass.
     pub placements_per_pass: usize,
+    /// A ready task no live agent could ever take ends unsatisfiable after this long.
+    pub unsatisfiable_after: Duration,
 }
 
 impl Default for AgentSettings {
@@ -66,6 +70,7 @@ impl Default for AgentSettings {
             tick: Duration::from_millis(20),
             bid_window: Duration::from_millis(200),
             placements_per_pass: 4096,
+            unsatisfiable_after: Duration::from_secs(30),
         }
     }
 }
@@ -85,6 +90,7 @@ struct Inner {
     settings: AgentSettings,
     cursor: Mutex<RoundRobinCursor>,
     auctions: Auctions,
+    unsatisfiable: UnsatisfiableWatch,
 }
 
 impl AgentRuntime {
@@ -107,6 +113,7 @@ impl AgentRuntime {
                 settings,
                 cursor: Mutex::new(RoundRobinCursor::default()),
                 auctions: Auctions::default(),
+                unsatisfiable: UnsatisfiableWatch::default(),
             }),
         }
     }
@@ -226,6 +233,14 @@ impl AgentRuntime {
         self.time_out_jobs().await;
         self.place_ready_tasks().await;
         self.close_due_auctions().await;
+        self.end_unsatisfiable().await;
+    }
+
+    async fn end_unsatisfiable(&self) {
+        let (now_ms, now) = (clock::now_ms(), tokio::time::Instant::now());
+        let after = self.inner.settings.unsatisfiable_after;
+        let due = self.read(|state| self.inner.unsatisfiable.scan(state, now_ms, now, after));
+        self.propose_all(due.into_iter()).await;
     }
 
     async fn expire_agents(&self) {

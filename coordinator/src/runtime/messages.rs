@@ -86,6 +86,7 @@ pub fn task_state(state: TaskState) -> pb::TaskState {
         TaskState::TimedOut => pb::TaskState::TimedOut,
         TaskState::Cancelled => pb::TaskState::Cancelled,
         TaskState::DeadLettered => pb::TaskState::DeadLettered,
+        TaskState::Unsatisfiable => pb::TaskState::Unsatisfiable,
         TaskState::Skipped => pb::TaskState::Skipped,
     }
 }

@@ -8,6 +8,7 @@ mod forwarded;
 pub mod messages;
 mod proposer;
 pub mod sessions;
+mod unsatisfiable;
 
 pub use agent_runtime::{strategy_of, AgentRuntime, AgentSettings};
 pub use forwarded::ActingForwarder;

@@ -121,6 +121,14 @@ pub enum Command {
         /// The attempt.
         attempt: u32,
     },
+    /// Ends a ready task that no live agent can take (the leader saw it so for its
+    /// unsatisfiable timeout); applied only if that still holds.
+    MarkUnsatisfiable {
+        /// The job.
+        job_id: String,
+        /// The task.
+        task_id: String,
+    },
     /// Cancels an unfinished job.
     CancelJob {
         /// The job.
@@ -223,6 +231,7 @@ impl Command {
                 job_id, task_id, ..
             } => 16 + job_id.len() + task_id.len(),
             Command::CancelJob { job_id, reason } => 8 + job_id.len() + reason.len(),
+            Command::MarkUnsatisfiable { job_id, task_id } => 8 + job_id.len() + task_id.len(),
             Command::AddSubtasks {
                 job_id,
                 parent_task_id,

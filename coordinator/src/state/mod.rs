@@ -148,6 +148,9 @@ impl State {
                 attempt,
             } => jobs.time_out(report(job_id, task_id, *attempt, ""), agents, meta),
             Command::CancelJob { job_id, reason } => jobs.cancel(job_id, reason, agents, meta),
+            Command::MarkUnsatisfiable { job_id, task_id } => {
+                jobs.mark_unsatisfiable(job_id, task_id, agents, meta)
+            }
             Command::TimeOutJob { job_id } => jobs.time_out_job(job_id, agents, meta),
             Command::AddSubtasks {
                 job_id,

@@ -174,6 +174,14 @@ pub enum Rejection {
         /// Why, as the scheduler words it.
         reason: String,
     },
+    /// A task the leader found unsatisfiable can be placed after all.
+    #[error("task '{task_id}' of job '{job_id}' can still be placed")]
+    StillSatisfiable {
+        /// The job.
+        job_id: String,
+        /// The task.
+        task_id: String,
+    },
     /// The agent has no free slot.
     #[error("agent '{agent_id}' already runs {max_concurrent} tasks, its limit")]
     AgentFull {

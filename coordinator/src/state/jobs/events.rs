@@ -93,6 +93,13 @@ pub enum JobEventKind {
         /// The task.
         task_id: String,
     },
+    /// No live agent could take the task for longer than the leader waits.
+    TaskUnsatisfiable {
+        /// The task.
+        task_id: String,
+        /// The unmet requirement.
+        reason: String,
+    },
     /// A task will not run because a dependency can no longer succeed.
     TaskSkipped {
         /// The task.

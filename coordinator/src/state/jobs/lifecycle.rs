@@ -176,6 +176,19 @@ impl<'a> Transition<'a> {
         self.attempt_end(task_id, attempt, agent_id, state, retry_at_ms)
     }
 
+    /// A ready task no live agent can take ends `Unsatisfiable`, for `reason`.
+    pub fn unsatisfiable(&mut self, task_id: &str, reason: &str) {
+        self.update(task_id, |task| {
+            task.state = TaskState::Unsatisfiable;
+            task.error = Some(reason.to_owned());
+        });
+        self.event(JobEventKind::TaskUnsatisfiable {
+            task_id: task_id.to_owned(),
+            reason: reason.to_owned(),
+        });
+        self.newly_terminal.push(task_id.to_owned());
+    }
+
     /// Appends subtasks of `parent`; when `wait`, the parent's attempt waits for those not
     /// already terminal. Returns the new ids.
     pub fn add_subtasks(

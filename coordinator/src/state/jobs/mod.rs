@@ -36,7 +36,9 @@ pub use spec::{
     DEFAULT_TASK_TIMEOUT_MS, PAYLOAD_BYTES_MAX, TASKS_MAX,
 };
 pub use task::{AttemptOutcome, AttemptRecord, AttemptRef, TaskKey, TaskRecord, TaskState};
-pub use validate::{unsatisfiable, unsatisfiable_tasks, validate, validate_subtasks, SpecError};
+pub use validate::{
+    unsatisfiable, unsatisfiable_tasks, validate, validate_subtasks, why_unsatisfiable, SpecError,
+};
 
 use lifecycle::Transition;
 
@@ -211,6 +213,36 @@ impl JobTable {
         let end = transition.fail(report.task_id, AttemptOutcome::TimedOut);
         transition.settle();
         Ok(Applied::AttemptEnded { end, effects })
+    }
+
+    /// Ends a ready task that no live agent could take, if that still holds on this state.
+    pub fn mark_unsatisfiable(
+        &mut self,
+        job_id: &str,
+        task_id: &str,
+        agents: &mut AgentRegistry,
+        meta: Meta,
+    ) -> Outcome {
+        let (job, task) = self.open_task(job_id, task_id)?;
+        if task.state != TaskState::Ready {
+            return Err(Rejection::TaskNotReady {
+                job_id: job_id.to_owned(),
+                task_id: task_id.to_owned(),
+                state: task.state,
+            });
+        }
+        let spec = job.task_spec(task_id).ok_or_else(|| unknown_job(job_id))?;
+        let Some(reason) = why_unsatisfiable(spec, agents) else {
+            return Err(Rejection::StillSatisfiable {
+                job_id: job_id.to_owned(),
+                task_id: task_id.to_owned(),
+            });
+        };
+        let mut effects = Effects::default();
+        let mut transition = self.transition(job_id, agents, &mut effects, meta)?;
+        transition.unsatisfiable(task_id, &reason);
+        transition.settle();
+        Ok(Applied::JobCancelled(effects))
     }
 
     /// Cancels an unfinished job.

@@ -51,6 +51,9 @@ pub enum TaskState {
     /// Terminal: retries exhausted after retryable failures or lost agents; kept for
     /// inspection.
     DeadLettered,
+    /// Terminal: no live agent could ever take it (capabilities, constraints, resources) for
+    /// longer than the leader waits; `error` names the unmet requirement.
+    Unsatisfiable,
 }
 
 impl TaskState {

@@ -86,6 +86,14 @@ pub fn unsatisfiable_tasks(
     })
 }
 
+/// Why no live agent could ever run `task`, or `None` when one could.
+pub fn why_unsatisfiable(task: &TaskSpec, agents: &AgentRegistry) -> Option<String> {
+    let mut satisfiable = BTreeSet::new();
+    missing_capability("task", 0, task, agents, &mut satisfiable)
+        .or_else(|| unfit("task", 0, task, agents, &mut Vec::new()))
+        .map(|error| error.problem)
+}
+
 /// Whether some live agent offers all of the task's capabilities.
 fn missing_capability<'t>(
     prefix: &str,

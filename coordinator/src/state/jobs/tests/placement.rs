@@ -80,3 +80,42 @@ fn anti_affinity_keeps_a_group_apart_and_other_jobs_are_free() {
     h.ok(assign("k", "r0", 1, "big"));
     h.ok(assign("j", "r1", 1, "small"));
 }
+
+#[test]
+fn a_ready_task_no_live_agent_can_take_ends_unsatisfiable_and_fails_the_job() {
+    let mut job = spec(vec![task("render", &[]), task("after", &["render"])]);
+    job.tasks[0].required_capabilities = ["gpu".to_owned()].into();
+    let mut h = Harness::new();
+    h.ok(register("gpu-box", &["gpu"], 1));
+    h.ok(submit("j", job));
+    let mark = || Command::MarkUnsatisfiable {
+        job_id: "j".into(),
+        task_id: "render".into(),
+    };
+    assert_eq!(
+        h.rejected(mark()).to_string(),
+        "task 'render' of job 'j' can still be placed"
+    );
+    h.ok(Command::ExpireAgent {
+        agent_id: "gpu-box".into(),
+        session_id: "gpu-box-s1".into(),
+    });
+    let seq = h.next_sequence("j");
+    h.ok(mark());
+    let task = h.task("j", "render");
+    assert_eq!(task.state, TaskState::Unsatisfiable);
+    assert_eq!(task.error.as_deref(), Some("no agent offers 'gpu'"));
+    assert_eq!(h.task("j", "after").state, TaskState::Skipped);
+    assert_eq!(h.job("j").state, JobState::Failed);
+    assert_eq!(
+        h.events_from("j", seq)[0],
+        JobEventKind::TaskUnsatisfiable {
+            task_id: "render".into(),
+            reason: "no agent offers 'gpu'".into(),
+        }
+    );
+    assert_eq!(
+        h.rejected(mark()).to_string(),
+        "job 'j' already finished (Failed)"
+    );
+}
