@@ -7,7 +7,9 @@
 //!        │                 └─► cpu (/proc sampling)
 //!        ├──────► failover (kill -9 the leader, time the first write)
 //!        ├──────► synod | etcd  (a `System`: start, connect, kill, restart)
-//!        └──────► report (table, ratios, JSON)
+//!        ├──────► report (table, ratios, JSON)
+//!        ├──────► tasks (agents and jobs end to end)
+//!        └──────► schedule (one scheduling pass over a large state, in process)
 //! ```
 //! Everything talks to 127.0.0.1 only; the bench never installs anything.
 
@@ -19,6 +21,7 @@ pub mod failover;
 pub mod level;
 pub mod load;
 pub mod report;
+pub mod schedule;
 pub mod synod;
 pub mod system;
 pub mod tasks;

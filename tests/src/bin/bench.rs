@@ -1,7 +1,9 @@
 //! `bench`: Synod's benchmarks, on 3-node clusters of real processes on loopback.
 //! - `cluster`: committed commands/s, latency (p50/p99/p99.9) and leader fail-over time, and the
 //!   same for a 3-member etcd cluster in the same run (when `etcd` is on `PATH`);
-//! - `tasks`: end-to-end tasks/s and submit-to-assignment latency with a fleet of agents.
+//! - `tasks`: end-to-end tasks/s and submit-to-assignment latency with a fleet of agents;
+//! - `schedule`: one scheduling pass over up to thousands of agents and 100,000 pending tasks
+//!   with resources and constraints, in process (placements/s and how it grows).
 //!
 //! ```text
 //!   cargo build --release -p synod-coordinator --bin synod
@@ -21,6 +23,7 @@ use synod_coordinator::local_cluster::NodeOptions;
 use synod_tests::bench::etcd::{find_etcd, EtcdOptions, EtcdSystem};
 use synod_tests::bench::load::LoadPlan;
 use synod_tests::bench::report::{machine, Report, SystemReport};
+use synod_tests::bench::schedule::ScheduleArgs;
 use synod_tests::bench::synod::SynodSystem;
 use synod_tests::bench::system::System;
 use synod_tests::bench::tasks::TasksArgs;
@@ -40,6 +43,8 @@ enum BenchCommand {
     Cluster(ClusterArgs),
     /// Task throughput and submit-to-assignment latency with a fleet of agents.
     Tasks(TasksArgs),
+    /// One scheduling pass over thousands of agents and pending tasks (in process).
+    Schedule(ScheduleArgs),
 }
 
 /// Flags of `bench cluster`.
@@ -131,6 +136,7 @@ async fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         BenchCommand::Cluster(args) => run(args).await,
         BenchCommand::Tasks(args) => run_tasks(args).await,
+        BenchCommand::Schedule(args) => run_schedule(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,6 +170,15 @@ async fn run_tasks(args: TasksArgs) -> anyhow::Result<()> {
     println!("{}", report.render());
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+fn run_schedule(args: &ScheduleArgs) -> anyhow::Result<()> {
+    let results = synod_tests::bench::schedule::run(args)?;
+    println!("{}", synod_tests::bench::schedule::render(&results));
+    if args.json {
+        println!("{}", serde_json::to_string(&results)?);
     }
     Ok(())
 }
