@@ -185,6 +185,28 @@ fn the_cli_runs_every_example_job_on_synod_dev_and_reports_it() {
         "the planner added no subtasks: {task_ids:?}"
     );
     assert!(tasks.iter().all(|t| t["state"] == "succeeded"), "{tasks:?}");
+
+    let goal_id = goal_job["job_id"].as_str().unwrap();
+    let history = server.json(&["job", "history", goal_id, "--json"]);
+    let events = history["events"].as_array().unwrap();
+    assert_eq!(events[0]["event"], "job submitted");
+    assert!(
+        events.last().unwrap()["event"]
+            .as_str()
+            .unwrap()
+            .starts_with("job succeeded"),
+        "{events:?}"
+    );
+    let timed = history["tasks"].as_array().unwrap();
+    assert_eq!(timed.len(), tasks.len());
+    for task in timed {
+        assert!(task["total_ms"].as_u64().is_some(), "{task}");
+        assert!(task["waited_ms"].as_u64().unwrap() <= task["total_ms"].as_u64().unwrap());
+    }
+    let text = server.synod(&["job", "history", goal_id]);
+    assert_success(&text, &["job", "history"]);
+    let text = stdout(&text);
+    assert!(text.contains("TASK") && text.contains("plan/research"), "{text}");
 }
 
 #[test]

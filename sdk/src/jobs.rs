@@ -109,6 +109,27 @@ impl Client {
         .await
     }
 
+    /// A job's whole event history, in order.
+    pub async fn job_history(&self, job_id: &str) -> Result<Vec<pb::JobEvent>, ClientError> {
+        all_pages(usize::MAX, |page| {
+            let request = pb::GetJobHistoryRequest {
+                job_id: job_id.to_owned(),
+                page: Some(page),
+                ..Default::default()
+            };
+            async move {
+                let page = self
+                    .jobs(
+                        request,
+                        |mut c, r| async move { c.get_job_history(r).await },
+                    )
+                    .await?;
+                Ok((page.events, page.next_page_token))
+            }
+        })
+        .await
+    }
+
     /// Cancels a job.
     pub async fn cancel_job(
         &self,

@@ -8,7 +8,7 @@ use synod_sdk::proto as pb;
 use super::jobs::job_state_name;
 
 /// Agent names by id.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct AgentNames {
     names: BTreeMap<String, String>,
 }
@@ -28,7 +28,7 @@ impl AgentNames {
     }
 
     /// `name (id prefix)` when the agent is known, else its id.
-    fn label(&self, agent_id: &str) -> String {
+    pub fn label(&self, agent_id: &str) -> String {
         match self.names.get(agent_id) {
             Some(name) => format!("{name} ({})", agent_id.get(..8).unwrap_or(agent_id)),
             None => agent_id.to_owned(),

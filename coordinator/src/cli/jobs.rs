@@ -61,6 +61,16 @@ pub enum JobCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A job's timeline: every event with its time, then each task's waits and run times.
+    History {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Job id.
+        id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a job.
     Cancel {
         #[command(flatten)]
@@ -94,6 +104,9 @@ pub async fn run(command: JobCommand) -> anyhow::Result<()> {
             limit,
             json,
         } => list(&client.client()?, state.as_deref(), limit, json).await,
+        JobCommand::History { client, id, json } => {
+            super::history::print(&client.client()?, &id, json).await
+        }
         JobCommand::Cancel { client, id } => {
             let response = client
                 .client()?
@@ -175,7 +188,7 @@ pub fn job_state_name(state: i32) -> String {
         .unwrap_or_else(|_| format!("state {state}"))
 }
 
-fn task_state_name(state: i32) -> String {
+pub fn task_state_name(state: i32) -> String {
     pb::TaskState::try_from(state)
         .map(|s| {
             s.as_str_name()

@@ -5,6 +5,7 @@ mod agents;
 mod cluster;
 mod demo;
 mod events;
+mod history;
 mod jobs;
 mod kv;
 mod server;
