@@ -186,6 +186,26 @@ fn the_cli_runs_every_example_job_on_synod_dev_and_reports_it() {
     );
     assert!(tasks.iter().all(|t| t["state"] == "succeeded"), "{tasks:?}");
 
+    // Routing: only the bug branch ran; the others were skipped, and the job succeeded.
+    let triage = jobs.iter().find(|j| j["name"] == "issue-triage").unwrap();
+    let triage = server.json(&[
+        "job",
+        "status",
+        triage["job_id"].as_str().unwrap(),
+        "--json",
+    ]);
+    let state_of = |id: &str| {
+        let tasks = triage["tasks"].as_array().unwrap();
+        let task = tasks.iter().find(|t| t["task_id"] == id).unwrap();
+        task["state"].as_str().unwrap().to_owned()
+    };
+    for taken in ["route", "fix-bug", "converge", "notify"] {
+        assert_eq!(state_of(taken), "succeeded", "{taken}: {triage}");
+    }
+    for bypassed in ["plan-feature", "update-docs", "security-review"] {
+        assert_eq!(state_of(bypassed), "skipped", "{bypassed}: {triage}");
+    }
+
     let goal_id = goal_job["job_id"].as_str().unwrap();
     let history = server.json(&["job", "history", goal_id, "--json"]);
     let events = history["events"].as_array().unwrap();
@@ -206,7 +226,10 @@ fn the_cli_runs_every_example_job_on_synod_dev_and_reports_it() {
     let text = server.synod(&["job", "history", goal_id]);
     assert_success(&text, &["job", "history"]);
     let text = stdout(&text);
-    assert!(text.contains("TASK") && text.contains("plan/research"), "{text}");
+    assert!(
+        text.contains("TASK") && text.contains("plan/research"),
+        "{text}"
+    );
 }
 
 #[test]

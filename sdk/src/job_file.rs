@@ -97,6 +97,10 @@ pub struct TaskSection {
     /// Upstream task ids.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// Conditions on upstream outputs, by upstream id: this task's branch is taken only when
+    /// each holds, e.g. `when = { route = { pointer = "/category", equals = "bug" } }`.
+    #[serde(default)]
+    pub when: BTreeMap<String, WhenSection>,
     /// Capabilities the agent must all have.
     #[serde(default)]
     pub capabilities: Vec<String>,
@@ -126,6 +130,17 @@ pub struct TaskSection {
     pub auction_fallback: Option<String>,
     /// Auctions without a bid before `auction_fallback` takes over (default 1).
     pub auction_rounds: Option<u32>,
+}
+
+/// One entry of `when`: the value at a JSON Pointer of the upstream's output.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhenSection {
+    /// RFC 6901 JSON Pointer, e.g. `/category`; empty (the default) means the whole output.
+    #[serde(default)]
+    pub pointer: String,
+    /// The value it must equal (any TOML value, compared as JSON).
+    pub equals: toml::Value,
 }
 
 /// `constraints = [{ key = "zone", op = "in", values = ["eu", "us"] }]`.
@@ -214,14 +229,7 @@ impl TaskSection {
             kind: self.kind,
             description: self.description,
             payload: payload_bytes(self.payload, &field("payload"))?,
-            depends_on: self
-                .depends_on
-                .into_iter()
-                .map(|task_id| pb::Dependency {
-                    task_id,
-                    condition: None,
-                })
-                .collect(),
+            depends_on: dependencies(self.depends_on, self.when, &field("when"))?,
             required_capabilities: self.capabilities,
             preferred_labels: self.preferred_labels.into_iter().collect(),
             resources: self.resources.into_iter().collect(),
@@ -284,6 +292,40 @@ fn parse_strategy(name: Option<&str>, field: &str) -> Result<pb::AssignmentStrat
                 "'{other}' is not one of round_robin, least_loaded, capability, auction"
             ),
         }),
+    }
+}
+
+/// The dependency edges, each with its condition from `when` (which may name only listed
+/// dependencies).
+fn dependencies(
+    depends_on: Vec<String>,
+    mut when: BTreeMap<String, WhenSection>,
+    field: &str,
+) -> Result<Vec<pb::Dependency>, JobFileError> {
+    let edges = depends_on
+        .into_iter()
+        .map(|task_id| {
+            let condition = match when.remove(&task_id) {
+                Some(test) => Some(pb::OutputCondition {
+                    json_pointer: test.pointer,
+                    equals_json: serde_json::to_string(&test.equals).map_err(|e| {
+                        JobFileError::Invalid {
+                            field: format!("{field}.{task_id}.equals"),
+                            problem: e.to_string(),
+                        }
+                    })?,
+                }),
+                None => None,
+            };
+            Ok(pb::Dependency { task_id, condition })
+        })
+        .collect::<Result<_, JobFileError>>()?;
+    match when.into_keys().next() {
+        Some(stray) => Err(JobFileError::Invalid {
+            field: format!("{field}.{stray}"),
+            problem: format!("'{stray}' is not in depends_on"),
+        }),
+        None => Ok(edges),
     }
 }
 
@@ -369,5 +411,31 @@ mod tests {
             let error = parse_job_file(text).unwrap_err().to_string();
             assert!(error.contains(expected), "{error}");
         }
+    }
+
+    #[test]
+    fn when_becomes_conditions_on_listed_dependencies_only() {
+        let spec = parse_job_file(
+            r#"
+            [[tasks]]
+            id = "route"
+            [[tasks]]
+            id = "fix"
+            depends_on = ["route"]
+            when = { route = { pointer = "/category", equals = "bug" } }
+            "#,
+        )
+        .unwrap();
+        let condition = spec.tasks[1].depends_on[0].condition.clone().unwrap();
+        assert_eq!(condition.json_pointer, "/category");
+        assert_eq!(condition.equals_json, "\"bug\"");
+        let error = parse_job_file(
+            "[[tasks]]\nid = \"a\"\n[[tasks]]\nid = \"b\"\nwhen = { a = { equals = true } }\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "tasks[1].when.a: 'a' is not in depends_on"
+        );
     }
 }

@@ -2,11 +2,15 @@
 //! fields this version does not support yet, by name), and job/task records into their
 //! proto status messages.
 
+use std::collections::BTreeMap;
+
 use synod_proto::v1 as pb;
 
 use super::ApiError;
 use crate::scheduler::{Constraint, ConstraintOp};
-use crate::state::jobs::{Criterion, Goal, JobSpec, RetryPolicy, Strategy, TaskSpec};
+use crate::state::jobs::{
+    Criterion, Goal, JobSpec, OutputCondition, RetryPolicy, Strategy, TaskSpec,
+};
 
 /// Converts a submitted spec; `field` prefixes field paths in errors (e.g. `spec`).
 pub fn job_spec(spec: pb::JobSpec, field: &str) -> Result<JobSpec, ApiError> {
@@ -60,18 +64,18 @@ pub fn job_spec(spec: pb::JobSpec, field: &str) -> Result<JobSpec, ApiError> {
 /// Converts one task spec; `field` is its path, e.g. `spec.tasks[2]`.
 pub fn task_spec(task: pb::TaskSpec, field: &str) -> Result<TaskSpec, ApiError> {
     unsupported(&task, field)?;
-    let depends_on = task
-        .depends_on
-        .into_iter()
-        .enumerate()
-        .map(|(i, dependency)| match dependency.condition {
-            Some(_) => Err(ApiError::invalid(
-                format!("{field}.depends_on[{i}].condition"),
-                "conditions are not supported yet",
-            )),
-            None => Ok(dependency.task_id),
-        })
-        .collect::<Result<_, _>>()?;
+    let mut conditions = BTreeMap::new();
+    let mut depends_on = Vec::with_capacity(task.depends_on.len());
+    for (i, dependency) in task.depends_on.into_iter().enumerate() {
+        if let Some(condition) = dependency.condition {
+            let field = format!("{field}.depends_on[{i}].condition");
+            conditions.insert(
+                dependency.task_id.clone(),
+                output_condition(condition, &field)?,
+            );
+        }
+        depends_on.push(dependency.task_id);
+    }
     let fallback_strategy = match &task.auction {
         Some(auction) => optional_strategy(
             auction.fallback_strategy,
@@ -106,6 +110,7 @@ pub fn task_spec(task: pb::TaskSpec, field: &str) -> Result<TaskSpec, ApiError> 
         description: task.description,
         payload: task.payload,
         depends_on,
+        conditions,
         required_capabilities: task.required_capabilities.into_iter().collect(),
         preferred_labels: task.preferred_labels.into_iter().collect(),
         constraints,
@@ -118,6 +123,30 @@ pub fn task_spec(task: pb::TaskSpec, field: &str) -> Result<TaskSpec, ApiError> 
         fallback_strategy,
         bid_window_ms: auction.bid_window_ms,
         auction_rounds: auction.max_rounds,
+    })
+}
+
+/// A condition on a dependency's output: a JSON Pointer and a JSON value.
+fn output_condition(
+    condition: pb::OutputCondition,
+    field: &str,
+) -> Result<OutputCondition, ApiError> {
+    let pointer = &condition.json_pointer;
+    if !pointer.is_empty() && !pointer.starts_with('/') {
+        return Err(ApiError::invalid(
+            format!("{field}.json_pointer"),
+            format!("'{pointer}' is not a JSON Pointer (empty, or starting with '/')"),
+        ));
+    }
+    if let Err(error) = serde_json::from_str::<serde_json::Value>(&condition.equals_json) {
+        return Err(ApiError::invalid(
+            format!("{field}.equals_json"),
+            format!("not JSON ({error}); a string needs quotes, e.g. \"bug\""),
+        ));
+    }
+    Ok(OutputCondition {
+        json_pointer: condition.json_pointer,
+        equals_json: condition.equals_json,
     })
 }
 

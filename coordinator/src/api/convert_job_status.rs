@@ -171,7 +171,7 @@ pub fn task_state(state: TaskState) -> pb::TaskState {
         TaskState::Failed => pb::TaskState::Failed,
         TaskState::TimedOut => pb::TaskState::TimedOut,
         TaskState::Cancelled => pb::TaskState::Cancelled,
-        TaskState::Skipped => pb::TaskState::Skipped,
+        TaskState::Skipped | TaskState::Bypassed => pb::TaskState::Skipped,
         TaskState::DeadLettered => pb::TaskState::DeadLettered,
         TaskState::Unsatisfiable => pb::TaskState::Unsatisfiable,
     }
@@ -211,7 +211,10 @@ pub fn job_spec(spec: &JobSpec) -> pb::JobSpec {
 pub fn task_spec(spec: &TaskSpec) -> pb::TaskSpec {
     let depends_on = spec.depends_on.iter().map(|id| pb::Dependency {
         task_id: id.clone(),
-        condition: None,
+        condition: spec.conditions.get(id).map(|c| pb::OutputCondition {
+            json_pointer: c.json_pointer.clone(),
+            equals_json: c.equals_json.clone(),
+        }),
     });
     pb::TaskSpec {
         task_id: spec.id.clone(),
@@ -323,6 +326,10 @@ fn later_event_kind(job: &JobRecord, kind: &JobEventKind) -> Option<Kind> {
     use synod_proto::v1::job_event as e;
     Some(match kind {
         JobEventKind::TaskDeadLettered { task_id } => dead_lettered(job, task_id),
+        JobEventKind::TaskBypassed { task_id, reason } => Kind::TaskSkipped(e::TaskSkipped {
+            task_id: task_id.clone(),
+            reason: reason.clone(),
+        }),
         JobEventKind::TaskUnsatisfiable { task_id, reason } => {
             Kind::TaskUnsatisfiable(e::TaskUnsatisfiable {
                 task_id: task_id.clone(),
@@ -470,6 +477,16 @@ mod tests {
             description: String::new(),
             payload: b"p".to_vec(),
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            conditions: deps
+                .iter()
+                .map(|d| {
+                    let condition = crate::state::jobs::OutputCondition {
+                        json_pointer: "/kind".into(),
+                        equals_json: "\"bug\"".into(),
+                    };
+                    (d.to_string(), condition)
+                })
+                .collect(),
             required_capabilities: ["llm".to_owned()].into(),
             preferred_labels: BTreeMap::new(),
             constraints: vec![Constraint {

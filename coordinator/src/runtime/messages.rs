@@ -87,6 +87,6 @@ pub fn task_state(state: TaskState) -> pb::TaskState {
         TaskState::Cancelled => pb::TaskState::Cancelled,
         TaskState::DeadLettered => pb::TaskState::DeadLettered,
         TaskState::Unsatisfiable => pb::TaskState::Unsatisfiable,
-        TaskState::Skipped => pb::TaskState::Skipped,
+        TaskState::Skipped | TaskState::Bypassed => pb::TaskState::Skipped,
     }
 }

@@ -26,6 +26,7 @@ pub fn task(id: &str, deps: &[&str]) -> TaskSpec {
         description: String::new(),
         payload: id.as_bytes().to_vec(),
         depends_on: deps.iter().map(|dep| dep.to_string()).collect(),
+        conditions: BTreeMap::new(),
         required_capabilities: BTreeSet::new(),
         preferred_labels: BTreeMap::new(),
         constraints: Vec::new(),

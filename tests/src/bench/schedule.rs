@@ -202,6 +202,7 @@ fn task(i: usize) -> TaskSpec {
         description: String::new(),
         payload: Vec::new(),
         depends_on: Vec::new(),
+        conditions: Default::default(),
         required_capabilities: ["py".to_owned()].into(),
         preferred_labels: Default::default(),
         constraints,

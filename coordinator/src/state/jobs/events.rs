@@ -100,6 +100,13 @@ pub enum JobEventKind {
         /// The unmet requirement.
         reason: String,
     },
+    /// A task's branch was not taken.
+    TaskBypassed {
+        /// The task.
+        task_id: String,
+        /// Which condition was false, or that every dependency was bypassed.
+        reason: String,
+    },
     /// A task will not run because a dependency can no longer succeed.
     TaskSkipped {
         /// The task.

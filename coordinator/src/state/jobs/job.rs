@@ -56,6 +56,9 @@ pub struct JobRecord {
     pub succeeded: u32,
     /// Tasks terminal without success.
     pub unsuccessful: u32,
+    /// Tasks whose branch was not taken (neither success nor failure).
+    #[serde(default)]
+    pub bypassed: u32,
     /// When the job was submitted.
     pub created_at_ms: u64,
     /// When its first task was assigned.
@@ -88,6 +91,7 @@ impl JobRecord {
             dependents: BTreeMap::new(),
             succeeded: 0,
             unsuccessful: 0,
+            bypassed: 0,
             created_at_ms: now_ms,
             started_at_ms: None,
             finished_at_ms: None,

@@ -57,20 +57,48 @@ impl<'a> Transition<'a> {
         let Some(spec) = self.job.task_spec(task_id) else {
             return;
         };
-        let mut all_succeeded = true;
+        let (mut waiting, mut taken) = (false, false);
         for dep in &spec.depends_on {
             match self.job.task_state(dep) {
-                Some(TaskState::Succeeded) => {}
+                Some(TaskState::Succeeded) => {
+                    let output = self.job.tasks.get(dep).and_then(|t| t.output.as_deref());
+                    if let Some(condition) = spec.conditions.get(dep) {
+                        if !condition.holds(output.unwrap_or_default()) {
+                            let reason = format!(
+                                "the output of '{dep}' at '{}' is not {}",
+                                condition.json_pointer, condition.equals_json
+                            );
+                            return self.bypass(task_id, reason);
+                        }
+                    }
+                    taken = true;
+                }
+                Some(TaskState::Bypassed) => {}
                 Some(state) if state.is_unsuccessful() => {
                     let dep = dep.clone();
                     return self.skip(task_id, dep);
                 }
-                _ => all_succeeded = false,
+                _ => waiting = true,
             }
         }
-        if all_succeeded {
-            self.make_ready(task_id);
+        match (waiting, taken || spec.depends_on.is_empty()) {
+            (true, _) => {}
+            (false, true) => self.make_ready(task_id),
+            (false, false) => self.bypass(task_id, "every dependency was bypassed".into()),
         }
+    }
+
+    /// Ends a pending task whose branch was not taken.
+    fn bypass(&mut self, task_id: &str, reason: String) {
+        self.update(task_id, |task| {
+            task.state = TaskState::Bypassed;
+            task.error = Some(reason.clone());
+        });
+        self.event(JobEventKind::TaskBypassed {
+            task_id: task_id.to_owned(),
+            reason,
+        });
+        self.newly_terminal.push(task_id.to_owned());
     }
 
     /// Assigns attempt `attempt` of a ready task to `agent_id`; returns its deadline.
@@ -435,7 +463,7 @@ impl<'a> Transition<'a> {
             let reason =
                 failed.map(|(spec, task)| format!("task '{}' ended {:?}", spec.id, task.state));
             self.finish(JobState::Failed, reason, "job failed");
-        } else if self.job.succeeded as usize == self.job.tasks.len() {
+        } else if (self.job.succeeded + self.job.bypassed) as usize == self.job.tasks.len() {
             self.finish(JobState::Succeeded, None, "job succeeded");
         }
     }
@@ -450,7 +478,7 @@ impl<'a> Transition<'a> {
                     .and_then(|task| task.output.clone());
                 self.finish(JobState::Succeeded, None, "goal reached");
             }
-            Some(state) if state.is_unsuccessful() => {
+            Some(state) if state.is_unsuccessful() || state == TaskState::Bypassed => {
                 let reason = format!("goal task '{goal}' ended {state:?}");
                 self.finish(JobState::Failed, Some(reason), "job failed");
             }
@@ -504,6 +532,7 @@ impl<'a> Transition<'a> {
                 task.finished_at_ms = Some(now_ms);
                 match task.state {
                     TaskState::Succeeded => self.job.succeeded += 1,
+                    TaskState::Bypassed => self.job.bypassed += 1,
                     _ => self.job.unsuccessful += 1,
                 }
             }

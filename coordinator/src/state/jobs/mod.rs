@@ -32,7 +32,7 @@ pub use index::{ReadyKey, TaskIndex};
 pub use job::{JobRecord, JobState};
 pub use queries::ReadyTask;
 pub use spec::{
-    Criterion, Goal, JobSpec, RetryPolicy, Strategy, TaskSpec, ATTEMPTS_MAX,
+    Criterion, Goal, JobSpec, OutputCondition, RetryPolicy, Strategy, TaskSpec, ATTEMPTS_MAX,
     DEFAULT_TASK_TIMEOUT_MS, PAYLOAD_BYTES_MAX, TASKS_MAX,
 };
 pub use task::{AttemptOutcome, AttemptRecord, AttemptRef, TaskKey, TaskRecord, TaskState};

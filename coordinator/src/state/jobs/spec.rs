@@ -72,6 +72,10 @@ pub struct TaskSpec {
     pub payload: Vec<u8>,
     /// Tasks of the same job that must succeed first.
     pub depends_on: Vec<String>,
+    /// Conditions on the outputs of some of those dependencies, by dependency id: when one is
+    /// false, this task's branch is not taken.
+    #[serde(default)]
+    pub conditions: BTreeMap<String, OutputCondition>,
     /// Capabilities the agent must all offer.
     pub required_capabilities: BTreeSet<String>,
     /// Soft placement: agents with more matching labels are preferred.
@@ -108,6 +112,29 @@ impl TaskSpec {
             0 => DEFAULT_TASK_TIMEOUT_MS,
             timeout_ms => timeout_ms,
         }
+    }
+}
+
+/// A test on a dependency's output, which must then be JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputCondition {
+    /// RFC 6901 JSON Pointer into the output; empty means the whole document.
+    pub json_pointer: String,
+    /// The JSON value the pointed-to value must equal.
+    pub equals_json: String,
+}
+
+impl OutputCondition {
+    /// Whether `output` holds: it is JSON, the pointer resolves, and the value there equals
+    /// `equals_json`. Anything else is false.
+    pub fn holds(&self, output: &[u8]) -> bool {
+        let Ok(document) = serde_json::from_slice::<serde_json::Value>(output) else {
+            return false;
+        };
+        let Ok(expected) = serde_json::from_str::<serde_json::Value>(&self.equals_json) else {
+            return false;
+        };
+        document.pointer(&self.json_pointer) == Some(&expected)
     }
 }
 

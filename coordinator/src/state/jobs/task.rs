@@ -51,6 +51,9 @@ pub enum TaskState {
     /// Terminal: retries exhausted after retryable failures or lost agents; kept for
     /// inspection.
     DeadLettered,
+    /// Terminal: its branch was not taken — a condition on a dependency's output was false, or
+    /// every dependency was itself bypassed. Neither success nor failure.
+    Bypassed,
     /// Terminal: no live agent could ever take it (capabilities, constraints, resources) for
     /// longer than the leader waits; `error` names the unmet requirement.
     Unsatisfiable,
@@ -72,7 +75,7 @@ impl TaskState {
 
     /// Terminal without success.
     pub fn is_unsuccessful(self) -> bool {
-        self.is_terminal() && self != TaskState::Succeeded
+        self.is_terminal() && !matches!(self, TaskState::Succeeded | TaskState::Bypassed)
     }
 }
 

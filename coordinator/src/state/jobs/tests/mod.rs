@@ -4,6 +4,7 @@
 
 mod agent_loss;
 mod assignment;
+mod branches;
 mod completion;
 mod fencing;
 mod placement;
