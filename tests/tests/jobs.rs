@@ -432,7 +432,7 @@ async fn a_task_on_an_agent_killed_mid_task_is_rerun_elsewhere_and_the_job_compl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_leader_mid_job_completes_the_job_without_counting_a_result_twice(
+async fn killing_the_leader_mid_job_completes_the_job_without_counting_a_result_twice_and_keeps_its_history(
 ) -> anyhow::Result<()> {
     let _serial = serial().await;
     let mut cluster = start_cluster(3, options())?;
@@ -455,9 +455,24 @@ async fn killing_the_leader_mid_job_completes_the_job_without_counting_a_result_
         (fleet.runs().len() >= 8).then_some(())
     })
     .await?;
+    let before = client.job_history(&job_id).await?;
     cluster.kill(leader)?;
     let done = wait_for_job(&client, &job_id).await?;
     assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    // The history the old leader served is intact on the new one, and carries on in order.
+    let after = client.job_history(&job_id).await?;
+    assert!(before.len() >= 8, "{} events before the kill", before.len());
+    assert_eq!(
+        after[..before.len()],
+        before[..],
+        "history changed across the kill"
+    );
+    let sequences: Vec<u64> = after.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=after.len() as u64).collect::<Vec<_>>());
+    assert!(matches!(
+        after.last().and_then(|e| e.kind.as_ref()),
+        Some(pb::job_event::Kind::JobCompleted(_))
+    ));
     let mut watch = client.watch_job(&job_id, true);
     let mut successes: BTreeMap<String, usize> = BTreeMap::new();
     while let Some(event) = watch.next().await {
