@@ -130,6 +130,25 @@ pub struct TaskSection {
     pub auction_fallback: Option<String>,
     /// Auctions without a bid before `auction_fallback` takes over (default 1).
     pub auction_rounds: Option<u32>,
+    /// What to try once the retries are used up.
+    pub fallback: Option<FallbackSection>,
+}
+
+/// `fallback = { kind = "llm.small", capabilities = ["cpu"], max_attempts = 2 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackSection {
+    /// Handler to use instead.
+    #[serde(default)]
+    pub kind: String,
+    /// Strategy to use instead.
+    pub strategy: Option<String>,
+    /// Capabilities required instead.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Attempts the fallback may use (default 1).
+    #[serde(default)]
+    pub max_attempts: u32,
 }
 
 /// One entry of `when`: the value at a JSON Pointer of the upstream's output.
@@ -249,6 +268,16 @@ impl TaskSection {
             }),
             strategy: strategy as i32,
             auction,
+            fallback: match self.fallback {
+                Some(f) => Some(pb::Fallback {
+                    kind: f.kind,
+                    strategy: parse_strategy(f.strategy.as_deref(), &field("fallback.strategy"))?
+                        as i32,
+                    required_capabilities: f.capabilities,
+                    max_attempts: f.max_attempts,
+                }),
+                None => None,
+            },
             ..Default::default()
         })
     }

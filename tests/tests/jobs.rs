@@ -918,3 +918,52 @@ async fn a_task_no_live_agent_can_take_ends_unsatisfiable_with_the_reason() -> a
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_falls_back_to_another_kind_once_its_attempts_are_used_up() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let cluster = start_cluster(3, options())?;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    let shutdown = CancellationToken::new();
+    let big = AgentBuilder::new("big-model", cluster.addrs())
+        .capability("big")
+        .handler("big-model", |_: Task| async {
+            TaskOutcome::fatal("the big model is overloaded")
+        });
+    let small = AgentBuilder::new("small-model", cluster.addrs())
+        .capability("small")
+        .handler("small-model", |task: Task| async move {
+            TaskOutcome::Succeeded(format!("small answer to {}", task.task.task_id).into_bytes())
+        });
+    for agent in [big, small] {
+        let stop = shutdown.clone();
+        tokio::spawn(async move { agent.run(stop).await });
+    }
+    wait_for_agents(&client, 2).await?;
+    let job = "[[tasks]]\nid = \"answer\"\nkind = \"big-model\"\ncapabilities = [\"big\"]\n\
+               retry = { max_attempts = 2, initial_backoff_ms = 50 }\n\
+               fallback = { kind = \"small-model\", capabilities = [\"small\"] }\n";
+    let job_id = submit(&client, job).await?;
+    let done = wait_for_job(&client, &job_id).await?;
+    assert_eq!(
+        done.state,
+        pb::JobState::Succeeded as i32,
+        "{}",
+        done.state_reason
+    );
+    let task = task_of(&client, &job_id, "answer").await.unwrap();
+    assert_eq!(task.output, b"small answer to answer");
+    assert_eq!(
+        task.attempts.len(),
+        2,
+        "one failed big attempt, then the fallback"
+    );
+    let history = client.job_history(&job_id).await?;
+    assert!(history.iter().any(|e| matches!(
+        &e.kind,
+        Some(pb::job_event::Kind::FallbackActivated(f)) if f.kind == "small-model"
+    )));
+    shutdown.cancel();
+    Ok(())
+}

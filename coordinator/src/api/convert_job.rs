@@ -9,7 +9,8 @@ use synod_proto::v1 as pb;
 use super::ApiError;
 use crate::scheduler::{Constraint, ConstraintOp};
 use crate::state::jobs::{
-    Criterion, Goal, JobSpec, OutputCondition, RetryPolicy, Strategy, TaskSpec,
+    Criterion, Fallback, Goal, JobSpec, OutputCondition, RetryPolicy, Strategy, TaskSpec,
+    ATTEMPTS_MAX,
 };
 
 /// Converts a submitted spec; `field` prefixes field paths in errors (e.g. `spec`).
@@ -123,6 +124,36 @@ pub fn task_spec(task: pb::TaskSpec, field: &str) -> Result<TaskSpec, ApiError> 
         fallback_strategy,
         bid_window_ms: auction.bid_window_ms,
         auction_rounds: auction.max_rounds,
+        fallback: match task.fallback {
+            Some(fallback) => Some(task_fallback(fallback, &format!("{field}.fallback"))?),
+            None => None,
+        },
+    })
+}
+
+/// What a task falls back to; it must change something.
+fn task_fallback(fallback: pb::Fallback, field: &str) -> Result<Fallback, ApiError> {
+    let strategy = optional_strategy(fallback.strategy, &format!("{field}.strategy"))?;
+    if fallback.kind.is_empty() && strategy.is_none() && fallback.required_capabilities.is_empty() {
+        return Err(ApiError::invalid(
+            field,
+            "set at least one of kind, strategy, required_capabilities",
+        ));
+    }
+    if fallback.max_attempts > ATTEMPTS_MAX {
+        return Err(ApiError::invalid(
+            format!("{field}.max_attempts"),
+            format!(
+                "{} exceeds the maximum of {ATTEMPTS_MAX}",
+                fallback.max_attempts
+            ),
+        ));
+    }
+    Ok(Fallback {
+        kind: fallback.kind,
+        strategy,
+        required_capabilities: fallback.required_capabilities.into_iter().collect(),
+        max_attempts: fallback.max_attempts.max(1),
     })
 }
 
@@ -247,7 +278,6 @@ fn optional_strategy(value: i32, field: &str) -> Result<Option<Strategy>, ApiErr
 /// Refuses, by field name, the parts of TaskSpec that belong to later features.
 fn unsupported(task: &pb::TaskSpec, field: &str) -> Result<(), ApiError> {
     let later = [
-        ("fallback", task.fallback.is_some()),
         ("fan_out", task.fan_out.is_some()),
         ("child_job", task.child_job.is_some()),
         (

@@ -236,6 +236,12 @@ pub fn task_spec(spec: &TaskSpec) -> pb::TaskSpec {
         }),
         strategy: assignment_strategy(spec.strategy) as i32,
         auction: auction_settings(spec),
+        fallback: spec.fallback.as_ref().map(|f| pb::Fallback {
+            kind: f.kind.clone(),
+            strategy: f.strategy.map_or(0, |s| assignment_strategy(s) as i32),
+            required_capabilities: f.required_capabilities.iter().cloned().collect(),
+            max_attempts: f.max_attempts,
+        }),
         ..Default::default()
     }
 }
@@ -326,6 +332,15 @@ fn later_event_kind(job: &JobRecord, kind: &JobEventKind) -> Option<Kind> {
     use synod_proto::v1::job_event as e;
     Some(match kind {
         JobEventKind::TaskDeadLettered { task_id } => dead_lettered(job, task_id),
+        JobEventKind::FallbackActivated {
+            task_id,
+            kind,
+            strategy,
+        } => Kind::FallbackActivated(e::FallbackActivated {
+            task_id: task_id.clone(),
+            kind: kind.clone(),
+            strategy: assignment_strategy(*strategy) as i32,
+        }),
         JobEventKind::TaskBypassed { task_id, reason } => Kind::TaskSkipped(e::TaskSkipped {
             task_id: task_id.clone(),
             reason: reason.clone(),
@@ -501,6 +516,12 @@ mod tests {
             fallback_strategy: Some(Strategy::LeastLoaded),
             bid_window_ms: 500,
             auction_rounds: 3,
+            fallback: Some(crate::state::jobs::Fallback {
+                kind: "k2".into(),
+                strategy: Some(Strategy::LeastLoaded),
+                required_capabilities: ["cpu".to_owned()].into(),
+                max_attempts: 2,
+            }),
         };
         JobSpec {
             name: "j".into(),

@@ -70,6 +70,9 @@ impl AgentNames {
             Some(Kind::TaskRetryScheduled(e)) => {
                 format!("{} retries in {} ms", e.task_id, e.backoff_ms)
             }
+            Some(Kind::FallbackActivated(e)) => {
+                format!("{} falls back to kind '{}'", e.task_id, e.kind)
+            }
             Some(Kind::TaskUnsatisfiable(e)) => {
                 format!("{} unsatisfiable: {}", e.task_id, e.reason)
             }

@@ -38,6 +38,7 @@ pub fn task(id: &str, deps: &[&str]) -> TaskSpec {
         fallback_strategy: None,
         bid_window_ms: 0,
         auction_rounds: 0,
+        fallback: None,
     }
 }
 

@@ -214,6 +214,7 @@ fn task(i: usize) -> TaskSpec {
         fallback_strategy: None,
         bid_window_ms: 0,
         auction_rounds: 0,
+        fallback: None,
     }
 }
 

@@ -88,6 +88,15 @@ pub enum JobEventKind {
         /// When the task may be assigned again.
         retry_at_ms: u64,
     },
+    /// Attempts were used up and the task's fallback took over.
+    FallbackActivated {
+        /// The task.
+        task_id: String,
+        /// The kind used from now on.
+        kind: String,
+        /// The strategy used from now on.
+        strategy: super::Strategy,
+    },
     /// Retries are exhausted; the task is kept for inspection.
     TaskDeadLettered {
         /// The task.

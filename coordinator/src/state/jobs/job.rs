@@ -137,6 +137,12 @@ impl JobRecord {
     }
 
     /// The spec of a task.
+    /// The spec of `task_id`, to change (a fallback taking over).
+    pub fn task_spec_mut(&mut self, task_id: &str) -> Option<&mut TaskSpec> {
+        let record = self.tasks.get(task_id)?;
+        self.spec.tasks.get_mut(record.index as usize)
+    }
+
     pub fn task_spec(&self, task_id: &str) -> Option<&TaskSpec> {
         let record = self.tasks.get(task_id)?;
         self.spec.tasks.get(record.index as usize)

@@ -175,7 +175,19 @@ impl<'a> Transition<'a> {
     pub fn fail(&mut self, task_id: &str, outcome: AttemptOutcome) -> AttemptEnd {
         let error = self.describe_failure(task_id, &outcome);
         let (attempt, agent_id) = self.end_attempt(task_id, outcome.clone());
-        let retry_at_ms = self.retry_time(task_id, &outcome);
+        let mut retry_at_ms = self.retry_time(task_id, &outcome);
+        let ended = !matches!(
+            outcome,
+            AttemptOutcome::Succeeded | AttemptOutcome::Cancelled
+        );
+        let fallback = match retry_at_ms.is_none() && ended {
+            true => self.take_fallback(task_id),
+            false => None,
+        };
+        let fell_back = fallback.is_some();
+        if fell_back {
+            retry_at_ms = Some(self.meta.now_ms);
+        }
         let state = match (retry_at_ms, &outcome) {
             (Some(_), _) => TaskState::Ready,
             (None, AttemptOutcome::TimedOut) => TaskState::TimedOut,
@@ -189,7 +201,10 @@ impl<'a> Transition<'a> {
         };
         let (counted, now_ms) = (outcome.is_counted_failure(), self.meta.now_ms);
         self.update(task_id, |task| {
-            task.failed_attempts += u32::from(counted);
+            task.failed_attempts = match fell_back {
+                true => 0,
+                false => task.failed_attempts + u32::from(counted),
+            };
             task.state = state;
             task.error = Some(error.clone());
             if let Some(retry_at_ms) = retry_at_ms {
@@ -198,6 +213,9 @@ impl<'a> Transition<'a> {
             }
         });
         self.failure_events(task_id, attempt, &outcome, error, retry_at_ms, state);
+        if let Some(activated) = fallback {
+            self.event(activated);
+        }
         if state.is_terminal() {
             self.newly_terminal.push(task_id.to_owned());
         }
@@ -215,6 +233,17 @@ impl<'a> Transition<'a> {
             reason: reason.to_owned(),
         });
         self.newly_terminal.push(task_id.to_owned());
+    }
+
+    /// Switches `task_id` to its fallback, if it has one left; the event that says so.
+    fn take_fallback(&mut self, task_id: &str) -> Option<JobEventKind> {
+        let spec = self.job.task_spec_mut(task_id)?;
+        spec.take_fallback()?;
+        Some(JobEventKind::FallbackActivated {
+            task_id: task_id.to_owned(),
+            kind: spec.kind.clone(),
+            strategy: spec.strategy,
+        })
     }
 
     /// Appends subtasks of `parent`; when `wait`, the parent's attempt waits for those not

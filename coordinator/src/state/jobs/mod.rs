@@ -32,8 +32,8 @@ pub use index::{ReadyKey, TaskIndex};
 pub use job::{JobRecord, JobState};
 pub use queries::ReadyTask;
 pub use spec::{
-    Criterion, Goal, JobSpec, OutputCondition, RetryPolicy, Strategy, TaskSpec, ATTEMPTS_MAX,
-    DEFAULT_TASK_TIMEOUT_MS, PAYLOAD_BYTES_MAX, TASKS_MAX,
+    Criterion, Fallback, Goal, JobSpec, OutputCondition, RetryPolicy, Strategy, TaskSpec,
+    ATTEMPTS_MAX, DEFAULT_TASK_TIMEOUT_MS, PAYLOAD_BYTES_MAX, TASKS_MAX,
 };
 pub use task::{AttemptOutcome, AttemptRecord, AttemptRef, TaskKey, TaskRecord, TaskState};
 pub use validate::{

@@ -103,6 +103,41 @@ pub struct TaskSpec {
     /// Auctions without a bid before the fallback strategy takes over; 0 means 1.
     #[serde(default)]
     pub auction_rounds: u32,
+    /// What to try once the retry policy is exhausted; taken (and cleared) at most once.
+    #[serde(default)]
+    pub fallback: Option<Fallback>,
+}
+
+/// Another way to run a task once its attempts are used up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fallback {
+    /// Handler to use instead; empty keeps the kind.
+    pub kind: String,
+    /// Strategy to use instead; `None` keeps the strategy.
+    pub strategy: Option<Strategy>,
+    /// Capabilities required instead; empty keeps them.
+    pub required_capabilities: BTreeSet<String>,
+    /// Attempts the fallback may use; at least 1.
+    pub max_attempts: u32,
+}
+
+impl TaskSpec {
+    /// Switches the task to its fallback, if it has one not yet taken: its kind, strategy,
+    /// capabilities and attempt budget. Returns the fallback taken.
+    pub fn take_fallback(&mut self) -> Option<Fallback> {
+        let fallback = self.fallback.take()?;
+        if !fallback.kind.is_empty() {
+            self.kind = fallback.kind.clone();
+        }
+        if let Some(strategy) = fallback.strategy {
+            self.strategy = strategy;
+        }
+        if !fallback.required_capabilities.is_empty() {
+            self.required_capabilities = fallback.required_capabilities.clone();
+        }
+        self.retry.max_attempts = fallback.max_attempts.max(1);
+        Some(fallback)
+    }
 }
 
 impl TaskSpec {

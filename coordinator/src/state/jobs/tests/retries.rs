@@ -193,3 +193,52 @@ fn a_timeout_is_retried_and_the_last_one_is_terminal() {
     );
     assert_eq!(h.job("j").state, JobState::Failed);
 }
+
+#[test]
+fn a_fallback_takes_over_once_the_attempts_are_used_up_then_the_task_ends() {
+    use crate::state::jobs::Fallback;
+    let mut job = spec(vec![task("t", &[])]);
+    job.tasks[0].retry.max_attempts = 1;
+    job.tasks[0].fallback = Some(Fallback {
+        kind: "cheap-model".into(),
+        strategy: Some(Strategy::LeastLoaded),
+        required_capabilities: ["cpu".to_owned()].into(),
+        max_attempts: 2,
+    });
+    let mut h = with_job(job);
+    h.ok(register("c1", &["cpu"], 2));
+    run(&mut h, "t", 1, "a1");
+    let seq = h.next_sequence("j");
+    h.ok(fail("j", "t", 1, "a1", false));
+    let task = h.task("j", "t");
+    assert_eq!((task.state, task.failed_attempts), (TaskState::Ready, 0));
+    let spec = h.job("j").task_spec("t").unwrap().clone();
+    assert_eq!(spec.kind, "cheap-model");
+    assert_eq!(spec.strategy, Strategy::LeastLoaded);
+    assert_eq!(spec.required_capabilities, ["cpu".to_owned()].into());
+    assert_eq!((spec.retry.max_attempts, spec.fallback), (2, None));
+    assert!(h
+        .events_from("j", seq)
+        .contains(&JobEventKind::FallbackActivated {
+            task_id: "t".into(),
+            kind: "cheap-model".into(),
+            strategy: Strategy::LeastLoaded,
+        }));
+    // The python agent no longer qualifies; the cpu agent does.
+    assert!(matches!(
+        h.rejected(assign("j", "t", 2, "a1")),
+        Rejection::MissingCapability { .. }
+    ));
+    run(&mut h, "t", 2, "c1");
+    h.ok(fail("j", "t", 2, "c1", true));
+    assert_eq!(
+        h.task("j", "t").state,
+        TaskState::Ready,
+        "one more fallback attempt"
+    );
+    h.now_ms += 60_000;
+    run(&mut h, "t", 3, "c1");
+    h.ok(fail("j", "t", 3, "c1", true));
+    assert_eq!(h.task("j", "t").state, TaskState::DeadLettered);
+    assert_eq!(h.job("j").state, JobState::Failed);
+}
