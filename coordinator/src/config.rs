@@ -109,6 +109,11 @@ pub struct AgentSessionSettings {
     pub tick_ms: u64,
     /// A ready task that no live agent could ever take ends unsatisfiable after this long.
     pub unsatisfiable_ms: u64,
+    /// Failed attempts in a row that quarantine an agent (its circuit opens); 0 turns the
+    /// breaker off.
+    pub breaker_failures: u32,
+    /// How long a quarantine lasts before the agent may take one probe task.
+    pub breaker_cooldown_ms: u64,
 }
 
 impl Default for AgentSessionSettings {
@@ -119,6 +124,8 @@ impl Default for AgentSessionSettings {
             bid_window_ms: 200,
             tick_ms: 20,
             unsatisfiable_ms: 30_000,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 30_000,
         }
     }
 }
@@ -354,6 +361,12 @@ fn validate_agents(agents: &AgentSessionSettings) -> Result<(), ConfigError> {
     }
     if !(1..=1_000).contains(&agents.tick_ms) {
         return Err(invalid("agents.tick_ms", "must be 1 to 1000"));
+    }
+    if !(100..=86_400_000).contains(&agents.breaker_cooldown_ms) {
+        return Err(invalid(
+            "agents.breaker_cooldown_ms",
+            "must be 100 to 86400000 (a day)",
+        ));
     }
     if !(100..=86_400_000).contains(&agents.unsatisfiable_ms) {
         return Err(invalid(

@@ -26,6 +26,10 @@ pub struct NodeOptions {
     pub log: String,
     /// How long a ready task no live agent could take waits before it ends unsatisfiable.
     pub unsatisfiable_ms: u64,
+    /// Failed attempts in a row that quarantine an agent.
+    pub breaker_failures: u32,
+    /// How long a quarantine lasts.
+    pub breaker_cooldown_ms: u64,
 }
 
 impl Default for NodeOptions {
@@ -36,6 +40,8 @@ impl Default for NodeOptions {
             election_timeout_min_ms: 200,
             log: "info".into(),
             unsatisfiable_ms: 30_000,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 30_000,
         }
     }
 }
@@ -181,6 +187,11 @@ impl LocalCluster {
                 &(options.election_timeout_min_ms * 2).to_string(),
             ])
             .args(["--unsatisfiable-ms", &options.unsatisfiable_ms.to_string()])
+            .args(["--breaker-failures", &options.breaker_failures.to_string()])
+            .args([
+                "--breaker-cooldown-ms",
+                &options.breaker_cooldown_ms.to_string(),
+            ])
             .args(["--log", &options.log])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

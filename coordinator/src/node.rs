@@ -261,6 +261,10 @@ fn agent_settings(agents: &crate::config::AgentSessionSettings) -> AgentSettings
         tick: Duration::from_millis(agents.tick_ms),
         bid_window: Duration::from_millis(agents.bid_window_ms),
         unsatisfiable_after: Duration::from_millis(agents.unsatisfiable_ms),
+        breaker: crate::state::agents::BreakerPolicy {
+            failures_max: agents.breaker_failures,
+            cooldown_ms: agents.breaker_cooldown_ms,
+        },
         ..AgentSettings::default()
     }
 }

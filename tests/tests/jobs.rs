@@ -967,3 +967,112 @@ async fn a_task_falls_back_to_another_kind_once_its_attempts_are_used_up() -> an
     shutdown.cancel();
     Ok(())
 }
+
+/// Starts an agent that fails every task (retryably) while `broken` is set, and records how
+/// each of its attempts ended (true for success).
+fn start_flaky_agent(
+    cluster: &LocalCluster,
+    shutdown: &CancellationToken,
+    broken: Arc<std::sync::atomic::AtomicBool>,
+) -> Arc<Mutex<Vec<bool>>> {
+    let outcomes: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let seen = outcomes.clone();
+    let agent = AgentBuilder::new("flaky", cluster.addrs())
+        .capability("work")
+        .max_concurrent(4)
+        .fallback_handler(move |_: Task| {
+            let (seen, broken) = (seen.clone(), broken.clone());
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let ok = !broken.load(std::sync::atomic::Ordering::SeqCst);
+                seen.lock().unwrap().push(ok);
+                match ok {
+                    true => TaskOutcome::Succeeded(Vec::new()),
+                    false => TaskOutcome::retryable("disk full"),
+                }
+            }
+        });
+    let stop = shutdown.clone();
+    tokio::spawn(async move { agent.run(stop).await });
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_agent_is_quarantined_its_work_goes_elsewhere_and_it_recovers(
+) -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let cluster = start_cluster(
+        3,
+        NodeOptions {
+            breaker_failures: 3,
+            breaker_cooldown_ms: 2_000,
+            ..options()
+        },
+    )?;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    let shutdown = CancellationToken::new();
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flaky = start_flaky_agent(&cluster, &shutdown, broken.clone());
+    let fleet = Fleet::new();
+    fleet.start(
+        &cluster,
+        "steady",
+        &["work"],
+        4,
+        Duration::from_millis(60),
+        None,
+    );
+    wait_for_agents(&client, 2).await?;
+    let tasks = |prefix: &str, count: usize| -> String {
+        (0..count)
+            .map(|i| {
+                format!(
+                    "[[tasks]]\nid = \"{prefix}{i:02}\"\nkind = \"work\"\ncapabilities = [\"work\"]\n\
+                     strategy = \"round_robin\"\nretry = {{ max_attempts = 6, initial_backoff_ms = 20 }}\n"
+                )
+            })
+            .collect()
+    };
+
+    let job_id = submit(&client, &tasks("a", 16)).await?;
+    let done = wait_for_job(&client, &job_id).await?;
+    assert_eq!(
+        done.state,
+        pb::JobState::Succeeded as i32,
+        "{}",
+        done.state_reason
+    );
+    // Three failures in a row open the circuit; an attempt already running when it opened
+    // may still fail. Without the breaker round-robin would have given it half the tasks.
+    let attempts = flaky.lock().unwrap().clone();
+    assert!(
+        (3..=4).contains(&attempts.len()) && attempts.iter().all(|ok| !ok),
+        "{attempts:?}"
+    );
+    let agents = client.list_agents().await?;
+    let quarantined = agents.iter().find(|a| a.name == "flaky").unwrap();
+    assert_eq!(quarantined.state, pb::AgentState::Quarantined as i32);
+    assert!(
+        quarantined.state_reason.starts_with(&format!(
+            "quarantined after {} failed attempts in a row",
+            attempts.len()
+        )),
+        "{}",
+        quarantined.state_reason
+    );
+
+    // Repaired; after the cool-down a probe succeeds and work flows to it again.
+    broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let job_id = submit(&client, &tasks("b", 16)).await?;
+    let done = wait_for_job(&client, &job_id).await?;
+    assert_eq!(done.state, pb::JobState::Succeeded as i32);
+    let successes = flaky.lock().unwrap().iter().filter(|ok| **ok).count();
+    assert!(successes >= 2, "the recovered agent ran {successes} tasks");
+    let agents = client.list_agents().await?;
+    let recovered = agents.iter().find(|a| a.name == "flaky").unwrap();
+    assert_eq!(recovered.state, pb::AgentState::Connected as i32);
+    shutdown.cancel();
+    Ok(())
+}

@@ -21,6 +21,7 @@ use super::convert_agent::{agent, registration};
 use super::convert_job::task_spec;
 use super::leader::wants_linearizable;
 use super::{ApiError, LeaderRouter};
+use crate::runtime::clock;
 use crate::runtime::messages::{self, message};
 use crate::runtime::sessions::Outbound;
 use crate::runtime::AgentRuntime;
@@ -48,7 +49,9 @@ impl AgentApi {
         let new_id = uuid::Uuid::new_v4().to_string();
         let session_id = uuid::Uuid::new_v4().to_string();
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let registration = registration(register, new_id, session_id.clone(), token.clone())?;
+        let breaker = self.runtime.settings().breaker;
+        let registration =
+            registration(register, new_id, session_id.clone(), token.clone(), breaker)?;
         let result = self
             .runtime
             .propose(Command::RegisterAgent(registration))
@@ -183,7 +186,7 @@ impl AgentService for AgentApi {
                 .iter()
                 .filter(|a| after.as_deref().is_none_or(|after| a.id.as_str() > after))
                 .take(limit + 1)
-                .map(|a| agent(a, state, hub.is_connected(&a.id)))
+                .map(|a| agent(a, state, hub.is_connected(&a.id), clock::now_ms()))
                 .collect();
             let more = page.len() > limit;
             page.truncate(limit);
@@ -219,7 +222,7 @@ impl AgentService for AgentApi {
             state
                 .agents
                 .get(&agent_id)
-                .map(|a| agent(a, state, hub.is_connected(&a.id)))
+                .map(|a| agent(a, state, hub.is_connected(&a.id), clock::now_ms()))
         });
         let found =
             found.ok_or_else(|| ApiError::NotFound(format!("agent_id: no agent '{agent_id}'")))?;

@@ -4,6 +4,7 @@
 use synod_proto::v1 as pb;
 
 use super::ApiError;
+use crate::state::agents::{BreakerPolicy, Circuit};
 use crate::state::{AgentRecord, AgentStatus, Registration, State};
 
 /// Longest agent name accepted.
@@ -16,6 +17,7 @@ pub fn registration(
     new_id: String,
     session_id: String,
     session_token: String,
+    breaker: BreakerPolicy,
 ) -> Result<Registration, ApiError> {
     if register.max_concurrent_tasks == 0 {
         return Err(ApiError::invalid(
@@ -56,11 +58,13 @@ pub fn registration(
         labels: register.labels.into_iter().collect(),
         resources: register.resources.into_iter().collect(),
         max_concurrent: register.max_concurrent_tasks,
+        breaker,
     })
 }
 
-/// The proto form of an agent; `connected` says whether it has a live session on this node.
-pub fn agent(record: &AgentRecord, state: &State, connected: bool) -> pb::Agent {
+/// The proto form of an agent at `now_ms`; `connected` says whether it has a live session on
+/// this node.
+pub fn agent(record: &AgentRecord, state: &State, connected: bool, now_ms: u64) -> pb::Agent {
     let running_tasks = record
         .running
         .iter()
@@ -79,7 +83,8 @@ pub fn agent(record: &AgentRecord, state: &State, connected: bool) -> pb::Agent 
         capabilities: record.capabilities.iter().cloned().collect(),
         labels: record.labels.clone().into_iter().collect(),
         resources: record.resources.clone().into_iter().collect(),
-        state: agent_state(record) as i32,
+        state: agent_state(record, now_ms) as i32,
+        state_reason: quarantine_reason(record, now_ms).unwrap_or_default(),
         running_tasks,
         max_concurrent_tasks: record.max_concurrent,
         session_id: record.session_id.clone(),
@@ -90,13 +95,26 @@ pub fn agent(record: &AgentRecord, state: &State, connected: bool) -> pb::Agent 
     }
 }
 
-fn agent_state(record: &AgentRecord) -> pb::AgentState {
+fn agent_state(record: &AgentRecord, now_ms: u64) -> pb::AgentState {
     match record.status {
+        AgentStatus::Connected if record.breaker.blocks(now_ms) => pb::AgentState::Quarantined,
         AgentStatus::Connected if record.draining => pb::AgentState::Draining,
         AgentStatus::Connected => pb::AgentState::Connected,
         AgentStatus::Disconnected { .. } => pb::AgentState::Disconnected,
         AgentStatus::Expired => pb::AgentState::Expired,
         AgentStatus::Deregistered => pb::AgentState::Left,
+    }
+}
+
+/// Why the agent gets no work now, when its circuit is open.
+fn quarantine_reason(record: &AgentRecord, now_ms: u64) -> Option<String> {
+    match record.breaker.circuit {
+        Circuit::Open { until_ms } if now_ms < until_ms => Some(format!(
+            "quarantined after {} failed attempts in a row; takes a probe task in {} ms",
+            record.breaker.failures_in_a_row,
+            until_ms - now_ms
+        )),
+        _ => None,
     }
 }
 
@@ -114,14 +132,28 @@ mod tests {
 
     #[test]
     fn a_new_agent_gets_the_leader_chosen_id_and_a_resume_keeps_its_own() {
-        let new = registration(register(), "new-id".into(), "s".into(), "t".into()).unwrap();
+        let new = registration(
+            register(),
+            "new-id".into(),
+            "s".into(),
+            "t".into(),
+            BreakerPolicy::default(),
+        )
+        .unwrap();
         assert_eq!((new.agent_id.as_str(), new.resume_token), ("new-id", None));
         let resume = pb::Register {
             agent_id: "old".into(),
             session_token: "tok".into(),
             ..register()
         };
-        let resumed = registration(resume, "new-id".into(), "s".into(), "t".into()).unwrap();
+        let resumed = registration(
+            resume,
+            "new-id".into(),
+            "s".into(),
+            "t".into(),
+            BreakerPolicy::default(),
+        )
+        .unwrap();
         assert_eq!(
             (resumed.agent_id.as_str(), resumed.resume_token.as_deref()),
             ("old", Some("tok"))
@@ -154,7 +186,14 @@ mod tests {
             ),
         ];
         for (register, expected) in cases {
-            let error = registration(register, "n".into(), "s".into(), "t".into()).unwrap_err();
+            let error = registration(
+                register,
+                "n".into(),
+                "s".into(),
+                "t".into(),
+                BreakerPolicy::default(),
+            )
+            .unwrap_err();
             assert_eq!(error.to_string(), expected);
         }
     }

@@ -48,6 +48,13 @@ pub struct ServerArgs {
     /// Most batches replicated at once (key `limits.batches_in_flight_max`).
     #[arg(long, env = "SYNOD_BATCHES_IN_FLIGHT_MAX")]
     batches_in_flight_max: Option<usize>,
+    /// Failed attempts in a row that quarantine an agent; 0 turns the breaker off (key
+    /// `agents.breaker_failures`).
+    #[arg(long, env = "SYNOD_BREAKER_FAILURES")]
+    breaker_failures: Option<u32>,
+    /// How long a quarantine lasts before one probe task (key `agents.breaker_cooldown_ms`).
+    #[arg(long, env = "SYNOD_BREAKER_COOLDOWN_MS")]
+    breaker_cooldown_ms: Option<u64>,
     /// A ready task no live agent could ever take ends unsatisfiable after this long (key
     /// `agents.unsatisfiable_ms`).
     #[arg(long, env = "SYNOD_UNSATISFIABLE_MS")]
@@ -76,7 +83,9 @@ impl ServerArgs {
             snapshot_logs => raft.snapshot_logs,
             message_bytes_max => limits.message_bytes_max,
             batches_in_flight_max => limits.batches_in_flight_max,
-            unsatisfiable_ms => agents.unsatisfiable_ms);
+            unsatisfiable_ms => agents.unsatisfiable_ms,
+            breaker_failures => agents.breaker_failures,
+            breaker_cooldown_ms => agents.breaker_cooldown_ms);
         if let Some(advertise) = &self.advertise {
             config.advertise = Some(advertise.clone());
         }

@@ -33,6 +33,7 @@ use super::unsatisfiable::UnsatisfiableWatch;
 use super::{clock, CommandResult, Proposer};
 use crate::raft::{ProposeError, Raft, SharedState};
 use crate::scheduler::{self, Candidate, RoundRobinCursor, TaskNeeds};
+use crate::state::agents::BreakerPolicy;
 use crate::state::jobs::{AttemptRef, JobSpec, Strategy, TaskState};
 use crate::state::{placement, Applied, Command, Effects, State};
 
@@ -60,6 +61,8 @@ pub struct AgentSettings {
     pub placements_per_pass: usize,
     /// A ready task no live agent could ever take ends unsatisfiable after this long.
     pub unsatisfiable_after: Duration,
+    /// Agents' circuit breakers: failures in a row that quarantine, and for how long.
+    pub breaker: BreakerPolicy,
 }
 
 impl Default for AgentSettings {
@@ -71,6 +74,7 @@ impl Default for AgentSettings {
             bid_window: Duration::from_millis(200),
             placements_per_pass: 4096,
             unsatisfiable_after: Duration::from_secs(30),
+            breaker: BreakerPolicy::default(),
         }
     }
 }
@@ -386,11 +390,12 @@ impl AgentRuntime {
 
     /// Connected agents that take work, as the scheduler sees them.
     pub fn candidates(&self, state: &State) -> Vec<Candidate> {
+        let now_ms = clock::now_ms();
         state
             .agents
             .accepting_work()
             .filter(|agent| self.inner.hub.is_connected(&agent.id))
-            .map(|agent| placement::candidate_of(&state.jobs, agent))
+            .map(|agent| placement::candidate_of(&state.jobs, agent, now_ms))
             .collect()
     }
 

@@ -11,12 +11,14 @@
 //! Pure: changed only through commands applied by [`State`](super::State); no I/O, clock or
 //! randomness. Task re-queueing on loss is done by the job table with the keys returned here.
 
+mod breaker;
 mod record;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+pub use breaker::{BreakerPolicy, Circuit, CircuitBreaker};
 pub use record::{AgentRecord, AgentStatus, Registration};
 
 use super::jobs::TaskKey;
@@ -196,15 +198,23 @@ impl AgentRegistry {
         Ok(())
     }
 
-    /// Records that `agent_id` holds the current attempt of `task`.
-    pub(crate) fn hold(&mut self, agent_id: &str, task: TaskKey) {
+    /// Records that `agent_id` holds the current attempt of `task` from `now_ms`.
+    pub(crate) fn hold(&mut self, agent_id: &str, task: TaskKey, now_ms: u64) {
         if let Some(agent) = self.agents.get_mut(agent_id) {
             agent.running.insert(task);
+            agent.breaker.assigned(now_ms);
         }
     }
 
-    /// Records that `agent_id` no longer holds `task`, counting how its attempt ended.
-    pub(crate) fn release(&mut self, agent_id: &str, task: &TaskKey, succeeded: Option<bool>) {
+    /// Records that `agent_id` no longer holds `task`, counting how its attempt ended (and
+    /// telling its circuit breaker).
+    pub(crate) fn release(
+        &mut self,
+        agent_id: &str,
+        task: &TaskKey,
+        succeeded: Option<bool>,
+        now_ms: u64,
+    ) {
         let Some(agent) = self.agents.get_mut(agent_id) else {
             return;
         };
@@ -213,6 +223,9 @@ impl AgentRegistry {
             Some(true) => agent.tasks_succeeded += 1,
             Some(false) => agent.tasks_failed += 1,
             None => {}
+        }
+        if let Some(succeeded) = succeeded {
+            agent.breaker.record(succeeded, now_ms);
         }
     }
 

@@ -19,17 +19,22 @@ pub fn needs_of(job_id: &str, spec: &TaskSpec) -> TaskNeeds {
     }
 }
 
-/// `agent` as a scheduling candidate: its resources less what its running tasks hold, and the
-/// anti-affinity groups of those tasks.
-pub fn candidate_of(jobs: &JobTable, agent: &AgentRecord) -> Candidate {
+/// `agent` as a scheduling candidate at `now_ms`: its resources less what its running tasks
+/// hold, and the anti-affinity groups of those tasks. An open circuit keeps all work away; a
+/// half-open one lets through a single probe.
+pub fn candidate_of(jobs: &JobTable, agent: &AgentRecord, now_ms: u64) -> Candidate {
+    let max_concurrent = match agent.breaker.probing(now_ms) {
+        true => agent.max_concurrent.min(1),
+        false => agent.max_concurrent,
+    };
     let mut candidate = Candidate {
         id: agent.id.clone(),
         capabilities: agent.capabilities.clone(),
         labels: agent.labels.clone(),
         running: agent.running.len() as u32,
-        max_concurrent: agent.max_concurrent,
+        max_concurrent,
         free_resources: agent.resources.clone(),
-        draining_or_quarantined: agent.draining,
+        draining_or_quarantined: agent.draining || agent.breaker.blocks(now_ms),
         ..Candidate::default()
     };
     for task in &agent.running {

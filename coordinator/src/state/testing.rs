@@ -76,6 +76,7 @@ pub fn registration(id: &str, capabilities: &[&str], max_concurrent: u32) -> Reg
         labels: BTreeMap::new(),
         resources: BTreeMap::new(),
         max_concurrent,
+        breaker: Default::default(),
     }
 }
 

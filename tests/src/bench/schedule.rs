@@ -152,6 +152,7 @@ fn agent(i: usize) -> Registration {
         labels: [("zone".to_owned(), ZONES[i % 3].to_owned())].into(),
         resources: resources.into_iter().collect(),
         max_concurrent: 8,
+        breaker: Default::default(),
     }
 }
 
@@ -226,7 +227,7 @@ fn measure(state: &State, agents: usize, tasks: usize, runs: usize) -> PassResul
             let mut candidates: Vec<_> = state
                 .agents
                 .accepting_work()
-                .map(|agent| placement::candidate_of(&state.jobs, agent))
+                .map(|agent| placement::candidate_of(&state.jobs, agent, 2_000))
                 .collect();
             let candidates_done = Instant::now();
             let ready: Vec<(AttemptRef, _, Placement)> = state

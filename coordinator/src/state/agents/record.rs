@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::breaker::{BreakerPolicy, CircuitBreaker};
+
 use crate::state::jobs::TaskKey;
 
 /// What a registration (new agent or resumed identity) carries.
@@ -31,6 +33,9 @@ pub struct Registration {
     pub resources: BTreeMap<String, f64>,
     /// Tasks the agent runs at once; at least 1.
     pub max_concurrent: u32,
+    /// Its circuit breaker's policy (the leader's configuration).
+    #[serde(default)]
+    pub breaker: BreakerPolicy,
 }
 
 /// Where an agent is in its life.
@@ -82,6 +87,9 @@ pub struct AgentRecord {
     pub tasks_succeeded: u64,
     /// Attempts it failed, timed out or lost.
     pub tasks_failed: u64,
+    /// Keeps work away after failures in a row.
+    #[serde(default)]
+    pub breaker: CircuitBreaker,
 }
 
 impl AgentRecord {
@@ -103,6 +111,7 @@ impl AgentRecord {
             connected_at_ms: now_ms,
             tasks_succeeded: 0,
             tasks_failed: 0,
+            breaker: CircuitBreaker::default(),
         };
         record.connect(registration, now_ms);
         record
@@ -115,6 +124,7 @@ impl AgentRecord {
         self.labels = registration.labels.clone();
         self.resources = registration.resources.clone();
         self.max_concurrent = registration.max_concurrent;
+        self.breaker.policy = registration.breaker;
         self.session_id = registration.session_id.clone();
         self.session_token = registration.session_token.clone();
         self.status = AgentStatus::Connected;

@@ -124,7 +124,7 @@ impl<'a> Transition<'a> {
                 outcome: None,
             });
         });
-        self.agents.hold(agent_id, self.key(task_id));
+        self.agents.hold(agent_id, self.key(task_id), now_ms);
         if self.job.state == JobState::Pending {
             self.job.state = JobState::Running;
             self.job.started_at_ms = Some(now_ms);
@@ -360,7 +360,7 @@ impl<'a> Transition<'a> {
             agent = task.agent.clone().unwrap_or_default();
         });
         let key = self.key(task_id);
-        self.agents.release(&agent, &key, succeeded);
+        self.agents.release(&agent, &key, succeeded, now_ms);
         (attempt, agent)
     }
 

@@ -117,12 +117,11 @@ impl JobTable {
         agents.check_assignable(report.agent_id, capabilities.unwrap_or(&Default::default()))?;
         if let (Some(spec), Some(agent)) = (spec, agents.get(report.agent_id)) {
             let needs = placement::needs_of(report.job_id, spec);
-            scheduler::eligible(&needs, &placement::candidate_of(self, agent)).map_err(
-                |reason| Rejection::Ineligible {
-                    agent_id: report.agent_id.to_owned(),
-                    reason: reason.to_string(),
-                },
-            )?;
+            let candidate = placement::candidate_of(self, agent, meta.now_ms);
+            scheduler::eligible(&needs, &candidate).map_err(|reason| Rejection::Ineligible {
+                agent_id: report.agent_id.to_owned(),
+                reason: reason.to_string(),
+            })?;
         }
         let mut effects = Effects::default();
         let mut transition = self.transition(report.job_id, agents, &mut effects, meta)?;

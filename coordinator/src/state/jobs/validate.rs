@@ -148,9 +148,11 @@ fn unfit(
         .filter(|agent| task.required_capabilities.is_subset(&agent.capabilities));
     let mut reasons = Vec::new();
     for agent in capable {
+        // Idle, and with its circuit closed: a quarantine does not last.
         let idle = Candidate {
             max_concurrent: 1,
-            ..placement::candidate_of(&JobTable::default(), agent)
+            draining_or_quarantined: agent.draining,
+            ..placement::candidate_of(&JobTable::default(), agent, 0)
         };
         match scheduler::eligible(&needs, &idle) {
             Ok(()) => {

@@ -119,3 +119,49 @@ fn a_ready_task_no_live_agent_can_take_ends_unsatisfiable_and_fails_the_job() {
         "job 'j' already finished (Failed)"
     );
 }
+
+#[test]
+fn an_agent_failing_in_a_row_is_quarantined_then_probed_then_trusted_again() {
+    use crate::state::agents::{BreakerPolicy, Circuit};
+    let mut h = Harness::new();
+    let mut flaky = registration("flaky", &[], 4);
+    flaky.breaker = BreakerPolicy {
+        failures_max: 2,
+        cooldown_ms: 1_000,
+    };
+    h.ok(Command::RegisterAgent(flaky));
+    // One single-task job each, so a failure ends only its own job.
+    let jobs: Vec<String> = (0..6).map(|i| format!("j{i}")).collect();
+    for job in &jobs {
+        h.ok(submit(job, spec(vec![task("t", &[])])));
+    }
+    for job in &jobs[..2] {
+        h.ok(assign(job, "t", 1, "flaky"));
+        h.ok(start(job, "t", 1, "flaky"));
+        h.ok(fail(job, "t", 1, "flaky", false));
+    }
+    let opened_at = h.now_ms;
+    assert_eq!(
+        h.agent("flaky").breaker.circuit,
+        Circuit::Open {
+            until_ms: opened_at + 1_000
+        }
+    );
+    assert_eq!(
+        h.rejected(assign("j2", "t", 1, "flaky")).to_string(),
+        "agent 'flaky' cannot take the task: agent is draining or quarantined"
+    );
+    h.now_ms = opened_at + 1_000;
+    h.ok(assign("j2", "t", 1, "flaky"));
+    assert_eq!(h.agent("flaky").breaker.circuit, Circuit::HalfOpen);
+    assert_eq!(
+        h.rejected(assign("j3", "t", 1, "flaky")).to_string(),
+        "agent 'flaky' cannot take the task: agent is at its concurrency limit",
+        "one probe at a time"
+    );
+    h.ok(start("j2", "t", 1, "flaky"));
+    h.ok(succeed("j2", "t", 1, "flaky", "ok"));
+    assert_eq!(h.agent("flaky").breaker.circuit, Circuit::Closed);
+    h.ok(assign("j3", "t", 1, "flaky"));
+    h.ok(assign("j4", "t", 1, "flaky"));
+}
