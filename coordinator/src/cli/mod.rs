@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a coordinator node.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Run a single-node cluster with data in a temporary directory, for development.
     Dev(server::DevArgs),
     /// Start a 3-node cluster, write through it, kill its leader and show it carry on.
@@ -74,7 +74,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => server::run_server(args).await,
+            Command::Server(args) => server::run_server(*args).await,
             Command::Dev(args) => server::run_dev(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Cluster(command) => cluster::run(command).await,
