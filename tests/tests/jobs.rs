@@ -92,6 +92,14 @@ fn options() -> NodeOptions {
     }
 }
 
+/// A 3-node cluster with a leader, and a client of it.
+async fn cluster_up(options: NodeOptions) -> anyhow::Result<(LocalCluster, Client)> {
+    let cluster = start_cluster(3, options)?;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    Ok((cluster, client))
+}
+
 async fn wait_for_agents(client: &Client, count: usize) -> anyhow::Result<()> {
     wait_until(LEADER_TIMEOUT, "agents to register", || async {
         let agents = client.list_agents().await.ok()?;
@@ -118,6 +126,19 @@ async fn wait_for_job(client: &Client, job_id: &str) -> anyhow::Result<pb::Job> 
     .await
 }
 
+/// Submits a job file and waits until the job succeeds (failing with its reason otherwise).
+async fn run_to_success(client: &Client, toml: &str) -> anyhow::Result<String> {
+    let job_id = submit(client, toml).await?;
+    let job = wait_for_job(client, &job_id).await?;
+    anyhow::ensure!(
+        job.state == pb::JobState::Succeeded as i32,
+        "job ended in state {}: {}",
+        job.state,
+        job.state_reason
+    );
+    Ok(job_id)
+}
+
 async fn submit(client: &Client, toml: &str) -> anyhow::Result<String> {
     Ok(client.submit_job(parse_job_file(toml)?, "").await?.job_id)
 }
@@ -140,9 +161,7 @@ fn count_by_agent(runs: &[(String, String)]) -> BTreeMap<String, usize> {
 async fn capability_routing_never_places_a_task_on_an_agent_lacking_a_capability(
 ) -> anyhow::Result<()> {
     let _serial = serial().await;
-    let cluster = start_cluster(3, options())?;
-    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let client = cluster.client()?;
+    let (cluster, client) = cluster_up(options()).await?;
     let fleet = Fleet::new();
     fleet.start(
         &cluster,
@@ -182,9 +201,7 @@ async fn capability_routing_never_places_a_task_on_an_agent_lacking_a_capability
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_and_least_loaded_spread_tasks_evenly() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let cluster = start_cluster(3, options())?;
-    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let client = cluster.client()?;
+    let (cluster, client) = cluster_up(options()).await?;
     let fleet = Fleet::new();
     for i in 1..=3 {
         fleet.start(
@@ -217,9 +234,7 @@ async fn round_robin_and_least_loaded_spread_tasks_evenly() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_auction_awards_the_best_bid() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let cluster = start_cluster(3, options())?;
-    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let client = cluster.client()?;
+    let (cluster, client) = cluster_up(options()).await?;
     let fleet = Fleet::new();
     fleet.start(
         &cluster,
@@ -277,9 +292,7 @@ async fn the_auction_awards_the_best_bid() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_with_backoff_then_dead_letter() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let cluster = start_cluster(3, options())?;
-    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let client = cluster.client()?;
+    let (cluster, client) = cluster_up(options()).await?;
     let shutdown = CancellationToken::new();
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let seen = attempts.clone();
@@ -387,9 +400,7 @@ async fn task_of(client: &Client, job_id: &str, task_id: &str) -> Option<pb::Tas
 async fn a_task_on_an_agent_killed_mid_task_is_rerun_elsewhere_and_the_job_completes(
 ) -> anyhow::Result<()> {
     let _serial = serial().await;
-    let cluster = start_cluster(3, options())?;
-    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let client = cluster.client()?;
+    let (cluster, client) = cluster_up(options()).await?;
     let dir = tempfile::tempdir()?;
     let agents_file = dir.path().join("victim.toml");
     std::fs::write(&agents_file, "[[agents]]\nname = \"victim\"\ncapabilities = [\"slow\"]\n[[agents.handlers]]\nkind = \"*\"\ndemo = \"sleep\"\n")?;
@@ -491,9 +502,7 @@ async fn killing_the_leader_mid_job_completes_the_job_without_counting_a_result_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_agents_connect_at_once() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let cluster = start_cluster(3, options())?;
-    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let client = cluster.client()?;
+    let (cluster, client) = cluster_up(options()).await?;
     let fleet = Fleet::new();
     for i in 0..1000 {
         fleet.start(
@@ -597,9 +606,7 @@ impl Holdout {
 async fn an_auction_without_bids_runs_again_then_its_fallback_places_the_task() -> anyhow::Result<()>
 {
     let _serial = serial().await;
-    let cluster = start_cluster(3, options())?;
-    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let client = cluster.client()?;
+    let (cluster, client) = cluster_up(options()).await?;
     let shutdown = CancellationToken::new();
     let holdout = Holdout::start(&cluster, &shutdown);
     wait_for_agents(&client, 1).await?;
@@ -629,9 +636,7 @@ async fn an_auction_without_bids_runs_again_then_its_fallback_places_the_task() 
 async fn a_job_past_its_timeout_fails_and_its_running_task_is_cancelled_on_the_agent(
 ) -> anyhow::Result<()> {
     let _serial = serial().await;
-    let cluster = start_cluster(3, options())?;
-    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let client = cluster.client()?;
+    let (cluster, client) = cluster_up(options()).await?;
     let shutdown = CancellationToken::new();
     let holdout = Holdout::start(&cluster, &shutdown);
     wait_for_agents(&client, 1).await?;
@@ -785,9 +790,7 @@ fn start_sized_agent(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resources_constraints_and_anti_affinity_shape_placement() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let cluster = start_cluster(3, options())?;
-    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let client = cluster.client()?;
+    let (cluster, client) = cluster_up(options()).await?;
     let shutdown = CancellationToken::new();
     let work = Duration::from_millis(150);
     let eu1 = start_sized_agent(&cluster, &shutdown, "eu-1", 4.0, "eu", work);
@@ -811,14 +814,7 @@ async fn resources_constraints_and_anti_affinity_shape_placement() -> anyhow::Re
             )
         })
         .collect();
-    let job_id = submit(&client, &heavy).await?;
-    let job = wait_for_job(&client, &job_id).await?;
-    assert_eq!(
-        job.state,
-        pb::JobState::Succeeded as i32,
-        "{}",
-        job.state_reason
-    );
+    let job_id = run_to_success(&client, &heavy).await?;
     let tasks = client.job_tasks(&job_id).await?;
     for task in &tasks {
         assert!(
@@ -846,14 +842,7 @@ async fn resources_constraints_and_anti_affinity_shape_placement() -> anyhow::Re
             )
         })
         .collect();
-    let job_id = submit(&client, &replicas).await?;
-    let job = wait_for_job(&client, &job_id).await?;
-    assert_eq!(
-        job.state,
-        pb::JobState::Succeeded as i32,
-        "{}",
-        job.state_reason
-    );
+    let job_id = run_to_success(&client, &replicas).await?;
     let agents: std::collections::BTreeSet<String> = client
         .job_tasks(&job_id)
         .await?
@@ -877,15 +866,11 @@ async fn resources_constraints_and_anti_affinity_shape_placement() -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_no_live_agent_can_take_ends_unsatisfiable_with_the_reason() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let cluster = start_cluster(
-        3,
-        NodeOptions {
-            unsatisfiable_ms: 1_000,
-            ..options()
-        },
-    )?;
-    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let client = cluster.client()?;
+    let (cluster, client) = cluster_up(NodeOptions {
+        unsatisfiable_ms: 1_000,
+        ..options()
+    })
+    .await?;
     let fleet = Fleet::new();
     fleet.start(
         &cluster,
@@ -922,9 +907,7 @@ async fn a_task_no_live_agent_can_take_ends_unsatisfiable_with_the_reason() -> a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_falls_back_to_another_kind_once_its_attempts_are_used_up() -> anyhow::Result<()> {
     let _serial = serial().await;
-    let cluster = start_cluster(3, options())?;
-    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let client = cluster.client()?;
+    let (cluster, client) = cluster_up(options()).await?;
     let shutdown = CancellationToken::new();
     let big = AgentBuilder::new("big-model", cluster.addrs())
         .capability("big")
@@ -944,14 +927,7 @@ async fn a_task_falls_back_to_another_kind_once_its_attempts_are_used_up() -> an
     let job = "[[tasks]]\nid = \"answer\"\nkind = \"big-model\"\ncapabilities = [\"big\"]\n\
                retry = { max_attempts = 2, initial_backoff_ms = 50 }\n\
                fallback = { kind = \"small-model\", capabilities = [\"small\"] }\n";
-    let job_id = submit(&client, job).await?;
-    let done = wait_for_job(&client, &job_id).await?;
-    assert_eq!(
-        done.state,
-        pb::JobState::Succeeded as i32,
-        "{}",
-        done.state_reason
-    );
+    let job_id = run_to_success(&client, job).await?;
     let task = task_of(&client, &job_id, "answer").await.unwrap();
     assert_eq!(task.output, b"small answer to answer");
     assert_eq!(
@@ -1001,16 +977,12 @@ fn start_flaky_agent(
 async fn a_failing_agent_is_quarantined_its_work_goes_elsewhere_and_it_recovers(
 ) -> anyhow::Result<()> {
     let _serial = serial().await;
-    let cluster = start_cluster(
-        3,
-        NodeOptions {
-            breaker_failures: 3,
-            breaker_cooldown_ms: 2_000,
-            ..options()
-        },
-    )?;
-    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let client = cluster.client()?;
+    let (cluster, client) = cluster_up(NodeOptions {
+        breaker_failures: 3,
+        breaker_cooldown_ms: 2_000,
+        ..options()
+    })
+    .await?;
     let shutdown = CancellationToken::new();
     let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let flaky = start_flaky_agent(&cluster, &shutdown, broken.clone());
@@ -1035,14 +1007,7 @@ async fn a_failing_agent_is_quarantined_its_work_goes_elsewhere_and_it_recovers(
             .collect()
     };
 
-    let job_id = submit(&client, &tasks("a", 16)).await?;
-    let done = wait_for_job(&client, &job_id).await?;
-    assert_eq!(
-        done.state,
-        pb::JobState::Succeeded as i32,
-        "{}",
-        done.state_reason
-    );
+    run_to_success(&client, &tasks("a", 16)).await?;
     // Three failures in a row open the circuit; an attempt already running when it opened
     // may still fail. Without the breaker round-robin would have given it half the tasks.
     let attempts = flaky.lock().unwrap().clone();
