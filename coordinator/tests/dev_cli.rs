@@ -276,6 +276,47 @@ fn job_cancel_stops_a_running_job_and_bad_input_is_named() {
         "{}",
         stderr(&unknown)
     );
+    // An operator takes an agent out of service and back.
+    let agents = server.json(&["agents", "list", "--json"]);
+    let worker = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "worker-1")
+        .unwrap()["agent_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let quarantined = server.synod(&["agents", "quarantine", &worker, "--reason", "disk swap"]);
+    assert_success(&quarantined, &["agents", "quarantine"]);
+    let state_of_worker = || {
+        let agents = server.json(&["agents", "list", "--json"]);
+        let agent = agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["agent_id"] == worker.as_str())
+            .unwrap()
+            .clone();
+        (agent["state"].clone(), agent["state_reason"].clone())
+    };
+    assert_eq!(
+        state_of_worker(),
+        (
+            "quarantined".into(),
+            "quarantined by an operator: disk swap".into()
+        )
+    );
+    assert_success(&server.synod(&["agents", "release", &worker]), &["release"]);
+    assert_eq!(state_of_worker(), ("connected".into(), "".into()));
+    let unknown = server.synod(&["agents", "quarantine", "no-such-agent"]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("no-such-agent"),
+        "{}",
+        stderr(&unknown)
+    );
+
     let bad_state = server.synod(&["job", "list", "--state", "sleepy"]);
     assert!(
         stderr(&bad_state).contains("--state"),

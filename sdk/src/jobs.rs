@@ -164,6 +164,29 @@ impl Client {
         .await
     }
 
+    /// Quarantines an agent until released (`quarantined`), or releases it.
+    pub async fn quarantine_agent(
+        &self,
+        agent_id: &str,
+        quarantined: bool,
+        reason: &str,
+    ) -> Result<pb::QuarantineAgentResponse, ClientError> {
+        let request = pb::QuarantineAgentRequest {
+            agent_id: agent_id.to_owned(),
+            quarantined,
+            reason: reason.to_owned(),
+        };
+        self.call(|channel| {
+            let request = request.clone();
+            async move {
+                AgentServiceClient::new(channel)
+                    .quarantine_agent(request)
+                    .await
+            }
+        })
+        .await
+    }
+
     /// Watches a job's events, from the start of its history when `from_start`, otherwise
     /// from now. Survives leader changes: a broken stream is reopened after the last event
     /// delivered.

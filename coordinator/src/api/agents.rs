@@ -257,13 +257,40 @@ impl AgentService for AgentApi {
 
     async fn quarantine_agent(
         &self,
-        _: Request<pb::QuarantineAgentRequest>,
+        request: Request<pb::QuarantineAgentRequest>,
     ) -> Result<Response<pb::QuarantineAgentResponse>, Status> {
-        Err(Status::unimplemented(
-            "quarantine is not supported by this version of Synod",
-        ))
+        let request = request.into_inner();
+        if request.agent_id.is_empty() {
+            return Err(ApiError::invalid("agent_id", "required").into());
+        }
+        if request.reason.chars().count() > QUARANTINE_REASON_CHARS_MAX {
+            let problem = format!("longer than {QUARANTINE_REASON_CHARS_MAX} characters");
+            return Err(ApiError::invalid("reason", problem).into());
+        }
+        let result = self
+            .runtime
+            .propose(Command::QuarantineAgent {
+                agent_id: request.agent_id.clone(),
+                quarantined: request.quarantined,
+                reason: request.reason,
+            })
+            .await
+            .map_err(ApiError::from)?;
+        result.outcome.clone().map_err(ApiError::from)?;
+        let agent = self.runtime.read(|state| {
+            let record = state.agents.get(&request.agent_id)?;
+            let connected = self.runtime.hub().is_connected(&record.id);
+            Some(agent(record, state, connected, clock::now_ms()))
+        });
+        Ok(Response::new(pb::QuarantineAgentResponse {
+            agent,
+            write: Some(super::convert::write_meta(&result)),
+        }))
     }
 }
+
+/// Longest reason an operator may give for a quarantine.
+const QUARANTINE_REASON_CHARS_MAX: usize = 1024;
 
 /// One open session after registration.
 struct Session {

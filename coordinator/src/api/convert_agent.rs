@@ -108,6 +108,9 @@ fn agent_state(record: &AgentRecord, now_ms: u64) -> pb::AgentState {
 
 /// Why the agent gets no work now, when its circuit is open.
 fn quarantine_reason(record: &AgentRecord, now_ms: u64) -> Option<String> {
+    if let Some(reason) = &record.breaker.manual {
+        return Some(format!("quarantined by an operator: {reason}"));
+    }
     match record.breaker.circuit {
         Circuit::Open { until_ms } if now_ms < until_ms => Some(format!(
             "quarantined after {} failed attempts in a row; takes a probe task in {} ms",

@@ -1,4 +1,5 @@
-//! `synod agents list`: the registry of agents.
+//! `synod agents list | quarantine | release`: the registry of agents, and taking an agent out
+//! of (or back into) service.
 
 use clap::Subcommand;
 use serde_json::json;
@@ -17,14 +18,54 @@ pub enum AgentsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Give an agent no work until it is released.
+    Quarantine {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The agent's id.
+        id: String,
+        /// Why (shown in `agents list`).
+        #[arg(long, default_value = "operator request")]
+        reason: String,
+    },
+    /// End an agent's quarantine (also closes its circuit breaker).
+    Release {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The agent's id.
+        id: String,
+    },
 }
 
 /// Runs an agents command.
 pub async fn run(command: AgentsCommand) -> anyhow::Result<()> {
-    let AgentsCommand::List {
-        client,
-        json: as_json,
-    } = command;
+    match command {
+        AgentsCommand::List { client, json } => list(&client, json).await,
+        AgentsCommand::Quarantine { client, id, reason } => {
+            set_quarantine(&client, &id, true, &reason).await
+        }
+        AgentsCommand::Release { client, id } => set_quarantine(&client, &id, false, "").await,
+    }
+}
+
+async fn set_quarantine(
+    client: &ClientArgs,
+    id: &str,
+    quarantined: bool,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let response = client
+        .client()?
+        .quarantine_agent(id, quarantined, reason)
+        .await?;
+    let state = response
+        .agent
+        .map_or_else(String::new, |a| state_name(a.state));
+    println!("agent {id}: {state}");
+    Ok(())
+}
+
+async fn list(client: &ClientArgs, as_json: bool) -> anyhow::Result<()> {
     let agents = client.client()?.list_agents().await?;
     if as_json {
         let list: Vec<_> = agents.iter().map(agent_json).collect();
@@ -66,6 +107,7 @@ fn state_name(state: i32) -> String {
 fn agent_json(agent: &pb::Agent) -> serde_json::Value {
     json!({
         "agent_id": agent.agent_id, "name": agent.name, "state": state_name(agent.state),
+        "state_reason": agent.state_reason,
         "capabilities": agent.capabilities, "labels": agent.labels,
         "running_tasks": agent.running_tasks.len(), "max_concurrent_tasks": agent.max_concurrent_tasks,
     })

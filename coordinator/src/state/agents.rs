@@ -165,6 +165,17 @@ impl AgentRegistry {
         Ok(())
     }
 
+    /// Quarantines `agent_id` until released (`Some(reason)`), or releases it (`None`), which
+    /// also closes its circuit.
+    pub fn quarantine(&mut self, agent_id: &str, reason: Option<String>) -> Result<(), Rejection> {
+        let agent = self.get_mut(agent_id)?;
+        if agent.status == AgentStatus::Deregistered {
+            return Err(not_active(agent));
+        }
+        agent.breaker.set_manual(reason);
+        Ok(())
+    }
+
     /// Checks that `agent_id` may take one more task needing `capabilities`.
     pub fn check_assignable(
         &self,

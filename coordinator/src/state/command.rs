@@ -70,6 +70,15 @@ pub enum Command {
         /// The agent.
         agent_id: String,
     },
+    /// An operator quarantines an agent (until released), or releases it.
+    QuarantineAgent {
+        /// The agent.
+        agent_id: String,
+        /// True to quarantine, false to release.
+        quarantined: bool,
+        /// Why, recorded on the agent.
+        reason: String,
+    },
     /// Submits a job (validated again at apply).
     SubmitJob {
         /// Id chosen by the leader.
@@ -204,6 +213,9 @@ impl Command {
                 agent_id,
                 session_id,
             } => 8 + agent_id.len() + session_id.len(),
+            Command::QuarantineAgent {
+                agent_id, reason, ..
+            } => 8 + agent_id.len() + reason.len(),
             Command::DeregisterAgent { agent_id } | Command::DrainAgent { agent_id } => {
                 8 + agent_id.len()
             }

@@ -111,6 +111,13 @@ impl State {
                 Ok(self.lose_agent(agent_id, &tasks, meta))
             }
             Command::DrainAgent { agent_id } => agents.drain(agent_id).map(|()| Applied::Done),
+            Command::QuarantineAgent {
+                agent_id,
+                quarantined,
+                reason,
+            } => agents
+                .quarantine(agent_id, quarantined.then(|| reason.clone()))
+                .map(|()| Applied::Done),
             command => self.apply_job(command, meta),
         }
     }
@@ -172,7 +179,8 @@ impl State {
             | Command::AgentDisconnected { .. }
             | Command::ExpireAgent { .. }
             | Command::DeregisterAgent { .. }
-            | Command::DrainAgent { .. } => Ok(Applied::Done),
+            | Command::DrainAgent { .. }
+            | Command::QuarantineAgent { .. } => Ok(Applied::Done),
         }
     }
 

@@ -47,7 +47,7 @@ pub enum Circuit {
 }
 
 /// An agent's breaker: its policy, its circuit and its current run of failures.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CircuitBreaker {
     /// When to open and for how long.
     pub policy: BreakerPolicy,
@@ -55,6 +55,9 @@ pub struct CircuitBreaker {
     pub circuit: Circuit,
     /// Failed attempts since the last success.
     pub failures_in_a_row: u32,
+    /// An operator's quarantine, with its reason: no work until released.
+    #[serde(default)]
+    pub manual: Option<String>,
 }
 
 impl CircuitBreaker {
@@ -79,13 +82,26 @@ impl CircuitBreaker {
         }
     }
 
-    /// True while the circuit keeps all work away.
+    /// True while the circuit (or an operator) keeps all work away.
     pub fn blocks(&self, now_ms: u64) -> bool {
-        matches!(self.circuit, Circuit::Open { until_ms } if now_ms < until_ms)
+        self.manual.is_some()
+            || matches!(self.circuit, Circuit::Open { until_ms } if now_ms < until_ms)
+    }
+
+    /// Quarantines until released (`Some(reason)`); releasing also closes the circuit.
+    pub fn set_manual(&mut self, reason: Option<String>) {
+        if reason.is_none() {
+            self.circuit = Circuit::Closed;
+            self.failures_in_a_row = 0;
+        }
+        self.manual = reason;
     }
 
     /// True when the agent may take only a probe: half-open, or open past its cool-down.
     pub fn probing(&self, now_ms: u64) -> bool {
+        if self.manual.is_some() {
+            return false;
+        }
         match self.circuit {
             Circuit::HalfOpen => true,
             Circuit::Open { until_ms } => now_ms >= until_ms,
@@ -138,6 +154,19 @@ mod tests {
         );
         b.assigned(2_300);
         b.record(true, 2_400);
+        assert_eq!((b.circuit, b.failures_in_a_row), (Circuit::Closed, 0));
+    }
+
+    #[test]
+    fn an_operator_quarantine_holds_until_released_which_closes_the_circuit() {
+        let mut b = breaker();
+        for t in 0..3 {
+            b.record(false, t);
+        }
+        b.set_manual(Some("disk replaced".into()));
+        assert!(b.blocks(u64::MAX) && !b.probing(u64::MAX));
+        b.set_manual(None);
+        assert!(!b.blocks(0));
         assert_eq!((b.circuit, b.failures_in_a_row), (Circuit::Closed, 0));
     }
 
