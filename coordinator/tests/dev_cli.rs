@@ -58,6 +58,15 @@ impl DevServer {
         })
     }
 
+    /// The agent whose `key` is `value` in `agents list --json`.
+    fn agent(&self, key: &str, value: &str) -> Value {
+        let agents = self.json(&["agents", "list", "--json"]);
+        let found = agents.as_array().unwrap().iter().find(|a| a[key] == value);
+        found
+            .cloned()
+            .unwrap_or_else(|| panic!("no agent with {key} {value}: {agents}"))
+    }
+
     fn wait_for_demo_agents(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -83,6 +92,18 @@ impl Drop for DevServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it yields a value, for at most 20 s.
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -244,22 +265,18 @@ fn job_cancel_stops_a_running_job_and_bad_input_is_named() {
     .unwrap();
     let submitted = server.json(&["job", "submit", file.to_str().unwrap(), "--json"]);
     let job_id = submitted["job_id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.json(&["job", "status", &job_id, "--json"])["tasks"][0]["state"] != "running" {
-        assert!(Instant::now() < deadline, "the task never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("the task to start", || {
+        let status = server.json(&["job", "status", &job_id, "--json"]);
+        (status["tasks"][0]["state"] == "running").then_some(())
+    });
     let cancelled = server.synod(&["job", "cancel", &job_id]);
     assert_success(&cancelled, &["job", "cancel"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("the job and its task to be cancelled", || {
         let status = server.json(&["job", "status", &job_id, "--json"]);
-        if status["state"] == "cancelled" && status["tasks"][0]["state"] == "cancelled" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not cancelled: {status}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        let cancelled =
+            status["state"] == "cancelled" && status["tasks"][0]["state"] == "cancelled";
+        cancelled.then_some(())
+    });
     // `watch` of a cancelled job ends with a non-zero status.
     let watched = server.synod(&["job", "watch", &job_id, "--from-start"]);
     assert!(!watched.status.success());
@@ -277,27 +294,14 @@ fn job_cancel_stops_a_running_job_and_bad_input_is_named() {
         stderr(&unknown)
     );
     // An operator takes an agent out of service and back.
-    let agents = server.json(&["agents", "list", "--json"]);
-    let worker = agents
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "worker-1")
-        .unwrap()["agent_id"]
+    let worker = server.agent("name", "worker-1")["agent_id"]
         .as_str()
         .unwrap()
         .to_owned();
     let quarantined = server.synod(&["agents", "quarantine", &worker, "--reason", "disk swap"]);
     assert_success(&quarantined, &["agents", "quarantine"]);
     let state_of_worker = || {
-        let agents = server.json(&["agents", "list", "--json"]);
-        let agent = agents
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["agent_id"] == worker.as_str())
-            .unwrap()
-            .clone();
+        let agent = server.agent("agent_id", &worker);
         (agent["state"].clone(), agent["state_reason"].clone())
     };
     assert_eq!(

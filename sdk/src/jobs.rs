@@ -36,6 +36,17 @@ impl Client {
             .await
     }
 
+    /// One `AgentService` call with `request`, following the leader.
+    async fn agents<Req, T, F, Fut>(&self, request: Req, method: F) -> Result<T, ClientError>
+    where
+        Req: Clone,
+        F: Fn(AgentServiceClient<Channel>, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call(|channel| method(AgentServiceClient::new(channel), request.clone()))
+            .await
+    }
+
     /// Submits a job; returns its id. With an `idempotency_key`, a retried submit returns the
     /// first job's id instead of creating another.
     pub async fn submit_job(
@@ -153,10 +164,7 @@ impl Client {
             };
             async move {
                 let page = self
-                    .call(|channel| {
-                        let request = request.clone();
-                        async move { AgentServiceClient::new(channel).list_agents(request).await }
-                    })
+                    .agents(request, |mut c, r| async move { c.list_agents(r).await })
                     .await?;
                 Ok((page.agents, page.next_page_token))
             }
@@ -176,14 +184,10 @@ impl Client {
             quarantined,
             reason: reason.to_owned(),
         };
-        self.call(|channel| {
-            let request = request.clone();
-            async move {
-                AgentServiceClient::new(channel)
-                    .quarantine_agent(request)
-                    .await
-            }
-        })
+        self.agents(
+            request,
+            |mut c, r| async move { c.quarantine_agent(r).await },
+        )
         .await
     }
 
