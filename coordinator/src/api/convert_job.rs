@@ -1,6 +1,6 @@
-//! Jobs between proto and domain: `synod.v1.JobSpec` into the state's `JobSpec` (refusing
-//! fields this version does not support yet, by name), and job/task records into their
-//! proto status messages.
+//! Jobs from proto to domain: `synod.v1.JobSpec` into the state's `JobSpec`, resolving the
+//! proto's "0 means the server default" rules and refusing malformed fields by name (the
+//! state's `validate` then checks the rules between fields and tasks).
 
 use std::collections::BTreeMap;
 
@@ -9,8 +9,8 @@ use synod_proto::v1 as pb;
 use super::ApiError;
 use crate::scheduler::{Constraint, ConstraintOp};
 use crate::state::jobs::{
-    Criterion, Fallback, Goal, JobSpec, OutputCondition, RetryPolicy, Strategy, TaskSpec,
-    ATTEMPTS_MAX,
+    Criterion, Fallback, FanOut, FanOutSource, Goal, JobSpec, OutputCondition, RetryPolicy,
+    Strategy, TaskSpec, ATTEMPTS_MAX,
 };
 
 /// Converts a submitted spec; `field` prefixes field paths in errors (e.g. `spec`).
@@ -64,7 +64,6 @@ pub fn job_spec(spec: pb::JobSpec, field: &str) -> Result<JobSpec, ApiError> {
 
 /// Converts one task spec; `field` is its path, e.g. `spec.tasks[2]`.
 pub fn task_spec(task: pb::TaskSpec, field: &str) -> Result<TaskSpec, ApiError> {
-    unsupported(&task, field)?;
     let mut conditions = BTreeMap::new();
     let mut depends_on = Vec::with_capacity(task.depends_on.len());
     for (i, dependency) in task.depends_on.into_iter().enumerate() {
@@ -128,7 +127,67 @@ pub fn task_spec(task: pb::TaskSpec, field: &str) -> Result<TaskSpec, ApiError> 
             Some(fallback) => Some(task_fallback(fallback, &format!("{field}.fallback"))?),
             None => None,
         },
+        fan_out: match task.fan_out {
+            Some(spec) => Some(fan_out(spec, &format!("{field}.fan_out"))?),
+            None => None,
+        },
+        child_job: match task.child_job {
+            Some(child) => Some(Box::new(job_spec(child, &format!("{field}.child_job"))?)),
+            None => None,
+        },
+        compensation_task_id: task.compensation_task_id,
     })
+}
+
+/// A fan-out: its source is required, and a JSON Pointer must be one.
+fn fan_out(fan_out: pb::FanOut, field: &str) -> Result<FanOut, ApiError> {
+    use pb::fan_out::Source;
+    let source = match fan_out.source {
+        Some(Source::Items(items)) => FanOutSource::Items(
+            items
+                .items
+                .into_iter()
+                .map(serde_bytes::ByteBuf::from)
+                .collect(),
+        ),
+        Some(Source::FromDependency(from)) => {
+            json_pointer(
+                &from.json_pointer,
+                &format!("{field}.from_dependency.json_pointer"),
+            )?;
+            if from.task_id.is_empty() {
+                return Err(ApiError::invalid(
+                    format!("{field}.from_dependency.task_id"),
+                    "required",
+                ));
+            }
+            FanOutSource::FromDependency {
+                task_id: from.task_id,
+                json_pointer: from.json_pointer,
+            }
+        }
+        None => {
+            return Err(ApiError::invalid(
+                field,
+                "set items or from_dependency as the source of the items",
+            ))
+        }
+    };
+    Ok(FanOut {
+        source,
+        parallelism: fan_out.parallelism,
+    })
+}
+
+/// An RFC 6901 JSON Pointer: empty, or starting with '/'.
+fn json_pointer(pointer: &str, field: &str) -> Result<(), ApiError> {
+    match pointer.is_empty() || pointer.starts_with('/') {
+        true => Ok(()),
+        false => Err(ApiError::invalid(
+            field,
+            format!("'{pointer}' is not a JSON Pointer (empty, or starting with '/')"),
+        )),
+    }
 }
 
 /// What a task falls back to; it must change something.
@@ -162,13 +221,7 @@ fn output_condition(
     condition: pb::OutputCondition,
     field: &str,
 ) -> Result<OutputCondition, ApiError> {
-    let pointer = &condition.json_pointer;
-    if !pointer.is_empty() && !pointer.starts_with('/') {
-        return Err(ApiError::invalid(
-            format!("{field}.json_pointer"),
-            format!("'{pointer}' is not a JSON Pointer (empty, or starting with '/')"),
-        ));
-    }
+    json_pointer(&condition.json_pointer, &format!("{field}.json_pointer"))?;
     if let Err(error) = serde_json::from_str::<serde_json::Value>(&condition.equals_json) {
         return Err(ApiError::invalid(
             format!("{field}.equals_json"),
@@ -275,25 +328,6 @@ fn optional_strategy(value: i32, field: &str) -> Result<Option<Strategy>, ApiErr
     }
 }
 
-/// Refuses, by field name, the parts of TaskSpec that belong to later features.
-fn unsupported(task: &pb::TaskSpec, field: &str) -> Result<(), ApiError> {
-    let later = [
-        ("fan_out", task.fan_out.is_some()),
-        ("child_job", task.child_job.is_some()),
-        (
-            "compensation_task_id",
-            !task.compensation_task_id.is_empty(),
-        ),
-    ];
-    match later.iter().find(|(_, set)| *set) {
-        Some((name, _)) => Err(ApiError::invalid(
-            format!("{field}.{name}"),
-            "not supported by this version of Synod",
-        )),
-        None => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,7 +399,34 @@ mod tests {
         let error = job_spec(fan_out, "spec").unwrap_err().to_string();
         assert_eq!(
             error,
-            "spec.tasks[1].fan_out: not supported by this version of Synod"
+            "spec.tasks[1].fan_out: set items or from_dependency as the source of the items"
+        );
+        let child = pb::JobSpec {
+            tasks: vec![pb::TaskSpec {
+                child_job: Some(pb::JobSpec {
+                    tasks: vec![pb::TaskSpec {
+                        fan_out: Some(pb::FanOut {
+                            source: Some(pb::fan_out::Source::FromDependency(
+                                pb::FanOutFromDependency {
+                                    task_id: "x".into(),
+                                    json_pointer: "items".into(),
+                                },
+                            )),
+                            parallelism: 0,
+                        }),
+                        ..task("c")
+                    }],
+                    ..Default::default()
+                }),
+                ..task("p")
+            }],
+            ..Default::default()
+        };
+        let error = job_spec(child, "spec").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "spec.tasks[0].child_job.tasks[0].fan_out.from_dependency.json_pointer: 'items' is not \
+             a JSON Pointer (empty, or starting with '/')"
         );
     }
 }

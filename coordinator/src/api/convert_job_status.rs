@@ -3,7 +3,7 @@
 //! `synod.v1.JobSpec` (for `include_spec`).
 //!
 //! Pure functions of the applied state. Where the proto has a field the state does not record
-//! (progress, compensation, fan-out, child jobs, idempotency keys), it is left at its default.
+//! (progress, idempotency keys), it is left at its default.
 //!
 //! ```text
 //!   JobRecord ──► pb::Job      (task_counts, output, last_sequence, timestamps)
@@ -18,12 +18,13 @@ use synod_proto::v1::job_event::Kind;
 
 use crate::scheduler::{Constraint, ConstraintOp};
 use crate::state::jobs::{
-    AttemptOutcome, AttemptRecord, Criterion, JobEvent, JobEventKind, JobRecord, JobSpec, JobState,
-    Strategy, TaskRecord, TaskSpec, TaskState,
+    AttemptOutcome, AttemptRecord, Criterion, FanOut, FanOutSource, JobEvent, JobEventKind,
+    JobRecord, JobSpec, JobState, Strategy, TaskRecord, TaskRole, TaskSpec, TaskState,
 };
 
 /// A job's status; its spec only when `include_spec`.
 pub fn job(record: &JobRecord, include_spec: bool) -> pb::Job {
+    let parent = record.parent.as_ref();
     pb::Job {
         job_id: record.id.clone(),
         name: record.spec.name.clone(),
@@ -37,6 +38,8 @@ pub fn job(record: &JobRecord, include_spec: bool) -> pb::Job {
         started_at_ms: record.started_at_ms.unwrap_or(0),
         finished_at_ms: record.finished_at_ms.unwrap_or(0),
         spec: include_spec.then(|| job_spec(&record.spec)),
+        parent_job_id: parent.map(|p| p.job_id.clone()).unwrap_or_default(),
+        parent_task_id: parent.map(|p| p.task_id.clone()).unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -54,10 +57,26 @@ fn task_counts(record: &JobRecord) -> Vec<pb::TaskStateCount> {
 }
 
 /// A task's status; its spec only when `include_spec`.
-pub fn task(job_id: &str, spec: &TaskSpec, record: &TaskRecord, include_spec: bool) -> pb::Task {
+pub fn task(
+    job_id: &str,
+    task_id: &str,
+    spec: &TaskSpec,
+    record: &TaskRecord,
+    include_spec: bool,
+) -> pb::Task {
+    let (fan_out_index, child_job_id) = match &record.role {
+        TaskRole::Instance { index, .. } => (Some(*index), String::new()),
+        TaskRole::ChildJob {
+            child_job_id: Some(id),
+        } => (None, id.clone()),
+        _ => (None, String::new()),
+    };
     pb::Task {
         job_id: job_id.to_owned(),
-        task_id: spec.id.clone(),
+        task_id: task_id.to_owned(),
+        fan_out_index,
+        child_job_id,
+        compensation: matches!(record.role, TaskRole::Compensation { .. }),
         kind: spec.kind.clone(),
         state: task_state(record.state) as i32,
         state_reason: state_reason(record),
@@ -154,6 +173,7 @@ pub fn job_state(state: JobState) -> pb::JobState {
     match state {
         JobState::Pending => pb::JobState::Pending,
         JobState::Running => pb::JobState::Running,
+        JobState::Compensating => pb::JobState::Compensating,
         JobState::Succeeded => pb::JobState::Succeeded,
         JobState::Failed => pb::JobState::Failed,
         JobState::Cancelled => pb::JobState::Cancelled,
@@ -242,7 +262,29 @@ pub fn task_spec(spec: &TaskSpec) -> pb::TaskSpec {
             required_capabilities: f.required_capabilities.iter().cloned().collect(),
             max_attempts: f.max_attempts,
         }),
-        ..Default::default()
+        fan_out: spec.fan_out.as_ref().map(fan_out),
+        child_job: spec.child_job.as_deref().map(job_spec),
+        compensation_task_id: spec.compensation_task_id.clone(),
+    }
+}
+
+fn fan_out(fan_out: &FanOut) -> pb::FanOut {
+    use pb::fan_out::Source;
+    let source = match &fan_out.source {
+        FanOutSource::Items(items) => Source::Items(pb::FanOutItems {
+            items: items.iter().map(|item| item.to_vec()).collect(),
+        }),
+        FanOutSource::FromDependency {
+            task_id,
+            json_pointer,
+        } => Source::FromDependency(pb::FanOutFromDependency {
+            task_id: task_id.clone(),
+            json_pointer: json_pointer.clone(),
+        }),
+    };
+    pb::FanOut {
+        source: Some(source),
+        parallelism: fan_out.parallelism,
     }
 }
 
@@ -292,7 +334,11 @@ fn event_kind(job: &JobRecord, kind: &JobEventKind) -> Option<Kind> {
         JobEventKind::JobSubmitted => Kind::JobSubmitted(e::JobSubmitted {
             name: job.spec.name.clone(),
             task_count: root_task_count(job),
-            parent_job_id: String::new(),
+            parent_job_id: job
+                .parent
+                .as_ref()
+                .map(|p| p.job_id.clone())
+                .unwrap_or_default(),
         }),
         JobEventKind::TaskReady { task_id } => Kind::TaskReady(e::TaskReady {
             task_id: task_id.clone(),
@@ -313,6 +359,16 @@ fn event_kind(job: &JobRecord, kind: &JobEventKind) -> Option<Kind> {
             agent_id: attempt_agent(job, task_id, *attempt),
         }),
         JobEventKind::TaskSucceeded { task_id, attempt } => succeeded(job, task_id, *attempt),
+        JobEventKind::TaskFailed {
+            task_id,
+            attempt: 0,
+            error,
+            ..
+        } => Kind::TaskFailed(e::TaskFailed {
+            task_id: task_id.clone(),
+            error_message: error.clone(),
+            ..Default::default()
+        }),
         JobEventKind::TaskFailed {
             task_id, attempt, ..
         } => failed(job, task_id, *attempt),
@@ -376,6 +432,26 @@ fn later_event_kind(job: &JobRecord, kind: &JobEventKind) -> Option<Kind> {
             task_ids: ids.clone(),
             ..Default::default()
         }),
+        JobEventKind::FanOutExpanded {
+            task_id,
+            instance_count,
+        } => Kind::FanOutExpanded(e::FanOutExpanded {
+            task_id: task_id.clone(),
+            instance_count: *instance_count,
+        }),
+        JobEventKind::ChildJobStarted {
+            task_id,
+            child_job_id,
+        } => Kind::ChildJobStarted(e::ChildJobStarted {
+            task_id: task_id.clone(),
+            child_job_id: child_job_id.clone(),
+        }),
+        JobEventKind::CompensationStarted { reason, task_ids } => {
+            Kind::CompensationStarted(e::CompensationStarted {
+                reason: reason.clone(),
+                task_ids: task_ids.clone(),
+            })
+        }
         JobEventKind::JobCancelled { reason } => Kind::JobCancelled(e::JobCancelled {
             reason: reason.clone(),
         }),
@@ -522,6 +598,9 @@ mod tests {
                 required_capabilities: ["cpu".to_owned()].into(),
                 max_attempts: 2,
             }),
+            fan_out: None,
+            child_job: None,
+            compensation_task_id: String::new(),
         };
         JobSpec {
             name: "j".into(),
@@ -621,7 +700,38 @@ mod tests {
 
     #[test]
     fn the_spec_round_trips_through_the_submit_conversion() {
-        let original = spec();
+        let mut original = spec();
+        let base = original.tasks[0].clone();
+        let mut map = base.clone();
+        map.fan_out = Some(FanOut {
+            source: FanOutSource::FromDependency {
+                task_id: "a".into(),
+                json_pointer: "/items".into(),
+            },
+            parallelism: 4,
+        });
+        map.compensation_task_id = "undo".into();
+        let mut nested = base.clone();
+        nested.child_job = Some(Box::new(JobSpec {
+            name: "child".into(),
+            goal: Goal {
+                description: String::new(),
+                criterion: Criterion::AllTasks,
+            },
+            tasks: vec![base.clone()],
+            labels: BTreeMap::new(),
+            priority: 0,
+            timeout_ms: 0,
+        }));
+        let mut literal = base.clone();
+        literal.fan_out = Some(FanOut {
+            source: FanOutSource::Items(vec![serde_bytes::ByteBuf::from(b"x".to_vec())]),
+            parallelism: 0,
+        });
+        for (id, mut task) in [("map", map), ("nested", nested), ("literal", literal)] {
+            task.id = id.into();
+            original.tasks.push(task);
+        }
         let back =
             super::super::convert_job::job_spec(job_spec(&original), "spec").expect("converts");
         assert_eq!(back, original);
@@ -631,7 +741,7 @@ mod tests {
     fn a_task_converts_with_attempts_and_errors() {
         let record = record();
         let (spec, a) = (record.task_spec("a").expect("spec"), &record.tasks["a"]);
-        let converted = task("job-1", spec, a, false);
+        let converted = task("job-1", "a", spec, a, false);
         assert_eq!((converted.attempt, converted.failed_attempts), (3, 2));
         assert_eq!(
             (converted.agent_id.as_str(), converted.output.as_slice()),
@@ -656,6 +766,7 @@ mod tests {
         assert_eq!(outcomes, expected);
         let b = task(
             "job-1",
+            "b",
             record.task_spec("b").expect("spec"),
             &record.tasks["b"],
             true,

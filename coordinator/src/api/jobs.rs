@@ -427,7 +427,8 @@ fn list_jobs(
     (found.into_iter().map(|j| job(j, false)).collect(), token)
 }
 
-/// A job's tasks in submission order, after task index `after`; and the next page's token.
+/// A job's tasks in submission order (fan-out instances after their fan-out), after position
+/// `after` in that order; and the next page's token.
 fn list_tasks(
     state: &State,
     job_id: &str,
@@ -436,19 +437,21 @@ fn list_tasks(
     limit: usize,
 ) -> Result<(Vec<pb::Task>, String), ApiError> {
     let record = state.jobs.get(job_id).ok_or_else(|| no_job(job_id))?;
-    let start = after.map_or(0, |index| index.saturating_add(1));
-    let mut found: Vec<_> = record
-        .tasks_in_order()
-        .filter(|(_, t)| u64::from(t.index) >= start)
-        .filter(|(_, t)| states.is_empty() || states.contains(&(task_state(t.state) as i32)))
+    let start = after.map_or(0, |position| position.saturating_add(1));
+    let mut found: Vec<_> = (0u64..)
+        .zip(record.tasks_in_order())
+        .skip(usize::try_from(start).unwrap_or(usize::MAX))
+        .filter(|(_, (_, _, t))| {
+            states.is_empty() || states.contains(&(task_state(t.state) as i32))
+        })
         .take(limit + 1)
         .collect();
     let more = found.len() > limit;
     found.truncate(limit);
-    let token = next_token(more, found.last().map(|(_, t)| u64::from(t.index)));
+    let token = next_token(more, found.last().map(|(position, _)| *position));
     let tasks = found
         .into_iter()
-        .map(|(spec, t)| task(job_id, spec, t, false));
+        .map(|(_, (id, spec, t))| task(job_id, id, spec, t, false));
     Ok((tasks.collect(), token))
 }
 
@@ -466,7 +469,7 @@ fn read_task(
         .jobs
         .task(job_id, task_id)
         .ok_or_else(|| no_task(job_id, task_id))?;
-    Ok(task(job_id, spec, record, include_spec))
+    Ok(task(job_id, task_id, spec, record, include_spec))
 }
 
 /// A job's events after sequence `after`; and the next page's token.

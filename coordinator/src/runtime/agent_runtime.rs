@@ -302,7 +302,7 @@ impl AgentRuntime {
             state
                 .jobs
                 .ready_tasks(now_ms)
-                .filter(|ready| !self.inner.auctions.is_open(&ready.job.id, &ready.spec.id))
+                .filter(|ready| !self.inner.auctions.is_open(&ready.job.id, ready.task_id))
                 .take(limit)
                 .map(|ready| {
                     let spec = ready.spec;
@@ -520,7 +520,7 @@ fn assign(attempt: AttemptRef, agent_id: String) -> Command {
 fn attempt_of(ready: &crate::state::jobs::ReadyTask<'_>) -> AttemptRef {
     AttemptRef {
         job_id: ready.job.id.clone(),
-        task_id: ready.spec.id.clone(),
+        task_id: ready.task_id.to_owned(),
         attempt: ready.next_attempt(),
     }
 }

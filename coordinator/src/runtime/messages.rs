@@ -5,7 +5,7 @@ use synod_proto::v1 as pb;
 use synod_proto::v1::coordinator_message::Kind;
 
 use super::clock;
-use crate::state::jobs::{AttemptRef, TaskState};
+use crate::state::jobs::{AttemptRef, TaskRole, TaskState};
 use crate::state::State;
 
 /// Wraps `kind` with the leader's clock.
@@ -37,10 +37,16 @@ pub fn assignment(state: &State, job_id: &str, task_id: &str) -> Option<pb::Coor
         task_id: task_id.to_owned(),
         attempt: task.attempt,
     };
+    let (item, item_index) = match &task.role {
+        TaskRole::Instance { index, item } => (item.clone(), Some(*index)),
+        _ => (Vec::new(), None),
+    };
     Some(message(Kind::TaskAssignment(pb::TaskAssignment {
         task: Some(task_ref(&attempt)),
         kind: spec.kind.clone(),
         payload: spec.payload.clone(),
+        item,
+        item_index,
         dependency_outputs: job.dependency_outputs(task_id).into_iter().collect(),
         deadline_at_ms: task.deadline_at_ms.unwrap_or(0),
         ..Default::default()
@@ -60,9 +66,9 @@ pub fn subtasks_completed(state: &State, parent: &AttemptRef) -> Option<pb::Coor
     let job = state.jobs.get(&parent.job_id)?;
     let subtasks = job
         .tasks_in_order()
-        .filter(|(_, record)| record.parent.as_deref() == Some(parent.task_id.as_str()))
-        .map(|(spec, record)| pb::SubtaskOutcome {
-            task_id: spec.id.clone(),
+        .filter(|(_, _, record)| record.parent.as_deref() == Some(parent.task_id.as_str()))
+        .map(|(id, _, record)| pb::SubtaskOutcome {
+            task_id: id.to_owned(),
             state: task_state(record.state) as i32,
             output: record.output.clone().unwrap_or_default(),
             error_message: record.error.clone().unwrap_or_default(),

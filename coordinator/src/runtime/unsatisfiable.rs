@@ -64,7 +64,7 @@ impl UnsatisfiableWatch {
             }
             let key = TaskKey {
                 job_id: ready.job.id.clone(),
-                task_id: spec.id.clone(),
+                task_id: ready.task_id.to_owned(),
             };
             let first = watch.since.get(&key).copied().unwrap_or(now);
             if now.duration_since(first) >= after {

@@ -39,6 +39,9 @@ pub fn task(id: &str, deps: &[&str]) -> TaskSpec {
         bid_window_ms: 0,
         auction_rounds: 0,
         fallback: None,
+        fan_out: None,
+        child_job: None,
+        compensation_task_id: String::new(),
     }
 }
 
@@ -292,6 +295,17 @@ fn check_agent_slots(state: &State) {
     let mut held: BTreeMap<String, BTreeSet<TaskKey>> = BTreeMap::new();
     for job in state.jobs.iter() {
         for (task_id, task) in &job.tasks {
+            let in_place = matches!(
+                task.role,
+                super::jobs::TaskRole::FanOut(_) | super::jobs::TaskRole::ChildJob { .. }
+            );
+            if in_place {
+                assert!(
+                    task.agent.is_none(),
+                    "{task_id} runs in place, not on an agent"
+                );
+                continue;
+            }
             if task.state.is_active() {
                 let agent = task.agent.clone().expect("an active task has an agent");
                 held.entry(agent).or_default().insert(key(&job.id, task_id));
@@ -320,7 +334,7 @@ fn check_indexes(state: &State) {
             if task.state == super::jobs::TaskState::Ready {
                 want_ready.insert(key(&job.id, task_id));
             }
-            if task.state.is_active() && !task.is_waiting() {
+            if task.state.is_active() && !task.is_waiting() && task.agent.is_some() {
                 want_deadlines.insert(key(&job.id, task_id));
             }
         }
@@ -333,6 +347,7 @@ fn check_indexes(state: &State) {
         .jobs
         .iter()
         .filter(|job| !job.state.is_terminal() && job.spec.timeout_ms > 0)
+        .filter(|job| job.state != super::jobs::JobState::Compensating)
         .map(|job| job.id.as_str())
         .collect();
     assert_eq!(job_deadlines, want_job_deadlines, "job deadline index");

@@ -216,6 +216,9 @@ fn task(i: usize) -> TaskSpec {
         bid_window_ms: 0,
         auction_rounds: 0,
         fallback: None,
+        fan_out: None,
+        child_job: None,
+        compensation_task_id: String::new(),
     }
 }
 

@@ -144,6 +144,27 @@ pub enum JobEventKind {
         /// The parent task.
         parent_task_id: String,
     },
+    /// A fan-out task was expanded into its instances.
+    FanOutExpanded {
+        /// The fan-out task.
+        task_id: String,
+        /// Instances created.
+        instance_count: u32,
+    },
+    /// A task started its child job.
+    ChildJobStarted {
+        /// The task.
+        task_id: String,
+        /// The child job.
+        child_job_id: String,
+    },
+    /// The job began compensating.
+    CompensationStarted {
+        /// Why the job is failing or was cancelled.
+        reason: String,
+        /// The compensation tasks that will run, in order.
+        task_ids: Vec<String>,
+    },
     /// The job was cancelled (followed by `JobCompleted`).
     JobCancelled {
         /// Why.

@@ -24,6 +24,9 @@ pub struct ReadyKey {
     pub job_seq: u64,
     /// Task submission order within the job.
     pub task_index: u32,
+    /// Item order among the instances of a fan-out (1-based; 0 for other tasks).
+    #[serde(default)]
+    pub instance: u32,
 }
 
 impl ReadyKey {
@@ -33,6 +36,10 @@ impl ReadyKey {
             priority_rank: -i64::from(job.spec.priority),
             job_seq: job.seq,
             task_index: task.index,
+            instance: match task.role {
+                super::TaskRole::Instance { index, .. } => index + 1,
+                _ => 0,
+            },
         }
     }
 }

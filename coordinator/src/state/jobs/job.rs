@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{JobEvent, JobEventKind, JobSpec, TaskRecord, TaskSpec, TaskState};
+use super::task::{instance_id, TaskRole};
+use super::{JobEvent, JobEventKind, JobSpec, TaskKey, TaskRecord, TaskSpec, TaskState};
 use crate::state::Meta;
 
 /// Lifecycle of a job.
@@ -17,6 +18,9 @@ pub enum JobState {
     Pending,
     /// At least one task has been assigned.
     Running,
+    /// Failing or cancelled, and its compensation tasks are running (in reverse order of the
+    /// completion of the tasks they undo).
+    Compensating,
     /// Terminal: the success criterion was met.
     Succeeded,
     /// Terminal: the criterion can no longer be met.
@@ -70,6 +74,30 @@ pub struct JobRecord {
     pub output: Option<Vec<u8>>,
     /// The history, `events[i].sequence == i + 1`.
     pub events: Vec<JobEvent>,
+    /// The task whose child job this is; `None` for a job submitted by a client.
+    #[serde(default)]
+    pub parent: Option<TaskKey>,
+    /// Tasks that only run while the job compensates.
+    #[serde(default)]
+    pub compensation_tasks: u32,
+    /// While compensating: how the job ends once compensation is over.
+    #[serde(default)]
+    pub compensation: Option<CompensationPlan>,
+}
+
+/// The compensation of a failed or cancelled job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompensationPlan {
+    /// The terminal state the job ends in (`Failed` or `Cancelled`).
+    pub outcome: JobState,
+    /// Why the job is failing or was cancelled.
+    pub reason: String,
+    /// Compensation tasks still to run, next first.
+    pub queue: Vec<String>,
+    /// The compensation task running now.
+    pub current: Option<String>,
+    /// Compensation tasks that did not succeed.
+    pub failed: Vec<String>,
 }
 
 impl JobRecord {
@@ -97,8 +125,24 @@ impl JobRecord {
             finished_at_ms: None,
             output: None,
             events: Vec::new(),
+            parent: None,
+            compensation_tasks: 0,
+            compensation: None,
         };
         job.append_tasks(tasks, None, now_ms);
+        let undone: Vec<(String, String)> = job
+            .spec
+            .tasks
+            .iter()
+            .filter(|spec| !spec.compensation_task_id.is_empty())
+            .map(|spec| (spec.compensation_task_id.clone(), spec.id.clone()))
+            .collect();
+        for (compensation, compensates) in undone {
+            if let Some(task) = job.tasks.get_mut(&compensation) {
+                task.role = TaskRole::Compensation { compensates };
+                job.compensation_tasks += 1;
+            }
+        }
         job
     }
 
@@ -116,7 +160,15 @@ impl JobRecord {
                 let dependents = self.dependents.entry(dep.clone()).or_default();
                 dependents.push(spec.id.clone());
             }
-            let record = TaskRecord::new(index, parent.map(str::to_owned), now_ms);
+            let mut record = TaskRecord::new(index, parent.map(str::to_owned), now_ms);
+            record.role = match (&spec.fan_out, &spec.child_job) {
+                (Some(fan_out), _) => TaskRole::FanOut(super::task::FanOutProgress {
+                    parallelism: fan_out.parallelism,
+                    ..Default::default()
+                }),
+                (None, Some(_)) => TaskRole::ChildJob { child_job_id: None },
+                (None, None) => TaskRole::Agent,
+            };
             self.tasks.insert(spec.id.clone(), record);
             ids.push(spec.id.clone());
             self.spec.tasks.push(spec);
@@ -136,24 +188,65 @@ impl JobRecord {
         sequence
     }
 
-    /// The spec of a task.
-    /// The spec of `task_id`, to change (a fallback taking over).
+    /// Creates the instances of fan-out task `task_id`, one per item, all `Pending`.
+    pub fn add_instances(&mut self, task_id: &str, items: Vec<Vec<u8>>, now_ms: u64) {
+        let Some(template) = self.tasks.get(task_id) else {
+            return;
+        };
+        let index = template.index;
+        for (i, item) in items.into_iter().enumerate() {
+            let mut record = TaskRecord::new(index, Some(task_id.to_owned()), now_ms);
+            record.role = TaskRole::Instance {
+                index: i as u32,
+                item,
+            };
+            self.tasks.insert(instance_id(task_id, i as u32), record);
+        }
+    }
+
+    /// The spec of `task_id`, to change (a fallback taking over). A fan-out instance gets a
+    /// copy of its template first, so the change is its own.
     pub fn task_spec_mut(&mut self, task_id: &str) -> Option<&mut TaskSpec> {
-        let record = self.tasks.get(task_id)?;
+        let record = self.tasks.get_mut(task_id)?;
+        if matches!(record.role, TaskRole::Instance { .. }) {
+            if record.own_spec.is_none() {
+                let mut copy = self.spec.tasks.get(record.index as usize)?.clone();
+                copy.fan_out = None;
+                record.own_spec = Some(Box::new(copy));
+            }
+            return record.own_spec.as_deref_mut();
+        }
         self.spec.tasks.get_mut(record.index as usize)
     }
 
+    /// The spec of a task (a fan-out instance's is its template's, unless it diverged).
     pub fn task_spec(&self, task_id: &str) -> Option<&TaskSpec> {
         let record = self.tasks.get(task_id)?;
-        self.spec.tasks.get(record.index as usize)
+        match &record.own_spec {
+            Some(own) => Some(own),
+            None => self.spec.tasks.get(record.index as usize),
+        }
     }
 
-    /// Tasks in submission order, with their specs.
-    pub fn tasks_in_order(&self) -> impl Iterator<Item = (&TaskSpec, &TaskRecord)> {
-        self.spec
-            .tasks
-            .iter()
-            .filter_map(|spec| Some((spec, self.tasks.get(&spec.id)?)))
+    /// Tasks in submission order with their ids and specs; a fan-out's instances follow it in
+    /// item order.
+    pub fn tasks_in_order(&self) -> impl Iterator<Item = (&str, &TaskSpec, &TaskRecord)> {
+        self.spec.tasks.iter().flat_map(move |spec| {
+            let record = self.tasks.get(&spec.id);
+            let instances = match record.map(|record| &record.role) {
+                Some(TaskRole::FanOut(progress)) => progress.instances,
+                _ => 0,
+            };
+            let instances = (0..instances).filter_map(move |i| {
+                let (id, record) = self.tasks.get_key_value(&instance_id(&spec.id, i))?;
+                let spec = record.own_spec.as_deref().unwrap_or(spec);
+                Some((id.as_str(), spec, record))
+            });
+            record
+                .map(|record| (spec.id.as_str(), spec, record))
+                .into_iter()
+                .chain(instances)
+        })
     }
 
     /// State of a task, if it exists.
@@ -161,18 +254,34 @@ impl JobRecord {
         self.tasks.get(task_id).map(|task| task.state)
     }
 
-    /// Outputs of the succeeded dependencies of `task_id`, by dependency id.
+    /// Outputs of the succeeded dependencies of `task_id`, by dependency id; a fan-out
+    /// dependency gives its instances' outputs by instance id (`<id>[<i>]`, item order by `i`),
+    /// and a compensation task gets the output of the task it undoes.
     pub fn dependency_outputs(&self, task_id: &str) -> BTreeMap<String, Vec<u8>> {
-        let Some(spec) = self.task_spec(task_id) else {
+        let (Some(spec), Some(record)) = (self.task_spec(task_id), self.tasks.get(task_id)) else {
             return BTreeMap::new();
         };
-        spec.depends_on
-            .iter()
-            .filter_map(|dep| {
-                let output = self.tasks.get(dep)?.output.as_ref()?;
-                Some((dep.clone(), output.clone()))
-            })
-            .collect()
+        let compensates = match &record.role {
+            TaskRole::Compensation { compensates } => Some(compensates),
+            _ => None,
+        };
+        let mut outputs = BTreeMap::new();
+        for dep in spec.depends_on.iter().chain(compensates) {
+            let Some(upstream) = self.tasks.get(dep) else {
+                continue;
+            };
+            if let TaskRole::FanOut(progress) = &upstream.role {
+                for i in 0..progress.instances {
+                    let id = instance_id(dep, i);
+                    if let Some(output) = self.tasks.get(&id).and_then(|t| t.output.as_ref()) {
+                        outputs.insert(id, output.clone());
+                    }
+                }
+            } else if let Some(output) = &upstream.output {
+                outputs.insert(dep.clone(), output.clone());
+            }
+        }
+        outputs
     }
 
     /// Tasks that depend on `task_id`.

@@ -13,6 +13,8 @@
 //! (iteratively, so long chains never recurse). Callers validate first: nothing here fails.
 //! Pure: no I/O, clock or randomness.
 
+use super::children::JobLink;
+use super::task::TaskRole;
 use super::{
     AttemptOutcome, AttemptRecord, AttemptRef, Criterion, JobEventKind, JobRecord, JobState,
     TaskIndex, TaskKey, TaskRecord, TaskState,
@@ -22,12 +24,14 @@ use crate::state::{AgentRegistry, Meta};
 
 /// One command's worth of changes to one job.
 pub struct Transition<'a> {
-    job: &'a mut JobRecord,
-    index: &'a mut TaskIndex,
+    pub(super) job: &'a mut JobRecord,
+    pub(super) index: &'a mut TaskIndex,
     agents: &'a mut AgentRegistry,
     effects: &'a mut Effects,
-    meta: Meta,
-    newly_terminal: Vec<String>,
+    /// Work for other jobs (child jobs to start, cancel or report on).
+    pub(super) links: &'a mut Vec<JobLink>,
+    pub(super) meta: Meta,
+    pub(super) newly_terminal: Vec<String>,
 }
 
 impl<'a> Transition<'a> {
@@ -37,6 +41,7 @@ impl<'a> Transition<'a> {
         index: &'a mut TaskIndex,
         agents: &'a mut AgentRegistry,
         effects: &'a mut Effects,
+        links: &'a mut Vec<JobLink>,
         meta: Meta,
     ) -> Self {
         Self {
@@ -44,6 +49,7 @@ impl<'a> Transition<'a> {
             index,
             agents,
             effects,
+            links,
             meta,
             newly_terminal: Vec::new(),
         }
@@ -51,7 +57,15 @@ impl<'a> Transition<'a> {
 
     /// Readies (or skips) a `Pending` task whose dependencies allow it.
     pub fn evaluate_pending(&mut self, task_id: &str) {
-        if self.job.task_state(task_id) != Some(TaskState::Pending) {
+        let Some(task) = self.job.tasks.get(task_id) else {
+            return;
+        };
+        // Compensation tasks wait for compensation; instances for their fan-out's limit.
+        let gated = matches!(
+            task.role,
+            TaskRole::Compensation { .. } | TaskRole::Instance { .. }
+        );
+        if task.state != TaskState::Pending || gated {
             return;
         }
         let Some(spec) = self.job.task_spec(task_id) else {
@@ -83,13 +97,72 @@ impl<'a> Transition<'a> {
         }
         match (waiting, taken || spec.depends_on.is_empty()) {
             (true, _) => {}
-            (false, true) => self.make_ready(task_id),
+            (false, true) => self.activate(task_id),
             (false, false) => self.bypass(task_id, "every dependency was bypassed".into()),
         }
     }
 
+    /// Starts a task whose dependencies allow it: an agent task becomes ready, a fan-out
+    /// expands, a child job starts.
+    pub(super) fn activate(&mut self, task_id: &str) {
+        match self.job.tasks.get(task_id).map(|task| &task.role) {
+            Some(TaskRole::FanOut(_)) => self.expand(task_id),
+            Some(TaskRole::ChildJob { .. }) => self.start_child_job(task_id),
+            _ => self.make_ready(task_id),
+        }
+    }
+
+    /// A task the state machine runs itself (fan-out, child job) starts running.
+    pub(super) fn run_in_place(&mut self, task_id: &str) {
+        let now_ms = self.meta.now_ms;
+        self.update(task_id, |task| {
+            task.state = TaskState::Running;
+            task.ready_at_ms = Some(now_ms);
+        });
+        self.mark_started();
+    }
+
+    /// A task the state machine runs itself ends: with an output, or failed for a reason.
+    pub(super) fn end_in_place(&mut self, task_id: &str, result: Result<Option<Vec<u8>>, String>) {
+        let id = task_id.to_owned();
+        match result {
+            Ok(output) => {
+                self.update(task_id, |task| {
+                    task.state = TaskState::Succeeded;
+                    task.output = output;
+                });
+                self.event(JobEventKind::TaskSucceeded {
+                    task_id: id,
+                    attempt: 0,
+                });
+            }
+            Err(error) => {
+                self.update(task_id, |task| {
+                    task.state = TaskState::Failed;
+                    task.error = Some(error.clone());
+                });
+                self.event(JobEventKind::TaskFailed {
+                    task_id: id,
+                    attempt: 0,
+                    error,
+                    will_retry: false,
+                    retry_at_ms: None,
+                });
+            }
+        }
+        self.newly_terminal.push(task_id.to_owned());
+    }
+
+    /// The job counts as started once any of its tasks runs.
+    fn mark_started(&mut self) {
+        if self.job.state == JobState::Pending {
+            self.job.state = JobState::Running;
+            self.job.started_at_ms = Some(self.meta.now_ms);
+        }
+    }
+
     /// Ends a pending task whose branch was not taken.
-    fn bypass(&mut self, task_id: &str, reason: String) {
+    pub(super) fn bypass(&mut self, task_id: &str, reason: String) {
         self.update(task_id, |task| {
             task.state = TaskState::Bypassed;
             task.error = Some(reason.clone());
@@ -125,10 +198,7 @@ impl<'a> Transition<'a> {
             });
         });
         self.agents.hold(agent_id, self.key(task_id), now_ms);
-        if self.job.state == JobState::Pending {
-            self.job.state = JobState::Running;
-            self.job.started_at_ms = Some(now_ms);
-        }
+        self.mark_started();
         let (task_id, agent) = (task_id.to_owned(), agent_id.to_owned());
         self.event(JobEventKind::TaskAssigned {
             task_id,
@@ -283,23 +353,24 @@ impl<'a> Transition<'a> {
         (ids, waiting)
     }
 
-    /// Cancels the job: every unfinished task is cancelled.
+    /// Cancels the job: every unfinished task is cancelled, then compensation runs if the job
+    /// has any to do. Cancelling a compensating job stops its compensation.
     pub fn cancel_job(&mut self, reason: &str) {
         let reason_text = reason.to_owned();
         self.event(JobEventKind::JobCancelled {
             reason: reason_text,
         });
-        self.finish(
-            JobState::Cancelled,
-            Some(reason.to_owned()),
-            "job cancelled",
-        );
+        if self.job.state == JobState::Compensating {
+            let reason = format!("cancelled while compensating: {reason}");
+            return self.finish(JobState::Cancelled, Some(reason), "job cancelled");
+        }
+        self.end(JobState::Cancelled, reason.to_owned(), "job cancelled");
     }
 
     /// The job's own deadline passed: it fails and its open tasks are cancelled.
     pub fn time_out_job(&mut self, timeout_ms: u64) {
         let reason = format!("the job's timeout of {timeout_ms} ms passed");
-        self.finish(JobState::Failed, Some(reason), "job timed out");
+        self.end(JobState::Failed, reason, "job timed out");
     }
 
     /// Propagates every task that became terminal, then applies the job's criterion.
@@ -310,11 +381,15 @@ impl<'a> Transition<'a> {
                 self.evaluate_pending(&dependent);
             }
             self.release_parent(&task_id);
+            self.instance_ended(&task_id);
         }
-        self.evaluate_job();
+        match self.job.state {
+            JobState::Compensating => self.advance_compensation(),
+            _ => self.evaluate_job(),
+        }
     }
 
-    fn make_ready(&mut self, task_id: &str) {
+    pub(super) fn make_ready(&mut self, task_id: &str) {
         let now_ms = self.meta.now_ms;
         self.update(task_id, |task| {
             task.state = TaskState::Ready;
@@ -488,11 +563,12 @@ impl<'a> Transition<'a> {
             let failed = self
                 .job
                 .tasks_in_order()
-                .find(|(_, task)| task.state.is_unsuccessful());
-            let reason =
-                failed.map(|(spec, task)| format!("task '{}' ended {:?}", spec.id, task.state));
-            self.finish(JobState::Failed, reason, "job failed");
-        } else if (self.job.succeeded + self.job.bypassed) as usize == self.job.tasks.len() {
+                .find(|(_, _, task)| task.state.is_unsuccessful());
+            let reason = failed.map(|(id, _, task)| format!("task '{id}' ended {:?}", task.state));
+            self.end(JobState::Failed, reason.unwrap_or_default(), "job failed");
+        } else if (self.job.succeeded + self.job.bypassed + self.job.compensation_tasks) as usize
+            == self.job.tasks.len()
+        {
             self.finish(JobState::Succeeded, None, "job succeeded");
         }
     }
@@ -509,23 +585,35 @@ impl<'a> Transition<'a> {
             }
             Some(state) if state.is_unsuccessful() || state == TaskState::Bypassed => {
                 let reason = format!("goal task '{goal}' ended {state:?}");
-                self.finish(JobState::Failed, Some(reason), "job failed");
+                self.end(JobState::Failed, reason, "job failed");
             }
             _ => {}
         }
     }
 
     /// Ends the job in `state`, cancelling every unfinished task (`cancel_reason` goes to the
-    /// agents of in-progress attempts).
-    fn finish(&mut self, state: JobState, reason: Option<String>, cancel_reason: &str) {
-        let open: Vec<String> = self
+    /// agents of in-progress attempts); compensation tasks that never ran are bypassed when
+    /// the job succeeded.
+    pub(super) fn finish(&mut self, state: JobState, reason: Option<String>, cancel_reason: &str) {
+        self.cancel_open_tasks(cancel_reason);
+        let unneeded: Vec<String> = self
             .job
-            .tasks_in_order()
+            .tasks
+            .iter()
+            .filter(|(_, task)| matches!(task.role, TaskRole::Compensation { .. }))
             .filter(|(_, task)| !task.state.is_terminal())
-            .map(|(spec, _)| spec.id.clone())
+            .map(|(id, _)| id.clone())
             .collect();
-        for task_id in open {
-            self.cancel_task(&task_id, cancel_reason);
+        for task_id in unneeded {
+            match state {
+                JobState::Succeeded => self.bypass(&task_id, "the job succeeded".into()),
+                _ => self.cancel_task(&task_id, cancel_reason),
+            }
+        }
+        self.job.compensation = None;
+        if self.job.parent.is_some() {
+            let job_id = self.job.id.clone();
+            self.links.push(JobLink::ChildFinished { job_id });
         }
         self.index.remove_job(self.job);
         self.job.state = state;
@@ -538,7 +626,28 @@ impl<'a> Transition<'a> {
         self.event(JobEventKind::JobCompleted { state });
     }
 
-    fn cancel_task(&mut self, task_id: &str, reason: &str) {
+    /// Cancels every unfinished task but the compensation tasks.
+    pub(super) fn cancel_open_tasks(&mut self, reason: &str) {
+        let open: Vec<String> = self
+            .job
+            .tasks_in_order()
+            .filter(|(_, _, task)| !task.state.is_terminal())
+            .filter(|(_, _, task)| !matches!(task.role, TaskRole::Compensation { .. }))
+            .map(|(id, _, _)| id.to_owned())
+            .collect();
+        for task_id in open {
+            self.cancel_task(&task_id, reason);
+        }
+    }
+
+    pub(super) fn cancel_task(&mut self, task_id: &str, reason: &str) {
+        if let Some(TaskRole::ChildJob {
+            child_job_id: Some(child),
+        }) = self.job.tasks.get(task_id).map(|task| &task.role)
+        {
+            let (job_id, reason) = (child.clone(), reason.to_owned());
+            self.links.push(JobLink::CancelChild { job_id, reason });
+        }
         if let Some(held) = self.held(task_id) {
             self.end_attempt(task_id, AttemptOutcome::Cancelled);
             let reason = reason.to_owned();
@@ -551,7 +660,7 @@ impl<'a> Transition<'a> {
     }
 
     /// Applies `change` to a task, keeping the index and the job's counters in step.
-    fn update(&mut self, task_id: &str, change: impl FnOnce(&mut TaskRecord)) {
+    pub(super) fn update(&mut self, task_id: &str, change: impl FnOnce(&mut TaskRecord)) {
         self.index.remove(self.job, task_id);
         let now_ms = self.meta.now_ms;
         if let Some(task) = self.job.tasks.get_mut(task_id) {
@@ -569,7 +678,7 @@ impl<'a> Transition<'a> {
         self.index.insert(self.job, task_id);
     }
 
-    fn event(&mut self, kind: JobEventKind) {
+    pub(super) fn event(&mut self, kind: JobEventKind) {
         self.job.push_event(self.meta, kind);
     }
 
@@ -587,9 +696,11 @@ impl<'a> Transition<'a> {
             .tasks
             .get(task_id)
             .filter(|task| task.state.is_active())?;
+        // Fan-outs and child jobs run without an agent.
+        let agent_id = task.agent.clone()?;
         Some(HeldAttempt {
             task: self.attempt_ref(task_id, task.attempt),
-            agent_id: task.agent.clone().unwrap_or_default(),
+            agent_id,
         })
     }
 

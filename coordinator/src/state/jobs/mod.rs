@@ -13,8 +13,11 @@
 //! Every handler validates before it changes anything, so a rejected command changes nothing.
 //! Pure: no I/O, clock or randomness.
 
+mod children;
+mod compensation;
 mod dag;
 mod events;
+mod fan_out;
 mod index;
 mod job;
 mod lifecycle;
@@ -27,19 +30,26 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use children::child_job_id;
 pub use events::{JobEvent, JobEventKind};
 pub use index::{ReadyKey, TaskIndex};
+pub use job::CompensationPlan;
 pub use job::{JobRecord, JobState};
 pub use queries::ReadyTask;
 pub use spec::{
-    Criterion, Fallback, Goal, JobSpec, OutputCondition, RetryPolicy, Strategy, TaskSpec,
-    ATTEMPTS_MAX, DEFAULT_TASK_TIMEOUT_MS, PAYLOAD_BYTES_MAX, TASKS_MAX,
+    Criterion, Fallback, FanOut, FanOutSource, Goal, JobSpec, OutputCondition, RetryPolicy,
+    Strategy, TaskSpec, ATTEMPTS_MAX, CHILD_JOB_DEPTH_MAX, DEFAULT_TASK_TIMEOUT_MS, FAN_OUT_MAX,
+    PAYLOAD_BYTES_MAX, TASKS_MAX, TASK_RECORDS_MAX,
 };
-pub use task::{AttemptOutcome, AttemptRecord, AttemptRef, TaskKey, TaskRecord, TaskState};
+pub use task::{
+    instance_id, AttemptOutcome, AttemptRecord, AttemptRef, FanOutProgress, TaskKey, TaskRecord,
+    TaskRole, TaskState,
+};
 pub use validate::{
     unsatisfiable, unsatisfiable_tasks, validate, validate_subtasks, why_unsatisfiable, SpecError,
 };
 
+use children::JobLink;
 use lifecycle::Transition;
 
 use super::effects::{AttemptEnd, Effects};
@@ -65,6 +75,9 @@ pub struct JobTable {
     jobs: BTreeMap<String, JobRecord>,
     index: TaskIndex,
     next_seq: u64,
+    /// Links between jobs the current command still has to follow; empty between commands.
+    #[serde(skip)]
+    links: Vec<JobLink>,
 }
 
 impl JobTable {
@@ -85,22 +98,37 @@ impl JobTable {
                 job_id: job_id.to_owned(),
             });
         }
-        let mut job = JobRecord::new(job_id, self.next_seq, spec.clone(), meta.now_ms);
+        let job = JobRecord::new(job_id, self.next_seq, spec.clone(), meta.now_ms);
         self.next_seq += 1;
-        job.push_event(meta, events::JobEventKind::JobSubmitted);
-        let ids: Vec<String> = job.spec.tasks.iter().map(|task| task.id.clone()).collect();
-        self.index.insert_job(&job);
-        let job = self.jobs.entry(job_id.to_owned()).or_insert(job);
         let mut effects = Effects::default();
-        let mut transition = Transition::new(job, &mut self.index, agents, &mut effects, meta);
-        for id in &ids {
-            transition.evaluate_pending(id);
-        }
+        self.insert_submitted(job, agents, &mut effects, meta);
+        self.follow_links(agents, &mut effects, meta);
         let ready = self.index_ready_in(job_id);
         Ok(Applied::JobSubmitted {
             job_id: job_id.to_owned(),
             ready,
         })
+    }
+
+    /// Stores a new job (submitted, or a child job starting) and starts its root tasks.
+    fn insert_submitted(
+        &mut self,
+        mut job: JobRecord,
+        agents: &mut AgentRegistry,
+        effects: &mut Effects,
+        meta: Meta,
+    ) {
+        job.push_event(meta, events::JobEventKind::JobSubmitted);
+        let ids: Vec<String> = job.spec.tasks.iter().map(|task| task.id.clone()).collect();
+        self.index.insert_job(&job);
+        let job_id = job.id.clone();
+        self.jobs.insert(job_id.clone(), job);
+        if let Ok(mut transition) = self.transition(&job_id, agents, effects, meta) {
+            for id in &ids {
+                transition.evaluate_pending(id);
+            }
+            transition.settle();
+        }
     }
 
     /// Assigns attempt `attempt` of a ready task to `agent_id`.
@@ -195,6 +223,7 @@ impl JobTable {
             }
         };
         transition.settle();
+        self.follow_links(agents, &mut effects, meta);
         Ok(Applied::AttemptEnded { end, effects })
     }
 
@@ -211,6 +240,7 @@ impl JobTable {
         let mut transition = self.transition(report.job_id, agents, &mut effects, meta)?;
         let end = transition.fail(report.task_id, AttemptOutcome::TimedOut);
         transition.settle();
+        self.follow_links(agents, &mut effects, meta);
         Ok(Applied::AttemptEnded { end, effects })
     }
 
@@ -241,6 +271,7 @@ impl JobTable {
         let mut transition = self.transition(job_id, agents, &mut effects, meta)?;
         transition.unsatisfiable(task_id, &reason);
         transition.settle();
+        self.follow_links(agents, &mut effects, meta);
         Ok(Applied::JobCancelled(effects))
     }
 
@@ -256,6 +287,7 @@ impl JobTable {
         let mut effects = Effects::default();
         self.transition(job_id, agents, &mut effects, meta)?
             .cancel_job(reason);
+        self.follow_links(agents, &mut effects, meta);
         Ok(Applied::JobCancelled(effects))
     }
 
@@ -268,6 +300,7 @@ impl JobTable {
     ) -> Outcome {
         let job = self.open_job(job_id)?;
         let problem = match job.deadline_at_ms() {
+            _ if job.state == JobState::Compensating => Some("is compensating".to_owned()),
             None => Some("has no timeout".to_owned()),
             Some(deadline) if meta.now_ms < deadline => {
                 Some(format!("times out at {deadline}, not before"))
@@ -282,6 +315,7 @@ impl JobTable {
         let mut effects = Effects::default();
         self.transition(job_id, agents, &mut effects, meta)?
             .time_out_job(timeout_ms);
+        self.follow_links(agents, &mut effects, meta);
         Ok(Applied::JobCancelled(effects))
     }
 
@@ -306,10 +340,12 @@ impl JobTable {
         if wait {
             check_no_wait_cycle(job, report.task_id, subtasks).map_err(Rejection::InvalidSpec)?;
         }
+        check_no_compensation_dependency(job, subtasks).map_err(Rejection::InvalidSpec)?;
         let mut effects = Effects::default();
         let mut transition = self.transition(report.job_id, agents, &mut effects, meta)?;
         let (ids, waiting) = transition.add_subtasks(report.task_id, subtasks.to_vec(), wait);
         transition.settle();
+        self.follow_links(agents, &mut effects, meta);
         let job_id = report.job_id.to_owned();
         Ok(Applied::SubtasksAdded {
             job_id,
@@ -346,6 +382,7 @@ impl JobTable {
                 transition.settle();
             }
         }
+        self.follow_links(agents, &mut effects, meta);
         (ended, effects)
     }
 
@@ -435,7 +472,14 @@ impl JobTable {
             .jobs
             .get_mut(job_id)
             .ok_or_else(|| unknown_job(job_id))?;
-        Ok(Transition::new(job, &mut self.index, agents, effects, meta))
+        Ok(Transition::new(
+            job,
+            &mut self.index,
+            agents,
+            effects,
+            &mut self.links,
+            meta,
+        ))
     }
 
     fn index_ready_in(&self, job_id: &str) -> u32 {
@@ -544,6 +588,26 @@ fn check_no_wait_cycle(
                 format!("subtasks[{i}].depends_on[{j}]"),
                 problem,
             ));
+        }
+    }
+    Ok(())
+}
+
+/// A compensation task runs only while its job compensates: nothing may wait for it.
+fn check_no_compensation_dependency(
+    job: &JobRecord,
+    subtasks: &[TaskSpec],
+) -> Result<(), SpecError> {
+    for (i, task) in subtasks.iter().enumerate() {
+        for (j, dep) in task.depends_on.iter().enumerate() {
+            let role = job.tasks.get(dep).map(|record| &record.role);
+            if matches!(role, Some(TaskRole::Compensation { .. })) {
+                let problem = format!("'{dep}' is a compensation task, which runs only on failure");
+                return Err(SpecError::new(
+                    format!("subtasks[{i}].depends_on[{j}]"),
+                    problem,
+                ));
+            }
         }
     }
     Ok(())

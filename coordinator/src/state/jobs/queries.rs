@@ -13,6 +13,8 @@ use super::{AttemptRef, JobRecord, JobTable, TaskKey, TaskRecord, TaskSpec, Task
 pub struct ReadyTask<'a> {
     /// Its job.
     pub job: &'a JobRecord,
+    /// Its id (a fan-out instance's differs from its spec's).
+    pub task_id: &'a str,
     /// Its spec.
     pub spec: &'a TaskSpec,
     /// Its record.
@@ -29,7 +31,7 @@ impl ReadyTask<'_> {
     pub fn key(&self) -> TaskKey {
         TaskKey {
             job_id: self.job.id.clone(),
-            task_id: self.spec.id.clone(),
+            task_id: self.task_id.to_owned(),
         }
     }
 }
@@ -122,10 +124,11 @@ impl JobTable {
         self.index.ready_len()
     }
 
-    fn ready_task(&self, key: &TaskKey) -> Option<ReadyTask<'_>> {
+    fn ready_task<'a>(&'a self, key: &'a TaskKey) -> Option<ReadyTask<'a>> {
         let job = self.jobs.get(&key.job_id)?;
         Some(ReadyTask {
             job,
+            task_id: &key.task_id,
             spec: job.task_spec(&key.task_id)?,
             task: job.tasks.get(&key.task_id)?,
         })

@@ -10,8 +10,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::scheduler::Constraint;
 
-/// Most tasks a job may hold, subtasks included.
+/// Most tasks a job may declare, subtasks included (fan-out instances are counted apart).
 pub const TASKS_MAX: usize = 10_000;
+/// Most instances one fan-out may expand into.
+pub const FAN_OUT_MAX: usize = 10_000;
+/// Most task records a job may hold: declared tasks, subtasks and fan-out instances.
+pub const TASK_RECORDS_MAX: usize = 100_000;
+/// Deepest nesting of child jobs (a child job of a child job ... of a job).
+pub const CHILD_JOB_DEPTH_MAX: usize = 4;
 /// Largest task payload or output, in bytes.
 pub const PAYLOAD_BYTES_MAX: usize = 1024 * 1024;
 /// Longest job name, in characters.
@@ -106,6 +112,82 @@ pub struct TaskSpec {
     /// What to try once the retry policy is exhausted; taken (and cleared) at most once.
     #[serde(default)]
     pub fallback: Option<Fallback>,
+    /// Runs the task once per item (instances `<id>[<i>]`) instead of once.
+    #[serde(default)]
+    pub fan_out: Option<FanOut>,
+    /// Runs this job as a child job instead of sending the task to an agent.
+    #[serde(default)]
+    pub child_job: Option<Box<JobSpec>>,
+    /// A task of the job that undoes this one if the job fails or is cancelled after this
+    /// task succeeded; empty for none.
+    #[serde(default)]
+    pub compensation_task_id: String,
+}
+
+/// A task template mapped over items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanOut {
+    /// Where the items come from.
+    pub source: FanOutSource,
+    /// Most instances in progress at once; 0 means unlimited.
+    pub parallelism: u32,
+}
+
+/// The items of a fan-out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FanOutSource {
+    /// A literal list.
+    Items(Vec<serde_bytes::ByteBuf>),
+    /// The elements of a JSON array in a dependency's output, each as its JSON encoding.
+    FromDependency {
+        /// The dependency (also in `depends_on`).
+        task_id: String,
+        /// RFC 6901 JSON Pointer to the array; empty means the whole output.
+        json_pointer: String,
+    },
+}
+
+impl FanOutSource {
+    /// The items, given the outputs of the task's dependencies; `Err` says why there are none.
+    pub fn items(
+        &self,
+        output_of: impl Fn(&str) -> Option<Vec<u8>>,
+    ) -> Result<Vec<Vec<u8>>, String> {
+        let (task_id, json_pointer) = match self {
+            FanOutSource::Items(items) => {
+                return Ok(items.iter().map(|item| item.to_vec()).collect())
+            }
+            FanOutSource::FromDependency {
+                task_id,
+                json_pointer,
+            } => (task_id, json_pointer),
+        };
+        let output = output_of(task_id).unwrap_or_default();
+        let document: serde_json::Value = serde_json::from_slice(&output)
+            .map_err(|error| format!("the output of '{task_id}' is not JSON: {error}"))?;
+        let Some(serde_json::Value::Array(elements)) = document.pointer(json_pointer) else {
+            return Err(format!(
+                "the output of '{task_id}' has no JSON array at '{json_pointer}'"
+            ));
+        };
+        if elements.len() > FAN_OUT_MAX {
+            return Err(format!(
+                "the output of '{task_id}' lists {} items, the limit is {FAN_OUT_MAX}",
+                elements.len()
+            ));
+        }
+        let items: Vec<Vec<u8>> = elements
+            .iter()
+            .map(|e| e.to_string().into_bytes())
+            .collect();
+        match items.iter().position(|item| item.len() > PAYLOAD_BYTES_MAX) {
+            Some(i) => Err(format!(
+                "item {i} of '{task_id}' is {} bytes, the limit is {PAYLOAD_BYTES_MAX}",
+                items[i].len()
+            )),
+            None => Ok(items),
+        }
+    }
 }
 
 /// Another way to run a task once its attempts are used up.

@@ -110,6 +110,61 @@ impl AttemptOutcome {
     }
 }
 
+/// What runs a task: an agent, or (for fan-outs and child jobs) the state machine itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskRole {
+    /// An agent runs it.
+    #[default]
+    Agent,
+    /// It expands into instances and succeeds when they all have; never sent to an agent.
+    FanOut(FanOutProgress),
+    /// One instance of a fan-out (its parent): an agent runs the template on `item`.
+    Instance {
+        /// Position of the item (0-based).
+        index: u32,
+        /// The item.
+        #[serde(with = "serde_bytes")]
+        item: Vec<u8>,
+    },
+    /// It runs a child job and ends as that job ends; never sent to an agent.
+    ChildJob {
+        /// The child, once started.
+        child_job_id: Option<String>,
+    },
+    /// It undoes `compensates` and runs only while its job compensates.
+    Compensation {
+        /// The task it undoes.
+        compensates: String,
+    },
+}
+
+/// How far a fan-out has got.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanOutProgress {
+    /// Instances created (0 before expansion).
+    pub instances: u32,
+    /// Instances made ready so far, in index order.
+    pub released: u32,
+    /// Instances that succeeded.
+    pub succeeded: u32,
+    /// Most instances in progress at once; 0 means unlimited.
+    pub parallelism: u32,
+}
+
+impl FanOutProgress {
+    /// The next instance that may be made ready, if the parallelism limit allows one.
+    pub fn next_release(&self) -> Option<u32> {
+        let in_progress = self.released - self.succeeded;
+        let room = self.parallelism == 0 || in_progress < self.parallelism;
+        (room && self.released < self.instances).then_some(self.released)
+    }
+}
+
+/// The id of instance `index` of fan-out task `task_id`.
+pub fn instance_id(task_id: &str, index: u32) -> String {
+    format!("{task_id}[{index}]")
+}
+
 /// One assignment of a task to an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
@@ -163,6 +218,12 @@ pub struct TaskRecord {
     pub waiting_since_ms: Option<u64>,
     /// Every attempt, oldest first.
     pub attempts: Vec<AttemptRecord>,
+    /// What runs it.
+    #[serde(default)]
+    pub role: TaskRole,
+    /// The spec of a fan-out instance once it diverged from its template (its fallback taken).
+    #[serde(default)]
+    pub own_spec: Option<Box<super::TaskSpec>>,
 }
 
 impl TaskRecord {
@@ -185,6 +246,8 @@ impl TaskRecord {
             waiting_for: BTreeSet::new(),
             waiting_since_ms: None,
             attempts: Vec::new(),
+            role: TaskRole::Agent,
+            own_spec: None,
         }
     }
 

@@ -9,9 +9,12 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::dag::find_cycle;
-use super::spec::{ATTEMPTS_MAX, NAME_CHARS_MAX, PAYLOAD_BYTES_MAX, TASKS_MAX, TASK_ID_CHARS_MAX};
+use super::spec::{
+    ATTEMPTS_MAX, CHILD_JOB_DEPTH_MAX, FAN_OUT_MAX, NAME_CHARS_MAX, PAYLOAD_BYTES_MAX, TASKS_MAX,
+    TASK_ID_CHARS_MAX, TASK_RECORDS_MAX,
+};
 use super::JobTable;
-use super::{Criterion, JobSpec, RetryPolicy, Strategy, TaskSpec};
+use super::{Criterion, FanOutSource, JobSpec, RetryPolicy, Strategy, TaskSpec};
 use crate::scheduler::{self, Candidate, Ineligible, TaskNeeds};
 use crate::state::{placement, AgentRegistry};
 
@@ -35,8 +38,13 @@ impl SpecError {
     }
 }
 
-/// Checks a whole job spec; the first broken rule is returned.
+/// Checks a whole job spec (child jobs included); the first broken rule is returned.
 pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
+    validate_nested(spec, 0)
+}
+
+/// Checks a job spec that is `depth` child jobs deep.
+fn validate_nested(spec: &JobSpec, depth: usize) -> Result<(), SpecError> {
     let chars = spec.name.chars().count();
     if chars > NAME_CHARS_MAX {
         let problem = format!("{chars} chars, the limit is {NAME_CHARS_MAX}");
@@ -46,7 +54,70 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         return Err(SpecError::new("tasks", "a job needs at least one task"));
     }
     check_batch("tasks", &spec.tasks, 0, &|_| false)?;
-    check_goal(spec)
+    check_goal(spec)?;
+    check_compensation(spec)?;
+    for (i, task) in spec.tasks.iter().enumerate() {
+        let Some(child) = &task.child_job else {
+            continue;
+        };
+        let field = format!("tasks[{i}].child_job");
+        if depth + 1 > CHILD_JOB_DEPTH_MAX {
+            let problem = format!("child jobs nest at most {CHILD_JOB_DEPTH_MAX} deep");
+            return Err(SpecError::new(field, problem));
+        }
+        validate_nested(child, depth + 1)
+            .map_err(|error| SpecError::new(format!("{field}.{}", error.field), error.problem))?;
+    }
+    Ok(())
+}
+
+/// Compensation tasks: each named once, by another task; they depend on nothing, nothing
+/// depends on them, they undo nothing themselves and are not the goal.
+fn check_compensation(spec: &JobSpec) -> Result<(), SpecError> {
+    let position = |id: &str| spec.tasks.iter().position(|task| task.id == id);
+    let mut named = BTreeSet::new();
+    for (i, task) in spec.tasks.iter().enumerate() {
+        let undo = &task.compensation_task_id;
+        if undo.is_empty() {
+            continue;
+        }
+        let field = format!("tasks[{i}].compensation_task_id");
+        let problem = match position(undo) {
+            None => Some(format!("unknown task '{undo}'")),
+            Some(_) if *undo == task.id => Some("a task cannot compensate itself".to_owned()),
+            Some(_) if !named.insert(undo.as_str()) => {
+                Some(format!("'{undo}' already compensates another task"))
+            }
+            Some(j) if !spec.tasks[j].depends_on.is_empty() => Some(format!(
+                "'{undo}' has dependencies; a compensation task receives the output of the task it undoes instead"
+            )),
+            Some(j) if !spec.tasks[j].compensation_task_id.is_empty() => {
+                Some(format!("'{undo}' is a compensation task and cannot name one itself"))
+            }
+            Some(_) if spec.goal.criterion == Criterion::GoalTask(undo.clone()) => {
+                Some(format!("'{undo}' is the goal task"))
+            }
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            return Err(SpecError::new(field, problem));
+        }
+    }
+    for (i, task) in spec.tasks.iter().enumerate() {
+        if let Some((j, dep)) = task
+            .depends_on
+            .iter()
+            .enumerate()
+            .find(|(_, dep)| named.contains(dep.as_str()))
+        {
+            let problem = format!("'{dep}' is a compensation task, which runs only on failure");
+            return Err(SpecError::new(
+                format!("tasks[{i}].depends_on[{j}]"),
+                problem,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks subtasks added to a job that already holds `existing_count` tasks, where
@@ -59,7 +130,23 @@ pub fn validate_subtasks(
     if subtasks.is_empty() {
         return Err(SpecError::new("subtasks", "at least one subtask is needed"));
     }
-    check_batch("subtasks", subtasks, existing_count, existing)
+    check_batch("subtasks", subtasks, existing_count, existing)?;
+    for (i, task) in subtasks.iter().enumerate() {
+        if !task.compensation_task_id.is_empty() {
+            let field = format!("subtasks[{i}].compensation_task_id");
+            return Err(SpecError::new(
+                field,
+                "compensation is declared when the job is submitted",
+            ));
+        }
+        if let Some(child) = &task.child_job {
+            let field = format!("subtasks[{i}].child_job");
+            validate_nested(child, 1).map_err(|error| {
+                SpecError::new(format!("{field}.{}", error.field), error.problem)
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The first task that no live agent (neither expired nor deregistered) could run: no such
@@ -80,10 +167,17 @@ pub fn unsatisfiable_tasks(
     let mut satisfiable: BTreeSet<&BTreeSet<String>> = BTreeSet::new();
     // ...and a few distinct placement needs: each fit found once.
     let mut fitting: Vec<TaskNeeds> = Vec::new();
-    tasks.iter().enumerate().find_map(|(i, task)| {
-        missing_capability(prefix, i, task, agents, &mut satisfiable)
-            .or_else(|| unfit(prefix, i, task, agents, &mut fitting))
-    })
+    tasks
+        .iter()
+        .enumerate()
+        .find_map(|(i, task)| match &task.child_job {
+            Some(child) => {
+                let prefix = format!("{prefix}[{i}].child_job.tasks");
+                unsatisfiable_tasks(&prefix, &child.tasks, agents)
+            }
+            None => missing_capability(prefix, i, task, agents, &mut satisfiable)
+                .or_else(|| unfit(prefix, i, task, agents, &mut fitting)),
+        })
 }
 
 /// Why no live agent could ever run `task`, or `None` when one could.
@@ -200,6 +294,19 @@ fn check_batch(
         let problem = format!("{total} tasks in the job, the limit is {TASKS_MAX}");
         return Err(SpecError::new(prefix, problem));
     }
+    let instances: usize = tasks
+        .iter()
+        .filter_map(|task| match &task.fan_out.as_ref()?.source {
+            FanOutSource::Items(items) => Some(items.len()),
+            FanOutSource::FromDependency { .. } => None,
+        })
+        .sum();
+    if total + instances > TASK_RECORDS_MAX {
+        let problem = format!(
+            "{total} tasks and {instances} fan-out instances, the limit is {TASK_RECORDS_MAX} in all"
+        );
+        return Err(SpecError::new(prefix, problem));
+    }
     let mut ids = BTreeSet::new();
     for (i, task) in tasks.iter().enumerate() {
         let field = format!("{prefix}[{i}].task_id");
@@ -212,6 +319,7 @@ fn check_batch(
         let at = format!("{prefix}[{i}]");
         check_task(&at, task)?;
         check_dependencies(&at, task, &|id| ids.contains(id) || existing(id))?;
+        check_fan_out(&at, task, tasks)?;
     }
     match find_cycle(tasks) {
         Some(cycle) => {
@@ -234,12 +342,54 @@ fn check_id(field: &str, id: &str, existing: &dyn Fn(&str) -> bool) -> Result<()
     if existing(id) {
         return Err(SpecError::new(field, format!("duplicate id '{id}'")));
     }
+    if id.contains(['[', ']']) {
+        let problem = format!("'{id}': '[' and ']' are reserved for fan-out instance ids");
+        return Err(SpecError::new(field, problem));
+    }
+    Ok(())
+}
+
+/// A fan-out's items and its source; conditions cannot test a fan-out (it has no output).
+fn check_fan_out(at: &str, task: &TaskSpec, batch: &[TaskSpec]) -> Result<(), SpecError> {
+    let fan_out_named = |id: &str| batch.iter().any(|t| t.id == id && t.fan_out.is_some());
+    if let Some(dep) = task.conditions.keys().find(|dep| fan_out_named(dep)) {
+        let problem = format!("'{dep}' is a fan-out, which has no output of its own to test");
+        return Err(SpecError::new(format!("{at}.depends_on"), problem));
+    }
+    let Some(fan_out) = &task.fan_out else {
+        return Ok(());
+    };
+    if task.child_job.is_some() {
+        let problem = "a task is either a fan-out or a child job";
+        return Err(SpecError::new(format!("{at}.fan_out"), problem));
+    }
+    match &fan_out.source {
+        FanOutSource::Items(items) => {
+            if items.len() > FAN_OUT_MAX {
+                let problem = format!("{} items, the limit is {FAN_OUT_MAX}", items.len());
+                return Err(SpecError::new(format!("{at}.fan_out.items"), problem));
+            }
+            if let Some(i) = items.iter().position(|item| item.len() > PAYLOAD_BYTES_MAX) {
+                let problem = format!("{} bytes, the limit is {PAYLOAD_BYTES_MAX}", items[i].len());
+                return Err(SpecError::new(format!("{at}.fan_out.items[{i}]"), problem));
+            }
+        }
+        FanOutSource::FromDependency { task_id, .. } => {
+            if !task.depends_on.contains(task_id) {
+                let problem = format!("'{task_id}' must also be in depends_on");
+                return Err(SpecError::new(
+                    format!("{at}.fan_out.from_dependency.task_id"),
+                    problem,
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
 /// Rules on one task's own fields, named under `at` (e.g. `tasks[3]`).
 fn check_task(at: &str, task: &TaskSpec) -> Result<(), SpecError> {
-    if task.kind.is_empty() {
+    if task.kind.is_empty() && task.child_job.is_none() {
         return Err(SpecError::new(format!("{at}.kind"), "empty"));
     }
     let bytes = task.payload.len();

@@ -5,7 +5,10 @@
 mod agent_loss;
 mod assignment;
 mod branches;
+mod child_jobs;
+mod compensation;
 mod completion;
+mod fan_out;
 mod fencing;
 mod placement;
 mod readiness;

@@ -25,7 +25,7 @@ fn submission_readies_the_roots_only() {
     let job = h.job("j");
     assert_eq!(job.state, JobState::Pending);
     assert_eq!(job.created_at_ms, START_MS);
-    let states: Vec<TaskState> = job.tasks_in_order().map(|(_, t)| t.state).collect();
+    let states: Vec<TaskState> = job.tasks_in_order().map(|(_, _, t)| t.state).collect();
     use TaskState::{Pending, Ready};
     assert_eq!(states, [Ready, Pending, Pending, Pending]);
     assert_eq!(
