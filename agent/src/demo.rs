@@ -1,6 +1,7 @@
 //! Built-in demo handlers, for `synod dev`, `synod demo` and the example jobs: simple, visible
 //! behaviour (echo, sleep, failures) and a goal-driven team — a planner that decomposes a goal
-//! into research → analysis → execution → validation subtasks and waits for them.
+//! into research → analysis → execution → validation subtasks and waits for them — and the
+//! DevOps triage handlers (see [`triage`](crate::triage)).
 
 use std::time::Duration;
 
@@ -10,7 +11,18 @@ use synod_sdk::proto as pb;
 
 /// Names of the demo handlers.
 pub const NAMES: &[&str] = &[
-    "echo", "sleep", "fail", "flaky", "planner", "research", "analyze", "execute", "validate",
+    "echo",
+    "sleep",
+    "fail",
+    "flaky",
+    "planner",
+    "research",
+    "analyze",
+    "execute",
+    "validate",
+    "triage.fetch",
+    "triage.classify",
+    "triage.route",
 ];
 
 /// A demo handler by name.
@@ -22,6 +34,9 @@ pub fn handler(name: &str) -> Option<DemoHandler> {
         "flaky" => |task| Box::pin(flaky(task)),
         "planner" => |task| Box::pin(plan(task)),
         "research" | "analyze" | "execute" | "validate" => |task| Box::pin(team_step(task)),
+        "triage.fetch" => |task| Box::pin(crate::triage::fetch(task)),
+        "triage.classify" => |task| Box::pin(crate::triage::classify(task)),
+        "triage.route" => |task| Box::pin(crate::triage::route(task)),
         _ => return None,
     };
     Some(DemoHandler { run })
@@ -162,7 +177,15 @@ pub fn fleet(endpoints: &[String]) -> Vec<synod_sdk::agent::AgentBuilder> {
         let mut worker = crate::agent(&format!("worker-{i}"), endpoints)
             .capability("worker")
             .max_concurrent(8);
-        for name in ["echo", "sleep", "flaky", "fail"] {
+        for name in [
+            "echo",
+            "sleep",
+            "flaky",
+            "fail",
+            "triage.fetch",
+            "triage.classify",
+            "triage.route",
+        ] {
             if let Some(demo) = handler(name) {
                 worker = worker.handler(name, demo);
             }

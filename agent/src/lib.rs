@@ -7,6 +7,7 @@
 pub mod config;
 pub mod demo;
 pub mod shell;
+pub mod triage;
 
 use synod_sdk::agent::AgentBuilder;
 use tokio_util::sync::CancellationToken;

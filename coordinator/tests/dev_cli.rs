@@ -207,7 +207,8 @@ fn the_cli_runs_every_example_job_on_synod_dev_and_reports_it() {
     );
     assert!(tasks.iter().all(|t| t["state"] == "succeeded"), "{tasks:?}");
 
-    // Routing: only the bug branch ran; the others were skipped, and the job succeeded.
+    // The DevOps triage: twelve issues analyzed by a fan-out, routed by the categories found:
+    // the batch has bugs, features and security issues but no docs issue.
     let triage = jobs.iter().find(|j| j["name"] == "issue-triage").unwrap();
     let triage = server.json(&[
         "job",
@@ -220,11 +221,22 @@ fn the_cli_runs_every_example_job_on_synod_dev_and_reports_it() {
         let task = tasks.iter().find(|t| t["task_id"] == id).unwrap();
         task["state"].as_str().unwrap().to_owned()
     };
-    for taken in ["route", "fix-bug", "converge", "notify"] {
-        assert_eq!(state_of(taken), "succeeded", "{taken}: {triage}");
+    let taken = [
+        "fetch",
+        "analyze",
+        "route",
+        "fix-bugs",
+        "plan-features",
+        "security-review",
+        "converge",
+        "notify",
+    ];
+    for task in taken {
+        assert_eq!(state_of(task), "succeeded", "{task}: {triage}");
     }
-    for bypassed in ["plan-feature", "update-docs", "security-review"] {
-        assert_eq!(state_of(bypassed), "skipped", "{bypassed}: {triage}");
+    assert_eq!(state_of("update-docs"), "skipped", "{triage}");
+    for i in 0..12 {
+        assert_eq!(state_of(&format!("analyze[{i}]")), "succeeded", "{triage}");
     }
 
     let goal_id = goal_job["job_id"].as_str().unwrap();

@@ -22,6 +22,22 @@
 //! id = "validate"
 //! kind = "validator.check"
 //! depends_on = ["plan"]
+//! compensation = "rollback"         # runs if the job fails or is cancelled after this succeeded
+//!
+//! [[tasks]]
+//! id = "analyze"                    # instances analyze[0], analyze[1], ... one per item
+//! kind = "analyzer.run"
+//! depends_on = ["plan"]
+//! fan_out = { from = "plan", pointer = "/items", parallelism = 8 }
+//! # or: fan_out = { items = ["a", { n = 2 }], parallelism = 8 }
+//!
+//! [[tasks]]
+//! id = "nested"                     # runs a whole job; its output is the child's
+//! [tasks.child_job]
+//! name = "child"
+//! [[tasks.child_job.tasks]]
+//! id = "step"
+//! kind = "worker.step"
 //! ```
 
 use std::collections::BTreeMap;
@@ -132,6 +148,30 @@ pub struct TaskSection {
     pub auction_rounds: Option<u32>,
     /// What to try once the retries are used up.
     pub fallback: Option<FallbackSection>,
+    /// Run once per item instead of once.
+    pub fan_out: Option<FanOutSection>,
+    /// Run this job as a child job instead of sending the task to an agent.
+    pub child_job: Option<Box<JobFile>>,
+    /// The task that undoes this one if the job fails or is cancelled after it succeeded.
+    #[serde(default)]
+    pub compensation: String,
+}
+
+/// `fan_out = { items = [...], parallelism = 8 }` or
+/// `fan_out = { from = "fetch", pointer = "/issues", parallelism = 8 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FanOutSection {
+    /// Literal items: strings are sent as UTF-8, other values as JSON.
+    pub items: Option<Vec<toml::Value>>,
+    /// Upstream task whose output holds a JSON array of items.
+    pub from: Option<String>,
+    /// JSON Pointer to the array in that output (default: the whole output).
+    #[serde(default)]
+    pub pointer: String,
+    /// Most instances in progress at once (default unlimited).
+    #[serde(default)]
+    pub parallelism: u32,
 }
 
 /// `fallback = { kind = "llm.small", capabilities = ["cpu"], max_attempts = 2 }`.
@@ -278,7 +318,53 @@ impl TaskSection {
                 }),
                 None => None,
             },
-            ..Default::default()
+            fan_out: match self.fan_out {
+                Some(fan_out) => Some(fan_out.into_spec(&field("fan_out"))?),
+                None => None,
+            },
+            child_job: match self.child_job {
+                Some(child) => Some(child.into_spec().map_err(|error| match error {
+                    JobFileError::Invalid {
+                        field: inner,
+                        problem,
+                    } => JobFileError::Invalid {
+                        field: field(&format!("child_job.{inner}")),
+                        problem,
+                    },
+                    other => other,
+                })?),
+                None => None,
+            },
+            compensation_task_id: self.compensation,
+        })
+    }
+}
+
+impl FanOutSection {
+    fn into_spec(self, field: &str) -> Result<pb::FanOut, JobFileError> {
+        use pb::fan_out::Source;
+        let source = match (self.items, self.from) {
+            (Some(items), None) => Source::Items(pb::FanOutItems {
+                items: items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| payload_bytes(Some(item), &format!("{field}.items[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            }),
+            (None, Some(task_id)) => Source::FromDependency(pb::FanOutFromDependency {
+                task_id,
+                json_pointer: self.pointer,
+            }),
+            _ => {
+                return Err(JobFileError::Invalid {
+                    field: field.to_owned(),
+                    problem: "set exactly one of items and from".to_owned(),
+                })
+            }
+        };
+        Ok(pb::FanOut {
+            source: Some(source),
+            parallelism: self.parallelism,
         })
     }
 }
@@ -440,6 +526,71 @@ mod tests {
             let error = parse_job_file(text).unwrap_err().to_string();
             assert!(error.contains(expected), "{error}");
         }
+    }
+
+    #[test]
+    fn fan_out_child_jobs_and_compensation_convert() {
+        let spec = parse_job_file(
+            r#"
+            [[tasks]]
+            id = "fetch"
+            kind = "k"
+            compensation = "undo"
+            [[tasks]]
+            id = "map"
+            kind = "k"
+            depends_on = ["fetch"]
+            fan_out = { from = "fetch", pointer = "/issues", parallelism = 3 }
+            [[tasks]]
+            id = "literal"
+            kind = "k"
+            fan_out = { items = ["a", { n = 2 }] }
+            [[tasks]]
+            id = "undo"
+            kind = "k"
+            [[tasks]]
+            id = "nested"
+            [tasks.child_job]
+            name = "child"
+            goal = { goal_task = "c" }
+            [[tasks.child_job.tasks]]
+            id = "c"
+            kind = "k"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(spec.tasks[0].compensation_task_id, "undo");
+        let map = spec.tasks[1].fan_out.clone().unwrap();
+        assert_eq!(map.parallelism, 3);
+        assert_eq!(
+            map.source,
+            Some(pb::fan_out::Source::FromDependency(
+                pb::FanOutFromDependency {
+                    task_id: "fetch".into(),
+                    json_pointer: "/issues".into()
+                }
+            ))
+        );
+        let Some(pb::fan_out::Source::Items(items)) = spec.tasks[2].fan_out.clone().unwrap().source
+        else {
+            panic!("literal items expected")
+        };
+        assert_eq!(items.items, [b"a".to_vec(), br#"{"n":2}"#.to_vec()]);
+        let child = spec.tasks[4].child_job.clone().unwrap();
+        assert_eq!((child.name.as_str(), child.tasks.len()), ("child", 1));
+        let error = parse_job_file(
+            "[[tasks]]\nid = \"n\"\n[tasks.child_job]\n[[tasks.child_job.tasks]]\nid = \"c\"\nstrategy = \"fastest\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("tasks[0].child_job.tasks[0].strategy:"),
+            "{error}"
+        );
+        let error = parse_job_file("[[tasks]]\nid = \"m\"\nfan_out = { parallelism = 2 }\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "tasks[0].fan_out: set exactly one of items and from");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! how to start a cluster of it.
 
 pub mod bench;
+pub mod jobs;
 
 use std::path::PathBuf;
 

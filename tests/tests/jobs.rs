@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use synod_coordinator::local_cluster::{wait_until, LocalCluster, NodeOptions};
 use synod_sdk::agent::{AgentBuilder, Offer, Task, TaskOutcome};
-use synod_sdk::job_file::parse_job_file;
 use synod_sdk::proto as pb;
 use synod_sdk::{Client, Code};
+use synod_tests::jobs::{
+    cluster_up, options, run_to_success, submit, wait_for_agents, wait_for_job, OnDrop,
+    JOB_TIMEOUT, LEADER_TIMEOUT,
+};
 use synod_tests::{serial, start_cluster};
 use tokio_util::sync::CancellationToken;
-
-const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
-const JOB_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Which agent ran which task, by agent name.
 type Runs = Arc<Mutex<Vec<(String, String)>>>;
@@ -83,64 +83,6 @@ impl Fleet {
     fn runs(&self) -> Vec<(String, String)> {
         self.runs.lock().unwrap().clone()
     }
-}
-
-fn options() -> NodeOptions {
-    NodeOptions {
-        log: "warn".into(),
-        ..NodeOptions::default()
-    }
-}
-
-/// A 3-node cluster with a leader, and a client of it.
-async fn cluster_up(options: NodeOptions) -> anyhow::Result<(LocalCluster, Client)> {
-    let cluster = start_cluster(3, options)?;
-    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let client = cluster.client()?;
-    Ok((cluster, client))
-}
-
-async fn wait_for_agents(client: &Client, count: usize) -> anyhow::Result<()> {
-    wait_until(LEADER_TIMEOUT, "agents to register", || async {
-        let agents = client.list_agents().await.ok()?;
-        let connected = agents
-            .iter()
-            .filter(|a| a.state == pb::AgentState::Connected as i32)
-            .count();
-        (connected >= count).then_some(())
-    })
-    .await
-}
-
-async fn wait_for_job(client: &Client, job_id: &str) -> anyhow::Result<pb::Job> {
-    wait_until(JOB_TIMEOUT, "the job to finish", || async {
-        let job = client.get_job(job_id).await.ok()?;
-        let done = [
-            pb::JobState::Succeeded,
-            pb::JobState::Failed,
-            pb::JobState::Cancelled,
-        ]
-        .map(|s| s as i32);
-        done.contains(&job.state).then_some(job)
-    })
-    .await
-}
-
-/// Submits a job file and waits until the job succeeds (failing with its reason otherwise).
-async fn run_to_success(client: &Client, toml: &str) -> anyhow::Result<String> {
-    let job_id = submit(client, toml).await?;
-    let job = wait_for_job(client, &job_id).await?;
-    anyhow::ensure!(
-        job.state == pb::JobState::Succeeded as i32,
-        "job ended in state {}: {}",
-        job.state,
-        job.state_reason
-    );
-    Ok(job_id)
-}
-
-async fn submit(client: &Client, toml: &str) -> anyhow::Result<String> {
-    Ok(client.submit_job(parse_job_file(toml)?, "").await?.job_id)
 }
 
 fn many_tasks(count: usize, strategy: &str, capability: &str) -> String {
@@ -538,17 +480,6 @@ async fn a_thousand_agents_connect_at_once() -> anyhow::Result<()> {
         "round robin over 1,000 agents uses 100 different ones"
     );
     Ok(())
-}
-
-/// Runs its closure when dropped.
-struct OnDrop<F: FnOnce()>(Option<F>);
-
-impl<F: FnOnce()> Drop for OnDrop<F> {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
-        }
-    }
 }
 
 /// An agent that declines every call for bids (counting them per task) and runs tasks of kind

@@ -94,6 +94,18 @@ impl AgentNames {
             Some(Kind::SubtasksCompleted(e)) => {
                 format!("{} has its subtasks' outcomes", e.parent_task_id)
             }
+            Some(Kind::FanOutExpanded(e)) => {
+                format!(
+                    "{} fanned out into {} instances",
+                    e.task_id, e.instance_count
+                )
+            }
+            Some(Kind::ChildJobStarted(e)) => {
+                format!("{} started child job {}", e.task_id, e.child_job_id)
+            }
+            Some(Kind::CompensationStarted(e)) => {
+                format!("compensating ({}): {}", e.reason, e.task_ids.join(" then "))
+            }
             Some(Kind::TaskCancelled(e)) => format!("{} cancelled: {}", e.task_id, e.reason),
             Some(Kind::JobCancelled(e)) => format!("job cancel requested: {}", e.reason),
             Some(Kind::JobCompleted(e)) => format!("job {} {}", job_state_name(e.state), e.reason),

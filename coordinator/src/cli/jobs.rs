@@ -269,11 +269,16 @@ async fn status(client: &synod_sdk::Client, job_id: &str, as_json: bool) -> anyh
                     "task_id": t.task_id, "state": task_state_name(t.state), "attempt": t.attempt,
                     "agent_id": t.agent_id, "error": t.error_message,
                     "output": String::from_utf8_lossy(&t.output),
+                    "child_job_id": t.child_job_id, "compensation": t.compensation,
                 })
             })
             .collect();
         let output = String::from_utf8_lossy(&job.output);
-        let value = json!({ "job_id": job.job_id, "name": job.name, "state": job_state_name(job.state), "reason": job.state_reason, "output": output, "tasks": tasks });
+        let value = json!({
+            "job_id": job.job_id, "name": job.name, "state": job_state_name(job.state),
+            "reason": job.state_reason, "output": output, "tasks": tasks,
+            "parent_job_id": job.parent_job_id, "parent_task_id": job.parent_task_id,
+        });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
@@ -284,14 +289,25 @@ async fn status(client: &synod_sdk::Client, job_id: &str, as_json: bool) -> anyh
         job_state_name(job.state),
         job.state_reason
     );
+    if !job.parent_job_id.is_empty() {
+        println!(
+            "child job of task {} in job {}",
+            job.parent_task_id, job.parent_job_id
+        );
+    }
     println!("{:<28} {:<14} {:<8} AGENT", "TASK", "STATE", "ATTEMPT");
     for task in &tasks {
+        let runs_on = match (task.child_job_id.is_empty(), task.compensation) {
+            (false, _) => format!("child job {}", task.child_job_id),
+            (true, true) => format!("{} (compensation)", task.agent_id),
+            (true, false) => task.agent_id.clone(),
+        };
         println!(
             "{:<28} {:<14} {:<8} {}",
             task.task_id,
             task_state_name(task.state),
             task.attempt,
-            task.agent_id
+            runs_on
         );
     }
     Ok(())

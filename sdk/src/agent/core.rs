@@ -149,6 +149,7 @@ impl AgentCore {
             kind: assignment.kind.clone(),
             payload: assignment.payload,
             item: assignment.item,
+            item_index: assignment.item_index,
             dependency_outputs: assignment.dependency_outputs.into_iter().collect(),
             deadline_at_ms: assignment.deadline_at_ms,
             cancelled: cancel.clone(),

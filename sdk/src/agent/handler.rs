@@ -53,9 +53,12 @@ pub struct Task {
     pub kind: String,
     /// Input.
     pub payload: Vec<u8>,
-    /// Fan-out item, empty otherwise.
+    /// Fan-out instances: the item, empty otherwise.
     pub item: Vec<u8>,
-    /// Outputs of the task's dependencies by task id.
+    /// Fan-out instances: the item's position, `None` otherwise.
+    pub item_index: Option<u32>,
+    /// Outputs of the task's dependencies by task id; a fan-out dependency contributes one
+    /// entry per instance, `<id>[<i>]` (see [`Task::fan_out_outputs`]).
     pub dependency_outputs: BTreeMap<String, Vec<u8>>,
     /// When the attempt times out (leader clock, Unix ms); 0 when unknown.
     pub deadline_at_ms: u64,
@@ -86,11 +89,29 @@ impl Task {
             kind: kind.into(),
             payload,
             item: Vec::new(),
+            item_index: None,
             dependency_outputs: BTreeMap::new(),
             deadline_at_ms: 0,
             cancelled: CancellationToken::new(),
             requests,
         }
+    }
+
+    /// The outputs of the instances of fan-out dependency `task_id`, in item order (the reduce
+    /// step of a map-reduce). Empty when `task_id` is not a fan-out dependency.
+    pub fn fan_out_outputs(&self, task_id: &str) -> Vec<&[u8]> {
+        let prefix = format!("{task_id}[");
+        let mut outputs: Vec<(u32, &[u8])> = self
+            .dependency_outputs
+            .range(prefix.clone()..)
+            .take_while(|(id, _)| id.starts_with(&prefix))
+            .filter_map(|(id, output)| {
+                let index = id[prefix.len()..].strip_suffix(']')?.parse().ok()?;
+                Some((index, output.as_slice()))
+            })
+            .collect();
+        outputs.sort_unstable_by_key(|(index, _)| *index);
+        outputs.into_iter().map(|(_, output)| output).collect()
     }
 
     /// Adds subtasks to this task's job (a planner decomposing its goal). With `wait`, returns
@@ -152,5 +173,31 @@ where
 {
     fn bid(&self, call: &pb::CallForBids) -> Option<Offer> {
         self(call)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fan_out_outputs_come_in_item_order() {
+        let task_ref = pb::TaskRef {
+            job_id: "j".into(),
+            task_id: "reduce".into(),
+            attempt: 1,
+        };
+        let mut task = Task::standalone(task_ref, "k", Vec::new());
+        for i in [10u32, 2, 0, 1] {
+            task.dependency_outputs
+                .insert(format!("map[{i}]"), i.to_string().into_bytes());
+        }
+        task.dependency_outputs
+            .insert("other".into(), b"x".to_vec());
+        task.dependency_outputs
+            .insert("mapper".into(), b"y".to_vec());
+        let outputs: Vec<&[u8]> = task.fan_out_outputs("map");
+        assert_eq!(outputs, [&b"0"[..], b"1", b"2", b"10"]);
+        assert!(task.fan_out_outputs("missing").is_empty());
     }
 }

@@ -3,6 +3,24 @@
 use super::*;
 use crate::state::AgentRegistry;
 
+fn fan_out_from(task_id: &str) -> FanOut {
+    FanOut {
+        source: FanOutSource::FromDependency {
+            task_id: task_id.into(),
+            json_pointer: String::new(),
+        },
+        parallelism: 0,
+    }
+}
+
+fn fan_out_items(count: usize) -> FanOut {
+    let items = (0..count).map(|i| serde_bytes::ByteBuf::from(i.to_string().into_bytes()));
+    FanOut {
+        source: FanOutSource::Items(items.collect()),
+        parallelism: 0,
+    }
+}
+
 fn with<F: FnOnce(&mut JobSpec)>(change: F) -> JobSpec {
     let mut job = spec(vec![
         task("a", &[]),
@@ -100,6 +118,60 @@ fn validation_table() {
             "auction fallback",
             with(|j| j.tasks[0].fallback_strategy = Some(Strategy::Auction)),
             "tasks[0].fallback_strategy: an auction cannot be its own fallback",
+        ),
+        (
+            "reserved characters",
+            with(|j| j.tasks[0].id = "a[0]".into()),
+            "tasks[0].task_id: 'a[0]': '[' and ']' are reserved for fan-out instance ids",
+        ),
+        (
+            "fan-out source not a dependency",
+            with(|j| j.tasks[1].fan_out = Some(fan_out_from("c"))),
+            "tasks[1].fan_out.from_dependency.task_id: 'c' must also be in depends_on",
+        ),
+        (
+            "too many items",
+            with(|j| j.tasks[0].fan_out = Some(fan_out_items(FAN_OUT_MAX + 1))),
+            "tasks[0].fan_out.items: 10001 items, the limit is 10000",
+        ),
+        (
+            "condition on a fan-out",
+            with(|j| {
+                j.tasks[0].fan_out = Some(fan_out_items(2));
+                let condition = OutputCondition {
+                    json_pointer: String::new(),
+                    equals_json: "1".into(),
+                };
+                j.tasks[1].conditions = [("a".to_owned(), condition)].into();
+            }),
+            "tasks[1].depends_on: 'a' is a fan-out, which has no output of its own to test",
+        ),
+        (
+            "fan-out and child job",
+            with(|j| {
+                j.tasks[0].fan_out = Some(fan_out_items(2));
+                j.tasks[0].child_job = Some(Box::new(spec(vec![task("x", &[])])));
+            }),
+            "tasks[0].fan_out: a task is either a fan-out or a child job",
+        ),
+        (
+            "invalid child job",
+            with(|j| j.tasks[2].child_job = Some(Box::new(spec(vec![task("x", &["y"])])))),
+            "tasks[2].child_job.tasks[0].depends_on[0]: unknown task 'y'",
+        ),
+        (
+            "child jobs too deep",
+            with(|j| {
+                let mut nested = spec(vec![task("leaf", &[])]);
+                for _ in 0..=CHILD_JOB_DEPTH_MAX {
+                    let mut parent = task("p", &[]);
+                    parent.child_job = Some(Box::new(nested));
+                    nested = spec(vec![parent]);
+                }
+                *j = nested;
+            }),
+            "tasks[0].child_job.tasks[0].child_job.tasks[0].child_job.tasks[0].child_job.tasks[0]\
+             .child_job: child jobs nest at most 4 deep",
         ),
     ];
     for (name, job, expected) in cases {

@@ -1,0 +1,89 @@
+//! Fixtures of the job tests: a 3-node cluster and a client, waiting for agents and jobs,
+//! submitting job files.
+
+use std::time::Duration;
+
+use synod_coordinator::local_cluster::{wait_until, LocalCluster, NodeOptions};
+use synod_sdk::job_file::parse_job_file;
+use synod_sdk::proto as pb;
+use synod_sdk::Client;
+
+use crate::start_cluster;
+
+/// How long a cluster may take to elect a leader (and agents to register).
+pub const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a test job may take.
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Node options of the job tests: quiet logs.
+pub fn options() -> NodeOptions {
+    NodeOptions {
+        log: "warn".into(),
+        ..NodeOptions::default()
+    }
+}
+
+/// A 3-node cluster with a leader, and a client of it.
+pub async fn cluster_up(options: NodeOptions) -> anyhow::Result<(LocalCluster, Client)> {
+    let cluster = start_cluster(3, options)?;
+    cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let client = cluster.client()?;
+    Ok((cluster, client))
+}
+
+/// Waits until at least `count` agents are connected.
+pub async fn wait_for_agents(client: &Client, count: usize) -> anyhow::Result<()> {
+    wait_until(LEADER_TIMEOUT, "agents to register", || async {
+        let agents = client.list_agents().await.ok()?;
+        let connected = agents
+            .iter()
+            .filter(|a| a.state == pb::AgentState::Connected as i32)
+            .count();
+        (connected >= count).then_some(())
+    })
+    .await
+}
+
+/// Waits until the job is in a terminal state.
+pub async fn wait_for_job(client: &Client, job_id: &str) -> anyhow::Result<pb::Job> {
+    wait_until(JOB_TIMEOUT, "the job to finish", || async {
+        let job = client.get_job(job_id).await.ok()?;
+        let done = [
+            pb::JobState::Succeeded,
+            pb::JobState::Failed,
+            pb::JobState::Cancelled,
+        ]
+        .map(|s| s as i32);
+        done.contains(&job.state).then_some(job)
+    })
+    .await
+}
+
+/// Submits a job file and waits until the job succeeds (failing with its reason otherwise).
+pub async fn run_to_success(client: &Client, toml: &str) -> anyhow::Result<String> {
+    let job_id = submit(client, toml).await?;
+    let job = wait_for_job(client, &job_id).await?;
+    anyhow::ensure!(
+        job.state == pb::JobState::Succeeded as i32,
+        "job ended in state {}: {}",
+        job.state,
+        job.state_reason
+    );
+    Ok(job_id)
+}
+
+/// Submits a job file.
+pub async fn submit(client: &Client, toml: &str) -> anyhow::Result<String> {
+    Ok(client.submit_job(parse_job_file(toml)?, "").await?.job_id)
+}
+
+/// Runs its closure when dropped.
+pub struct OnDrop<F: FnOnce()>(pub Option<F>);
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
