@@ -10,7 +10,7 @@
 //! bid = { cost = 1.0, estimate_ms = 500 }     # answer auctions with this offer
 //! [[agents.handlers]]
 //! kind = "text.wc"
-//! command = ["wc", "-w"]                     # payload on stdin, stdout is the output
+//! command = ["wc", "-w"]                     # payload (a fan-out item) on stdin, stdout out
 //! [[agents.handlers]]
 //! kind = "echo"
 //! demo = "echo"                              # a built-in demo handler

@@ -1,6 +1,8 @@
 //! A task handler that runs a command: the payload goes to its stdin, its stdout becomes the
-//! output. Exit status 0 succeeds; any other fails (retryable unless the status is 2, the
-//! conventional "usage error"). Cancelling the attempt kills the process.
+//! output. A fan-out instance gets its item on stdin instead, its index in `SYNOD_ITEM_INDEX`
+//! and the payload (when UTF-8) in `SYNOD_PAYLOAD`. Exit status 0 succeeds; any other fails
+//! (retryable unless the status is 2, the conventional "usage error"). Cancelling the attempt
+//! kills the process.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -42,14 +44,23 @@ impl ShellHandler {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        let input = match task.item_index {
+            Some(index) => {
+                command.env("SYNOD_ITEM_INDEX", index.to_string());
+                if let Ok(payload) = std::str::from_utf8(&task.payload) {
+                    command.env("SYNOD_PAYLOAD", payload);
+                }
+                task.item.clone()
+            }
+            None => task.payload.clone(),
+        };
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => return TaskOutcome::fatal(format!("cannot start {program}: {error}")),
         };
         if let Some(mut stdin) = child.stdin.take() {
-            let payload = task.payload.clone();
             tokio::spawn(async move {
-                let _ = stdin.write_all(&payload).await;
+                let _ = stdin.write_all(&input).await;
             });
         }
         tokio::select! {
@@ -132,6 +143,20 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_instance_reads_its_item_and_index() {
+        let mut instance = task("template");
+        instance.item = b"item seven".to_vec();
+        instance.item_index = Some(7);
+        let output = shell("echo -n \"$SYNOD_ITEM_INDEX $SYNOD_PAYLOAD \"; cat")
+            .run(instance)
+            .await;
+        assert_eq!(
+            output,
+            TaskOutcome::Succeeded(b"7 template item seven".to_vec())
+        );
     }
 
     #[tokio::test]

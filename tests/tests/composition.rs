@@ -142,10 +142,13 @@ async fn a_ten_thousand_item_fan_out_completes_with_outputs_in_item_order() -> a
     Ok(())
 }
 
-/// Which tasks an agent ran (kind, dependency outputs) and which it saw cancelled.
+/// A task kind an agent ran, with the dependency outputs it was given.
+type Run = (String, BTreeMap<String, String>);
+
+/// Which tasks an agent ran and which it saw cancelled.
 #[derive(Default, Clone)]
 struct Log {
-    ran: Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>,
+    ran: Arc<Mutex<Vec<Run>>>,
     cancelled: Arc<Mutex<Vec<String>>>,
 }
 

@@ -35,6 +35,10 @@ pub struct ScheduleArgs {
     /// Passes timed per combination; the report gives the median.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Most ready tasks one pass reads, as the runtime's cap (4096); 0 reads every pending
+    /// task.
+    #[arg(long, default_value_t = 0)]
+    pub pass_tasks: usize,
     /// Also print the results as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -70,7 +74,11 @@ pub fn run(args: &ScheduleArgs) -> anyhow::Result<Vec<PassResult>> {
     for &agents in &args.agents {
         for &tasks in &args.tasks {
             let state = build_state(agents, tasks)?;
-            let result = measure(&state, agents, tasks, args.runs);
+            let read = match args.pass_tasks {
+                0 => usize::MAX,
+                cap => cap,
+            };
+            let result = measure(&state, agents, tasks, args.runs, read);
             eprintln!(
                 "  {agents:>5} agents, {tasks:>6} tasks: {} placed in {:.2} ms ({:.0}/s)",
                 result.placed, result.pass_ms, result.placements_per_sec
@@ -222,8 +230,9 @@ fn task(i: usize) -> TaskSpec {
     }
 }
 
-/// Times `runs` passes over `state` (each from the same state) and keeps the median.
-fn measure(state: &State, agents: usize, tasks: usize, runs: usize) -> PassResult {
+/// Times `runs` passes over `state` (each from the same state, reading at most `read` ready
+/// tasks) and keeps the median.
+fn measure(state: &State, agents: usize, tasks: usize, runs: usize, read: usize) -> PassResult {
     let mut passes: Vec<(Duration, Duration, Duration, usize)> = (0..runs)
         .map(|_| {
             let started = Instant::now();
@@ -236,10 +245,11 @@ fn measure(state: &State, agents: usize, tasks: usize, runs: usize) -> PassResul
             let ready: Vec<(AttemptRef, _, Placement)> = state
                 .jobs
                 .ready_tasks(2_000)
+                .take(read)
                 .map(|ready| {
                     let attempt = AttemptRef {
                         job_id: ready.job.id.clone(),
-                        task_id: ready.spec.id.clone(),
+                        task_id: ready.task_id.to_owned(),
                         attempt: ready.next_attempt(),
                     };
                     let needs = placement::needs_of(&ready.job.id, ready.spec);

@@ -113,7 +113,8 @@ fn a_failure_before_any_side_effect_ends_the_job_without_compensating() {
 
 #[test]
 fn compensation_rules_name_the_field() {
-    let cases: [(fn(&mut JobSpec), &str); 4] = [
+    type Change = fn(&mut JobSpec);
+    let cases: [(Change, &str); 4] = [
         (
             |s| s.tasks[0].compensation_task_id = "nope".into(),
             "tasks[0].compensation_task_id: unknown task 'nope'",
