@@ -129,6 +129,17 @@ fn assert_success(output: &Output, args: &[&str]) {
     );
 }
 
+/// Task id → state name, from `job status --json`.
+fn task_states(status: &Value) -> std::collections::BTreeMap<String, String> {
+    let tasks = status["tasks"].as_array().unwrap().iter();
+    tasks
+        .map(|t| {
+            let id = t["task_id"].as_str().unwrap().to_owned();
+            (id, t["state"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
 fn example_jobs() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/jobs");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -183,7 +194,8 @@ fn the_cli_runs_every_example_job_on_synod_dev_and_reports_it() {
 
     let jobs = server.json(&["job", "list", "--state", "succeeded", "--json"]);
     let jobs = jobs.as_array().unwrap();
-    assert_eq!(jobs.len(), examples.len(), "{jobs:?}");
+    // Every example, and the child job the release runs.
+    assert_eq!(jobs.len(), examples.len() + 1, "{jobs:?}");
     let goal_job = jobs
         .iter()
         .find(|j| j["name"] == "market-research")
@@ -238,6 +250,27 @@ fn the_cli_runs_every_example_job_on_synod_dev_and_reports_it() {
     for i in 0..12 {
         assert_eq!(state_of(&format!("analyze[{i}]")), "succeeded", "{triage}");
     }
+
+    // The release: its smoke tests ran as a child job; its undo tasks never ran.
+    let release = jobs.iter().find(|j| j["name"] == "release").unwrap();
+    let release = server.json(&[
+        "job",
+        "status",
+        release["job_id"].as_str().unwrap(),
+        "--json",
+    ]);
+    let states = task_states(&release);
+    assert_eq!(states["smoke-tests"], "succeeded", "{release}");
+    assert_eq!(states["undeploy-staging"], "skipped", "{release}");
+    assert_eq!(states["rollback-production"], "skipped", "{release}");
+    let smoke = release["tasks"].as_array().unwrap().iter();
+    let child_id = smoke
+        .filter_map(|t| t["child_job_id"].as_str())
+        .find(|id| !id.is_empty())
+        .unwrap();
+    let child = server.json(&["job", "status", child_id, "--json"]);
+    assert_eq!(child["parent_task_id"], "smoke-tests", "{child}");
+    assert_eq!(task_states(&child)["suites[3]"], "succeeded", "{child}");
 
     let goal_id = goal_job["job_id"].as_str().unwrap();
     let history = server.json(&["job", "history", goal_id, "--json"]);
@@ -297,6 +330,32 @@ fn job_cancel_stops_a_running_job_and_bad_input_is_named() {
         "{}",
         stdout(&watched)
     );
+
+    // A release whose canary fails compensates, newest deployment first, then fails.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/jobs/failing/release-rollback.toml");
+    let submitted = server.synod(&["job", "submit", path.to_str().unwrap(), "--wait"]);
+    assert!(!submitted.status.success(), "{}", stdout(&submitted));
+    let text = stdout(&submitted);
+    assert!(
+        text.contains(
+            "compensating (task 'canary' ended Failed): rollback-production then undeploy-staging"
+        ),
+        "{text}"
+    );
+    let failed = server.json(&["job", "list", "--state", "failed", "--json"]);
+    let mut rollback = failed.as_array().unwrap().iter();
+    let rollback = rollback.find(|j| j["name"] == "release-rollback").unwrap();
+    let status = server.json(&[
+        "job",
+        "status",
+        rollback["job_id"].as_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(status["reason"], "task 'canary' ended Failed", "{status}");
+    let states = task_states(&status);
+    assert_eq!(states["rollback-production"], "succeeded", "{status}");
+    assert_eq!(states["undeploy-staging"], "succeeded", "{status}");
 
     let unknown = server.synod(&["job", "status", "no-such-job"]);
     assert!(!unknown.status.success());

@@ -198,6 +198,32 @@ fn start_worker(cluster: &LocalCluster, stop: &CancellationToken) -> Log {
     log
 }
 
+/// A cluster (this test binary's turn at the machine) with one worker agent.
+struct WorkerCluster {
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+    _cluster: LocalCluster,
+    client: Client,
+    stop: CancellationToken,
+    log: Log,
+}
+
+impl WorkerCluster {
+    async fn start() -> anyhow::Result<Self> {
+        let serial = serial().await;
+        let (cluster, client) = cluster_up(options()).await?;
+        let stop = CancellationToken::new();
+        let log = start_worker(&cluster, &stop);
+        wait_for_agents(&client, 1).await?;
+        Ok(Self {
+            _serial: serial,
+            _cluster: cluster,
+            client,
+            stop,
+            log,
+        })
+    }
+}
+
 async fn task_state(client: &Client, job_id: &str, task_id: &str) -> Option<i32> {
     let tasks = client.job_tasks(job_id).await.ok()?;
     tasks
@@ -209,11 +235,13 @@ async fn task_state(client: &Client, job_id: &str, task_id: &str) -> Option<i32>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_job_returns_its_output_and_cancelling_the_parent_cancels_the_child(
 ) -> anyhow::Result<()> {
-    let _serial = serial().await;
-    let (cluster, client) = cluster_up(options()).await?;
-    let stop = CancellationToken::new();
-    let log = start_worker(&cluster, &stop);
-    wait_for_agents(&client, 1).await?;
+    let WorkerCluster {
+        _serial,
+        _cluster,
+        client,
+        stop,
+        log,
+    } = WorkerCluster::start().await?;
 
     // A child job that succeeds: its goal task's output is the parent task's output.
     let job = r#"
@@ -293,11 +321,13 @@ async fn a_child_job_returns_its_output_and_cancelling_the_parent_cancels_the_ch
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_failing_after_side_effects_runs_its_compensations_in_reverse_order(
 ) -> anyhow::Result<()> {
-    let _serial = serial().await;
-    let (cluster, client) = cluster_up(options()).await?;
-    let stop = CancellationToken::new();
-    let log = start_worker(&cluster, &stop);
-    wait_for_agents(&client, 1).await?;
+    let WorkerCluster {
+        _serial,
+        _cluster,
+        client,
+        stop,
+        log,
+    } = WorkerCluster::start().await?;
     let job = r#"
         [[tasks]]
         id = "book"
