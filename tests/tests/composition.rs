@@ -369,6 +369,42 @@ async fn a_job_failing_after_side_effects_runs_its_compensations_in_reverse_orde
         _ => None,
     });
     assert_eq!(started, Some(vec!["refund".into(), "unbook".into()]));
+
+    // Cancelled while its second step runs: the first step is undone, then the job ends
+    // cancelled.
+    let job = r#"
+        [[tasks]]
+        id = "reserve"
+        kind = "reserve"
+        capabilities = ["worker"]
+        compensation = "release"
+        [[tasks]]
+        id = "wait"
+        kind = "forever"
+        capabilities = ["worker"]
+        depends_on = ["reserve"]
+        [[tasks]]
+        id = "release"
+        kind = "release"
+        capabilities = ["worker"]
+    "#;
+    let job_id = submit(&client, job).await?;
+    wait_until(JOB_TIMEOUT, "the second step to run", || async {
+        let running = pb::TaskState::Running as i32;
+        (task_state(&client, &job_id, "wait").await? == running).then_some(())
+    })
+    .await?;
+    let cancelled = client.cancel_job(&job_id, "changed plans").await?;
+    assert_eq!(cancelled.state, pb::JobState::Compensating as i32);
+    let done = wait_for_job(&client, &job_id).await?;
+    assert_eq!(
+        (done.state, done.state_reason.as_str()),
+        (pb::JobState::Cancelled as i32, "changed plans")
+    );
+    assert_eq!(
+        log.inputs_of("release"),
+        Some(BTreeMap::from([("reserve".into(), "reserve-output".into())]))
+    );
     stop.cancel();
     Ok(())
 }

@@ -296,12 +296,14 @@ fn submitted(job_id: String, deduplicated: bool, write: pb::WriteMeta) -> pb::Su
 }
 
 /// The job's state after a cancellation: terminal when it finished at once.
+/// The state a cancellation left the job in: the terminal state it finished in, or
+/// `COMPENSATING` when it did not finish because its compensation tasks now run.
 fn cancelled_state(job_id: &str, effects: &Effects) -> pb::JobState {
     effects
         .jobs_finished
         .iter()
         .find(|finished| finished.job_id == job_id)
-        .map_or(pb::JobState::Cancelled, |finished| {
+        .map_or(pb::JobState::Compensating, |finished| {
             job_state(finished.state)
         })
 }
@@ -1114,7 +1116,7 @@ mod tests {
         assert_eq!(cancelled_state("job-0", &finished), pb::JobState::Failed);
         assert_eq!(
             cancelled_state("job-0", &Effects::default()),
-            pb::JobState::Cancelled
+            pb::JobState::Compensating
         );
         assert_eq!(
             state.jobs.get("job-0").map(|j| j.state),
