@@ -12,7 +12,7 @@ use synod_sdk::agent::{AgentBuilder, Task, TaskOutcome};
 use synod_sdk::proto as pb;
 use synod_sdk::Client;
 use synod_tests::jobs::{
-    cluster_up, options, submit, wait_for_agents, wait_for_job, OnDrop, JOB_TIMEOUT,
+    cluster_up, options, submit, wait_for_agents, wait_for_job, OnDrop, JOB_TIMEOUT, LEADER_TIMEOUT,
 };
 use synod_tests::serial;
 use tokio_util::sync::CancellationToken;
@@ -138,6 +138,84 @@ async fn a_ten_thousand_item_fan_out_completes_with_outputs_in_item_order() -> a
     assert_eq!(tasks[3].fan_out_index, Some(1));
     assert_eq!(tasks[3].parent_task_id, "double");
     println!("10,000-item fan-out: {elapsed:?}, at most {most} instances at once");
+    stop.cancel();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_survives_a_leader_kill_with_every_instance_counted_once() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let (mut cluster, client) = cluster_up(options()).await?;
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let stop = CancellationToken::new();
+    let concurrency = Arc::new(Concurrency::default());
+    for i in 0..2 {
+        start_mapper(&cluster, &format!("mapper-{i}"), concurrency.clone(), &stop);
+    }
+    start_reducer(&cluster, &stop);
+    wait_for_agents(&client, 3).await?;
+    let job = r#"
+        [goal]
+        goal_task = "join"
+        [[tasks]]
+        id = "list"
+        kind = "list"
+        capabilities = ["reduce"]
+        payload = "2000"
+        [[tasks]]
+        id = "double"
+        kind = "double"
+        capabilities = ["map"]
+        depends_on = ["list"]
+        fan_out = { from = "list", parallelism = 16 }
+        [[tasks]]
+        id = "join"
+        kind = "join"
+        capabilities = ["reduce"]
+        depends_on = ["double"]
+    "#;
+    let job_id = submit(&client, job).await?;
+    wait_until(
+        JOB_TIMEOUT,
+        "a quarter of the instances to succeed",
+        || async {
+            let job = client.get_job(&job_id).await.ok()?;
+            let succeeded = job
+                .task_counts
+                .iter()
+                .find(|c| c.state == pb::TaskState::Succeeded as i32)?;
+            (succeeded.count >= 500).then_some(())
+        },
+    )
+    .await?;
+    cluster.kill(leader)?;
+    let done = wait_for_job(&client, &job_id).await?;
+    assert_eq!(
+        done.state,
+        pb::JobState::Succeeded as i32,
+        "{}",
+        done.state_reason
+    );
+    let expected: Vec<String> = (0..2_000u64).map(|i| (i * 2).to_string()).collect();
+    assert!(String::from_utf8_lossy(&done.output) == expected.join(","));
+    let history = client.job_history(&job_id).await?;
+    let mut successes: BTreeMap<String, usize> = BTreeMap::new();
+    for event in &history {
+        if let Some(pb::job_event::Kind::TaskSucceeded(e)) = &event.kind {
+            *successes.entry(e.task_id.clone()).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        successes.len(),
+        2_003,
+        "list, the fan-out, 2,000 instances, join"
+    );
+    assert!(
+        successes.values().all(|n| *n == 1),
+        "an instance counted twice"
+    );
+    let most = concurrency.most.load(Ordering::SeqCst);
+    assert!(most <= 16, "{most} instances ran at once, the limit is 16");
     stop.cancel();
     Ok(())
 }
@@ -403,7 +481,10 @@ async fn a_job_failing_after_side_effects_runs_its_compensations_in_reverse_orde
     );
     assert_eq!(
         log.inputs_of("release"),
-        Some(BTreeMap::from([("reserve".into(), "reserve-output".into())]))
+        Some(BTreeMap::from([(
+            "reserve".into(),
+            "reserve-output".into()
+        )]))
     );
     stop.cancel();
     Ok(())
