@@ -220,6 +220,56 @@ async fn a_fan_out_survives_a_leader_kill_with_every_instance_counted_once() -> 
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reduce_over_more_output_than_one_message_holds_gets_all_of_it() -> anyhow::Result<()> {
+    const INSTANCES: usize = 40;
+    const OUTPUT_BYTES: usize = 200_000;
+    let _serial = serial().await;
+    let (cluster, client) = cluster_up(options()).await?;
+    let stop = CancellationToken::new();
+    let agent = AgentBuilder::new("bulk", cluster.addrs())
+        .capability("bulk")
+        .max_concurrent(8)
+        .handler("fill", |task: Task| async move {
+            let index = task.item_index.unwrap_or(u32::MAX);
+            let byte = b'a' + (index % 26) as u8;
+            TaskOutcome::Succeeded(vec![byte; OUTPUT_BYTES])
+        })
+        .handler("check", |task: Task| async move {
+            let outputs = task.fan_out_outputs("fill");
+            let intact = outputs.iter().enumerate().all(|(i, output)| {
+                output.len() == OUTPUT_BYTES && output.iter().all(|b| *b == b'a' + (i % 26) as u8)
+            });
+            TaskOutcome::Succeeded(
+                format!("{} outputs, intact: {intact}", outputs.len()).into_bytes(),
+            )
+        });
+    let agent_stop = stop.clone();
+    tokio::spawn(async move { agent.run(agent_stop).await });
+    wait_for_agents(&client, 1).await?;
+    let items: Vec<String> = (0..INSTANCES).map(|i| format!("\"{i}\"")).collect();
+    let job = format!(
+        "[goal]\ngoal_task = \"check\"\n[[tasks]]\nid = \"fill\"\nkind = \"fill\"\ncapabilities = [\"bulk\"]\n\
+         fan_out = {{ items = [{}] }}\n[[tasks]]\nid = \"check\"\nkind = \"check\"\n\
+         capabilities = [\"bulk\"]\ndepends_on = [\"fill\"]\n",
+        items.join(", ")
+    );
+    let job_id = submit(&client, &job).await?;
+    let done = wait_for_job(&client, &job_id).await?;
+    assert_eq!(
+        done.state,
+        pb::JobState::Succeeded as i32,
+        "{}",
+        done.state_reason
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&done.output),
+        format!("{INSTANCES} outputs, intact: true")
+    );
+    stop.cancel();
+    Ok(())
+}
+
 /// A task kind an agent ran, with the dependency outputs it was given.
 type Run = (String, BTreeMap<String, String>);
 

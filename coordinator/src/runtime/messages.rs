@@ -25,6 +25,11 @@ pub fn task_ref(attempt: &AttemptRef) -> pb::TaskRef {
     }
 }
 
+/// Most bytes of payload, item and dependency outputs one assignment carries, below the 4 MiB
+/// agents accept; outputs beyond it are named in `omitted_dependency_outputs` for the agent to
+/// read with `GetTask` (a reduce over many large instance outputs).
+const ASSIGNMENT_BYTES_MAX: usize = 3 * 1024 * 1024 + 512 * 1024;
+
 /// The assignment message of the task's current attempt, if it is still assigned or running.
 pub fn assignment(state: &State, job_id: &str, task_id: &str) -> Option<pb::CoordinatorMessage> {
     let job = state.jobs.get(job_id)?;
@@ -41,13 +46,26 @@ pub fn assignment(state: &State, job_id: &str, task_id: &str) -> Option<pb::Coor
         TaskRole::Instance { index, item } => (item.clone(), Some(*index)),
         _ => (Vec::new(), None),
     };
+    let mut budget = ASSIGNMENT_BYTES_MAX.saturating_sub(spec.payload.len() + item.len());
+    let (mut dependency_outputs, mut omitted_dependency_outputs) = (Vec::new(), Vec::new());
+    for (id, output) in job.dependency_outputs(task_id) {
+        let bytes = id.len() + output.len() + 16;
+        match bytes <= budget {
+            true => {
+                budget -= bytes;
+                dependency_outputs.push((id, output));
+            }
+            false => omitted_dependency_outputs.push(id),
+        }
+    }
     Some(message(Kind::TaskAssignment(pb::TaskAssignment {
         task: Some(task_ref(&attempt)),
         kind: spec.kind.clone(),
         payload: spec.payload.clone(),
         item,
         item_index,
-        dependency_outputs: job.dependency_outputs(task_id).into_iter().collect(),
+        dependency_outputs: dependency_outputs.into_iter().collect(),
+        omitted_dependency_outputs,
         deadline_at_ms: task.deadline_at_ms.unwrap_or(0),
         ..Default::default()
     })))

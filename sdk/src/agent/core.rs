@@ -52,6 +52,8 @@ pub(crate) struct AgentCore {
     pub(crate) subtask_requests: HashMap<u64, SubtaskWaiter>,
     /// Parents waiting for their subtasks to end.
     pub(crate) subtask_waits: HashMap<TaskKey, SubtaskWaiter>,
+    /// The current session's connection, for reads a task needs (omitted dependency outputs).
+    pub(crate) channel: Option<tonic::transport::Channel>,
 }
 
 impl AgentCore {
@@ -63,6 +65,7 @@ impl AgentCore {
             config,
             identity: None,
             running: HashMap::new(),
+            channel: None,
             outbox: Outbox::default(),
             draining: false,
             completions,
@@ -156,13 +159,25 @@ impl AgentCore {
             requests: self.requests.clone(),
         };
         let completions = self.completions.clone();
+        let (omitted, channel) = (assignment.omitted_dependency_outputs, self.channel.clone());
         tokio::spawn(async move {
-            let outcome = match handler {
-                Some(handler) => tokio::select! {
-                    outcome = handler.run(task) => outcome,
-                    _ = cancel.cancelled() => return,
-                },
-                None => TaskOutcome::fatal(format!("no handler for kind '{}'", assignment.kind)),
+            let mut task = task;
+            let fetched = tokio::select! {
+                fetched = fetch_outputs(channel, &task.task.job_id, omitted) => fetched,
+                _ = cancel.cancelled() => return,
+            };
+            let outcome = match (fetched, handler) {
+                (Err(error), _) => TaskOutcome::retryable(error),
+                (Ok(outputs), Some(handler)) => {
+                    task.dependency_outputs.extend(outputs);
+                    tokio::select! {
+                        outcome = handler.run(task) => outcome,
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+                (Ok(_), None) => {
+                    TaskOutcome::fatal(format!("no handler for kind '{}'", assignment.kind))
+                }
             };
             let _ = completions.send((task_ref, outcome)).await;
         });
@@ -226,4 +241,35 @@ impl AgentCore {
             })
             .collect()
     }
+}
+
+/// Reads the dependency outputs an assignment was too large to carry, by task id.
+async fn fetch_outputs(
+    channel: Option<tonic::transport::Channel>,
+    job_id: &str,
+    ids: Vec<String>,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let channel = channel.ok_or("no connection to read dependency outputs over")?;
+    let mut jobs = synod_proto::v1::job_service_client::JobServiceClient::new(channel)
+        .max_decoding_message_size(usize::MAX);
+    let mut outputs = Vec::with_capacity(ids.len());
+    for task_id in ids {
+        let request = pb::GetTaskRequest {
+            job_id: job_id.to_owned(),
+            task_id: task_id.clone(),
+            ..Default::default()
+        };
+        let task = jobs
+            .get_task(request)
+            .await
+            .map_err(|status| format!("reading the output of '{task_id}': {}", status.message()))?
+            .into_inner()
+            .task
+            .unwrap_or_default();
+        outputs.push((task_id, task.output));
+    }
+    Ok(outputs)
 }

@@ -36,6 +36,7 @@ pub(crate) async fn run_session(
     shutdown: &CancellationToken,
 ) -> Result<SessionEnd, Status> {
     let (outbound, receiver) = mpsc::channel(OUTBOUND_CAPACITY);
+    core.channel = Some(channel.clone());
     send(&outbound, message(0, Out::Register(register(core)))).await?;
     let mut inbound = AgentServiceClient::new(channel)
         .session(ReceiverStream::new(receiver))

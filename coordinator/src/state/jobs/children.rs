@@ -31,10 +31,13 @@ pub enum JobLink {
         /// The child job.
         job_id: String,
     },
-    /// The task running a child job was cancelled: cancel the child.
+    /// The task running a child job was cancelled: cancel the child (unless it is
+    /// compensating: it then ends once its compensation is done).
     CancelChild {
         /// The child job.
         job_id: String,
+        /// The task that ran it.
+        parent: TaskKey,
         /// Why.
         reason: String,
     },
@@ -85,13 +88,18 @@ impl JobTable {
                 JobLink::ChildFinished { job_id } => {
                     self.child_finished(&job_id, agents, effects, meta)
                 }
-                JobLink::CancelChild { job_id, reason } => {
-                    let open = self
-                        .jobs
-                        .get(&job_id)
-                        .is_some_and(|j| !j.state.is_terminal());
+                JobLink::CancelChild {
+                    job_id,
+                    parent,
+                    reason,
+                } => {
+                    let cancellable = self.jobs.get(&job_id).is_some_and(|child| {
+                        child.parent.as_ref() == Some(&parent)
+                            && !child.state.is_terminal()
+                            && child.state != JobState::Compensating
+                    });
                     if let (true, Ok(mut transition)) =
-                        (open, self.transition(&job_id, agents, effects, meta))
+                        (cancellable, self.transition(&job_id, agents, effects, meta))
                     {
                         transition.cancel_job(&format!("its parent ended: {reason}"));
                     }
@@ -121,7 +129,10 @@ impl JobTable {
         let child_id = child_job_id(parent_job, task_id);
         if self.jobs.contains_key(&child_id) {
             let error = format!("a job '{child_id}' already exists");
-            if let Ok(mut transition) = self.transition(parent_job, agents, effects, meta) {
+            let running = self.task_state(parent_job, task_id) == Some(TaskState::Running);
+            if let (true, Ok(mut transition)) =
+                (running, self.transition(parent_job, agents, effects, meta))
+            {
                 transition.end_in_place(task_id, Err(error));
                 transition.settle();
             }

@@ -11,7 +11,7 @@
 use super::lifecycle::Transition;
 use super::spec::TASK_RECORDS_MAX;
 use super::task::{instance_id, TaskRole};
-use super::{JobEventKind, TaskState};
+use super::{FanOutSource, JobEventKind, TaskState};
 
 impl Transition<'_> {
     /// Expands a fan-out task whose dependencies succeeded into its instances.
@@ -23,6 +23,15 @@ impl Transition<'_> {
         else {
             return;
         };
+        if let FanOutSource::FromDependency {
+            task_id: source, ..
+        } = &fan_out.source
+        {
+            if self.job.task_state(source) == Some(TaskState::Bypassed) {
+                let reason = format!("its items come from '{source}', whose branch was not taken");
+                return self.bypass(task_id, reason);
+            }
+        }
         self.run_in_place(task_id);
         let job = &*self.job;
         let output_of = |dep: &str| job.tasks.get(dep).and_then(|task| task.output.clone());

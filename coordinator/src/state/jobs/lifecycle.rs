@@ -646,7 +646,12 @@ impl<'a> Transition<'a> {
         }) = self.job.tasks.get(task_id).map(|task| &task.role)
         {
             let (job_id, reason) = (child.clone(), reason.to_owned());
-            self.links.push(JobLink::CancelChild { job_id, reason });
+            let parent = self.key(task_id);
+            self.links.push(JobLink::CancelChild {
+                job_id,
+                parent,
+                reason,
+            });
         }
         if let Some(held) = self.held(task_id) {
             self.end_attempt(task_id, AttemptOutcome::Cancelled);

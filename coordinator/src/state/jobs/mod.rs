@@ -46,7 +46,8 @@ pub use task::{
     TaskRole, TaskState,
 };
 pub use validate::{
-    unsatisfiable, unsatisfiable_tasks, validate, validate_subtasks, why_unsatisfiable, SpecError,
+    unsatisfiable, unsatisfiable_tasks, validate, validate_subtasks, why_unsatisfiable, Existing,
+    SpecError,
 };
 
 use children::JobLink;
@@ -332,8 +333,17 @@ impl JobTable {
             return Ok(stale);
         }
         let job = self.open_job(report.job_id)?;
-        let existing = |id: &str| job.tasks.contains_key(id);
-        validate_subtasks(subtasks, job.tasks.len(), &existing).map_err(Rejection::InvalidSpec)?;
+        let existing = Existing {
+            tasks: job.spec.tasks.len(),
+            records: job.tasks.len(),
+            depth: self.depth_of(job),
+            contains: &|id| job.tasks.contains_key(id),
+            is_fan_out: &|id| {
+                let record = job.tasks.get(id);
+                matches!(record.map(|r| &r.role), Some(TaskRole::FanOut(_)))
+            },
+        };
+        validate_subtasks(subtasks, &existing).map_err(Rejection::InvalidSpec)?;
         if let Some(error) = unsatisfiable_tasks("subtasks", subtasks, agents) {
             return Err(Rejection::InvalidSpec(error));
         }
@@ -430,6 +440,17 @@ impl JobTable {
             rejection,
             sequence,
         }))
+    }
+
+    /// How many child jobs deep `job` is: 0 for a submitted job.
+    fn depth_of(&self, job: &JobRecord) -> usize {
+        let mut depth = 0;
+        let mut parent = job.parent.as_ref();
+        while let Some(key) = parent {
+            depth += 1;
+            parent = self.jobs.get(&key.job_id).and_then(|j| j.parent.as_ref());
+        }
+        depth
     }
 
     /// An unfinished job.
@@ -548,7 +569,14 @@ fn check_timed_out(report: Report<'_>, task: &TaskRecord, now_ms: u64) -> Result
             task_id,
             deadline_at_ms,
         }),
-        _ => Ok(()),
+        Some(_) => Ok(()),
+        // Fan-outs and child jobs run in place, without an attempt or its deadline.
+        None => Err(Rejection::AttemptNotInProgress {
+            job_id,
+            task_id,
+            attempt: report.attempt,
+            current: "runs in place (a fan-out or child job), without an attempt".to_owned(),
+        }),
     }
 }
 
@@ -574,13 +602,27 @@ fn check_no_wait_cycle(
     parent: &str,
     subtasks: &[TaskSpec],
 ) -> Result<(), SpecError> {
-    let blocked = downstream_of(job, parent);
+    let mut blocked = downstream_of(job, parent);
+    // An instance waiting blocks its fan-out, everything after it and its other instances.
+    let fan_out = match job.tasks.get(parent).map(|task| (&task.role, &task.parent)) {
+        Some((TaskRole::Instance { .. }, Some(fan_out))) => Some(fan_out.as_str()),
+        _ => None,
+    };
+    if let Some(fan_out) = fan_out {
+        blocked.extend(downstream_of(job, fan_out));
+    }
+    let instance_of_fan_out = |dep: &str| {
+        fan_out.is_some_and(|f| {
+            dep.strip_prefix(f)
+                .is_some_and(|rest| rest.starts_with('['))
+        })
+    };
     for (i, task) in subtasks.iter().enumerate() {
         if let Some((j, dep)) = task
             .depends_on
             .iter()
             .enumerate()
-            .find(|(_, dep)| blocked.contains(dep.as_str()))
+            .find(|(_, dep)| blocked.contains(dep.as_str()) || instance_of_fan_out(dep))
         {
             let problem =
                 format!("'{dep}' waits for parent '{parent}', which would wait for this subtask");

@@ -53,7 +53,7 @@ fn validate_nested(spec: &JobSpec, depth: usize) -> Result<(), SpecError> {
     if spec.tasks.is_empty() {
         return Err(SpecError::new("tasks", "a job needs at least one task"));
     }
-    check_batch("tasks", &spec.tasks, 0, &|_| false)?;
+    check_batch("tasks", &spec.tasks, &Existing::none())?;
     check_goal(spec)?;
     check_compensation(spec)?;
     for (i, task) in spec.tasks.iter().enumerate() {
@@ -97,6 +97,11 @@ fn check_compensation(spec: &JobSpec) -> Result<(), SpecError> {
             Some(_) if spec.goal.criterion == Criterion::GoalTask(undo.clone()) => {
                 Some(format!("'{undo}' is the goal task"))
             }
+            Some(j) if spec.tasks[j].fan_out.is_some() || spec.tasks[j].child_job.is_some() => {
+                Some(format!(
+                    "'{undo}' is a fan-out or a child job; a compensation task runs on an agent"
+                ))
+            }
             Some(_) => None,
         };
         if let Some(problem) = problem {
@@ -120,17 +125,40 @@ fn check_compensation(spec: &JobSpec) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// Checks subtasks added to a job that already holds `existing_count` tasks, where
-/// `existing(id)` tells whether a task id is taken. Dependencies may name existing tasks.
-pub fn validate_subtasks(
-    subtasks: &[TaskSpec],
-    existing_count: usize,
-    existing: &dyn Fn(&str) -> bool,
-) -> Result<(), SpecError> {
+/// What a batch of subtasks joins: the job's tasks so far.
+pub struct Existing<'a> {
+    /// Tasks declared (submitted and added), fan-out instances excluded.
+    pub tasks: usize,
+    /// Task records, fan-out instances included.
+    pub records: usize,
+    /// How many child jobs deep the job is (0 for a submitted job).
+    pub depth: usize,
+    /// Whether a task id is taken.
+    pub contains: &'a dyn Fn(&str) -> bool,
+    /// Whether a task id names a fan-out.
+    pub is_fan_out: &'a dyn Fn(&str) -> bool,
+}
+
+impl Existing<'_> {
+    /// No existing task: a job being submitted.
+    fn none() -> Self {
+        Existing {
+            tasks: 0,
+            records: 0,
+            depth: 0,
+            contains: &|_| false,
+            is_fan_out: &|_| false,
+        }
+    }
+}
+
+/// Checks subtasks added to a job that already holds the `existing` tasks. Dependencies may
+/// name existing tasks.
+pub fn validate_subtasks(subtasks: &[TaskSpec], existing: &Existing<'_>) -> Result<(), SpecError> {
     if subtasks.is_empty() {
         return Err(SpecError::new("subtasks", "at least one subtask is needed"));
     }
-    check_batch("subtasks", subtasks, existing_count, existing)?;
+    check_batch("subtasks", subtasks, existing)?;
     for (i, task) in subtasks.iter().enumerate() {
         if !task.compensation_task_id.is_empty() {
             let field = format!("subtasks[{i}].compensation_task_id");
@@ -141,7 +169,11 @@ pub fn validate_subtasks(
         }
         if let Some(child) = &task.child_job {
             let field = format!("subtasks[{i}].child_job");
-            validate_nested(child, 1).map_err(|error| {
+            if existing.depth + 1 > CHILD_JOB_DEPTH_MAX {
+                let problem = format!("child jobs nest at most {CHILD_JOB_DEPTH_MAX} deep");
+                return Err(SpecError::new(field, problem));
+            }
+            validate_nested(child, existing.depth + 1).map_err(|error| {
                 SpecError::new(format!("{field}.{}", error.field), error.problem)
             })?;
         }
@@ -283,13 +315,8 @@ fn unfit(
 }
 
 /// Rules shared by a job's tasks and a batch of subtasks, named under `prefix`.
-fn check_batch(
-    prefix: &str,
-    tasks: &[TaskSpec],
-    existing_count: usize,
-    existing: &dyn Fn(&str) -> bool,
-) -> Result<(), SpecError> {
-    let total = existing_count + tasks.len();
+fn check_batch(prefix: &str, tasks: &[TaskSpec], existing: &Existing<'_>) -> Result<(), SpecError> {
+    let total = existing.tasks + tasks.len();
     if total > TASKS_MAX {
         let problem = format!("{total} tasks in the job, the limit is {TASKS_MAX}");
         return Err(SpecError::new(prefix, problem));
@@ -301,25 +328,32 @@ fn check_batch(
             FanOutSource::FromDependency { .. } => None,
         })
         .sum();
-    if total + instances > TASK_RECORDS_MAX {
+    let records = existing.records + tasks.len() + instances;
+    if records > TASK_RECORDS_MAX {
         let problem = format!(
-            "{total} tasks and {instances} fan-out instances, the limit is {TASK_RECORDS_MAX} in all"
+            "{records} tasks and fan-out instances in the job, the limit is {TASK_RECORDS_MAX}"
         );
         return Err(SpecError::new(prefix, problem));
     }
     let mut ids = BTreeSet::new();
     for (i, task) in tasks.iter().enumerate() {
         let field = format!("{prefix}[{i}].task_id");
-        check_id(&field, &task.id, existing)?;
+        check_id(&field, &task.id, existing.contains)?;
         if !ids.insert(task.id.as_str()) {
             return Err(SpecError::new(field, format!("duplicate id '{}'", task.id)));
         }
     }
+    let fan_outs: BTreeSet<&str> = tasks
+        .iter()
+        .filter(|task| task.fan_out.is_some())
+        .map(|task| task.id.as_str())
+        .collect();
+    let is_fan_out = |id: &str| fan_outs.contains(id) || (existing.is_fan_out)(id);
     for (i, task) in tasks.iter().enumerate() {
         let at = format!("{prefix}[{i}]");
         check_task(&at, task)?;
-        check_dependencies(&at, task, &|id| ids.contains(id) || existing(id))?;
-        check_fan_out(&at, task, tasks)?;
+        check_dependencies(&at, task, &|id| ids.contains(id) || (existing.contains)(id))?;
+        check_fan_out(&at, task, &is_fan_out)?;
     }
     match find_cycle(tasks) {
         Some(cycle) => {
@@ -350,9 +384,12 @@ fn check_id(field: &str, id: &str, existing: &dyn Fn(&str) -> bool) -> Result<()
 }
 
 /// A fan-out's items and its source; conditions cannot test a fan-out (it has no output).
-fn check_fan_out(at: &str, task: &TaskSpec, batch: &[TaskSpec]) -> Result<(), SpecError> {
-    let fan_out_named = |id: &str| batch.iter().any(|t| t.id == id && t.fan_out.is_some());
-    if let Some(dep) = task.conditions.keys().find(|dep| fan_out_named(dep)) {
+fn check_fan_out(
+    at: &str,
+    task: &TaskSpec,
+    is_fan_out: &dyn Fn(&str) -> bool,
+) -> Result<(), SpecError> {
+    if let Some(dep) = task.conditions.keys().find(|dep| is_fan_out(dep)) {
         let problem = format!("'{dep}' is a fan-out, which has no output of its own to test");
         return Err(SpecError::new(format!("{at}.depends_on"), problem));
     }

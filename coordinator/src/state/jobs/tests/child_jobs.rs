@@ -128,3 +128,31 @@ fn a_cancelled_child_fails_its_parent_task() {
     assert_eq!(h.task("j", "sub").state, TaskState::Failed);
     assert_eq!(h.job("j").state, JobState::Failed);
 }
+
+#[test]
+fn a_compensating_child_finishes_its_compensation_when_the_parent_is_cancelled() {
+    let mut child = spec(vec![
+        task("c1", &[]),
+        task("c2", &["c1"]),
+        task("undo", &[]),
+    ]);
+    child.tasks[0].compensation_task_id = "undo".into();
+    child.tasks[1].retry.max_attempts = 1;
+    let mut h = with_job(parent_spec(child));
+    run(&mut h, "prep", 1, "a1");
+    h.ok(succeed("j", "prep", 1, "a1", ""));
+    run_in(&mut h, "j/sub", "c1", "a2");
+    h.ok(succeed("j/sub", "c1", 1, "a2", "done"));
+    run_in(&mut h, "j/sub", "c2", "a2");
+    h.ok(fail("j/sub", "c2", 1, "a2", false));
+    assert_eq!(h.job("j/sub").state, JobState::Compensating);
+    h.ok(Command::CancelJob {
+        job_id: "j".into(),
+        reason: "operator".into(),
+    });
+    assert_eq!(h.job("j").state, JobState::Cancelled);
+    assert_eq!(h.job("j/sub").state, JobState::Compensating);
+    run_in(&mut h, "j/sub", "undo", "a2");
+    h.ok(succeed("j/sub", "undo", 1, "a2", "undone"));
+    assert_eq!(h.job("j/sub").state, JobState::Failed);
+}

@@ -114,7 +114,7 @@ fn a_failure_before_any_side_effect_ends_the_job_without_compensating() {
 #[test]
 fn compensation_rules_name_the_field() {
     type Change = fn(&mut JobSpec);
-    let cases: [(Change, &str); 4] = [
+    let cases: [(Change, &str); 5] = [
         (
             |s| s.tasks[0].compensation_task_id = "nope".into(),
             "tasks[0].compensation_task_id: unknown task 'nope'",
@@ -127,6 +127,16 @@ fn compensation_rules_name_the_field() {
             |s| s.tasks[3].depends_on = vec!["book".into()],
             "tasks[0].compensation_task_id: 'unbook' has dependencies; a compensation task \
              receives the output of the task it undoes instead",
+        ),
+        (
+            |s| {
+                s.tasks[3].fan_out = Some(crate::state::jobs::FanOut {
+                    source: crate::state::jobs::FanOutSource::Items(Vec::new()),
+                    parallelism: 0,
+                })
+            },
+            "tasks[0].compensation_task_id: 'unbook' is a fan-out or a child job; a compensation \
+             task runs on an agent",
         ),
         (
             |s| s.tasks[2].depends_on.push("refund".into()),

@@ -208,3 +208,80 @@ fn ten_thousand_instances_expand_and_complete() {
     assert_eq!(outputs.len(), 10_000);
     assert_eq!(outputs[&instance_id("map", 9_999)], b"9999");
 }
+
+fn add_subtasks(parent: &str, subtasks: Vec<TaskSpec>, wait: bool) -> Command {
+    Command::AddSubtasks {
+        job_id: "j".into(),
+        parent_task_id: parent.into(),
+        attempt: 1,
+        agent_id: "a1".into(),
+        subtasks,
+        wait,
+    }
+}
+
+#[test]
+fn a_fan_out_has_no_attempt_to_time_out() {
+    let mut h = with_job(spec(map_reduce(items(2), 0, &[])));
+    h.now_ms += 10 * TIMEOUT_MS;
+    let rejection = h.rejected(time_out("j", "map", 0));
+    assert!(
+        rejection.to_string().contains("runs in place"),
+        "{rejection}"
+    );
+}
+
+#[test]
+fn an_instance_cannot_wait_for_subtasks_that_wait_for_its_fan_out() {
+    let mut h = with_job(spec(map_reduce(items(3), 1, &[])));
+    run(&mut h, "map[0]", 1, "a1");
+    for dep in ["map", "map[2]", "reduce"] {
+        let rejection = h.rejected(add_subtasks("map[0]", vec![task("s", &[dep])], true));
+        assert!(
+            rejection
+                .to_string()
+                .starts_with("subtasks[0].depends_on[0]"),
+            "{dep}: {rejection}"
+        );
+    }
+    // Without waiting, nothing is blocked.
+    h.ok(add_subtasks("map[0]", vec![task("s", &["map"])], false));
+}
+
+#[test]
+fn subtasks_fit_beside_a_ten_thousand_instance_fan_out() {
+    let mut h = with_job(spec(map_reduce(items(10_000), 0, &[])));
+    run(&mut h, "map[0]", 1, "a1");
+    h.ok(add_subtasks("map[0]", vec![task("s", &[])], false));
+    assert_eq!(h.task("j", "s").parent.as_deref(), Some("map[0]"));
+}
+
+#[test]
+fn a_fan_out_over_a_bypassed_branch_is_bypassed() {
+    let source = FanOutSource::FromDependency {
+        task_id: "fetch".into(),
+        json_pointer: String::new(),
+    };
+    let mut fetch = task("fetch", &["route"]);
+    fetch.conditions = [(
+        "route".to_owned(),
+        crate::state::jobs::OutputCondition {
+            json_pointer: String::new(),
+            equals_json: "true".into(),
+        },
+    )]
+    .into();
+    let mut tasks = vec![task("route", &[]), task("other", &["route"]), fetch];
+    tasks.extend(map_reduce(source, 0, &["fetch", "other"]));
+    let mut h = with_job(spec(tasks));
+    run(&mut h, "route", 1, "a1");
+    h.ok(succeed("j", "route", 1, "a1", "false"));
+    run(&mut h, "other", 1, "a1");
+    h.ok(succeed("j", "other", 1, "a1", "x"));
+    let map = h.task("j", "map");
+    assert_eq!(map.state, TaskState::Bypassed);
+    assert_eq!(
+        map.error.as_deref(),
+        Some("its items come from 'fetch', whose branch was not taken")
+    );
+}
