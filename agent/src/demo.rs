@@ -151,7 +151,7 @@ async fn team_step(task: Task) -> TaskOutcome {
 
 /// The demo fleet started by `synod dev` and `synod demo`: a planner, a team of four roles
 /// (two researchers) and two general workers (echo, sleep, flaky, fail), all bidding in
-/// auctions with a cost that differs per agent.
+/// auctions with a cost that differs per agent and voting for the first option of a vote.
 pub fn fleet(endpoints: &[String]) -> Vec<synod_sdk::agent::AgentBuilder> {
     // (agent name, capability, task kind, demo handler)
     let roles: [(&str, &str, &str, &str); 6] = [
@@ -170,7 +170,7 @@ pub fn fleet(endpoints: &[String]) -> Vec<synod_sdk::agent::AgentBuilder> {
                 .capability(*capability)
                 .max_concurrent(4)
                 .handler(*kind, handler(demo)?);
-            Some(with_bid(builder, 1.0 + i as f64))
+            Some(with_answers(builder, 1.0 + i as f64))
         })
         .collect();
     for i in 1..=2 {
@@ -190,18 +190,24 @@ pub fn fleet(endpoints: &[String]) -> Vec<synod_sdk::agent::AgentBuilder> {
                 worker = worker.handler(name, demo);
             }
         }
-        agents.push(with_bid(worker, 10.0 + i as f64));
+        agents.push(with_answers(worker, 10.0 + i as f64));
     }
     agents
 }
 
-fn with_bid(builder: synod_sdk::agent::AgentBuilder, cost: f64) -> synod_sdk::agent::AgentBuilder {
-    builder.bid_handler(move |_: &pb::CallForBids| {
-        Some(synod_sdk::agent::Offer {
-            cost,
-            estimate_ms: 100,
+/// Bids `cost` in every auction and votes for the first option of every vote.
+fn with_answers(
+    builder: synod_sdk::agent::AgentBuilder,
+    cost: f64,
+) -> synod_sdk::agent::AgentBuilder {
+    builder
+        .bid_handler(move |_: &pb::CallForBids| {
+            Some(synod_sdk::agent::Offer {
+                cost,
+                estimate_ms: 100,
+            })
         })
-    })
+        .ballot_handler(|request: &pb::VoteRequest| request.options.first().cloned())
 }
 
 #[cfg(test)]

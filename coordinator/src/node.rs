@@ -14,6 +14,7 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
 use synod_proto::v1::agent_service_server::AgentServiceServer;
 use synod_proto::v1::cluster_service_server::ClusterServiceServer;
+use synod_proto::v1::coordination_service_server::CoordinationServiceServer;
 use synod_proto::v1::job_service_server::JobServiceServer;
 use synod_proto::v1::kv_service_server::KvServiceServer;
 use synod_proto::v1::raft_transport_server::RaftTransportServer;
@@ -22,7 +23,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AgentApi, ClusterApi, JobApi, KvApi, LeaderRouter};
+use crate::api::{AgentApi, ClusterApi, CoordinationApi, JobApi, KvApi, LeaderRouter, VoteApi};
 use crate::config::NodeConfig;
 use crate::raft::{
     open_disk, DiskError, LogStore, NetworkFactory, PeerClients, Raft, RaftTransportService,
@@ -199,6 +200,9 @@ async fn serve(
     health_reporter
         .set_serving::<JobServiceServer<JobApi>>()
         .await;
+    health_reporter
+        .set_serving::<CoordinationServiceServer<CoordinationApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(synod_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -225,6 +229,15 @@ async fn serve(
             JobServiceServer::new(
                 JobApi::new(proposer.clone(), router.clone()).with_runtime(agents.clone()),
             )
+            .max_decoding_message_size(message_max)
+            .max_encoding_message_size(message_max),
+        )
+        .add_service(
+            CoordinationServiceServer::new(CoordinationApi::new(VoteApi::new(
+                proposer.clone(),
+                router.clone(),
+                agents.clone(),
+            )))
             .max_decoding_message_size(message_max)
             .max_encoding_message_size(message_max),
         )

@@ -392,6 +392,65 @@ fn job_cancel_stops_a_running_job_and_bad_input_is_named() {
         stderr(&unknown)
     );
 
+    // Votes: the demo workers vote for the first option.
+    let opened = server.synod(&[
+        "vote",
+        "open",
+        "--question",
+        "Ship build 4812?",
+        "--option",
+        "ship",
+        "--option",
+        "hold",
+        "--capability",
+        "worker",
+        "--rule",
+        "unanimous",
+        "--wait",
+    ]);
+    assert_success(&opened, &["vote", "open"]);
+    assert!(
+        stdout(&opened).contains("decided: ship"),
+        "{}",
+        stdout(&opened)
+    );
+    let votes = server.json(&["vote", "list", "--state", "decided", "--json"]);
+    let vote = &votes.as_array().unwrap()[0];
+    assert_eq!(vote["decided"], "ship");
+    let status = server.json(&[
+        "vote",
+        "status",
+        vote["vote_id"].as_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(status["ballots"].as_array().unwrap().len(), 2, "{status}");
+    let too_few = server.synod(&[
+        "vote",
+        "open",
+        "--question",
+        "q",
+        "--option",
+        "a",
+        "--option",
+        "b",
+        "--capability",
+        "worker",
+        "--rule",
+        "byzantine:1",
+    ]);
+    assert!(!too_few.status.success());
+    assert!(
+        stderr(&too_few).contains("rule.byzantine.f"),
+        "{}",
+        stderr(&too_few)
+    );
+    let unknown = server.synod(&["vote", "status", "no-such-vote"]);
+    assert!(
+        stderr(&unknown).contains("no vote 'no-such-vote'"),
+        "{}",
+        stderr(&unknown)
+    );
+
     let bad_state = server.synod(&["job", "list", "--state", "sleepy"]);
     assert!(
         stderr(&bad_state).contains("--state"),

@@ -250,7 +250,7 @@ impl Client {
 
 /// Follows page tokens from the first page until the last or until `limit` items; `fetch`
 /// reads one page and returns its items and the next page's token (empty on the last).
-async fn all_pages<T, F, Fut>(limit: usize, mut fetch: F) -> Result<Vec<T>, ClientError>
+pub(crate) async fn all_pages<T, F, Fut>(limit: usize, mut fetch: F) -> Result<Vec<T>, ClientError>
 where
     F: FnMut(pb::PageRequest) -> Fut,
     Fut: std::future::Future<Output = Result<(Vec<T>, String), ClientError>>,

@@ -14,6 +14,7 @@ pub mod job_file;
 mod jobs;
 mod put_pipeline;
 mod retry;
+mod votes;
 
 pub use client::Client;
 pub use error::ClientError;

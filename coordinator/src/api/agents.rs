@@ -136,6 +136,9 @@ impl AgentService for AgentApi {
                 let _ = outbound.try_send(Ok(assignment));
             }
         }
+        for request in self.runtime.pending_ballots(&agent_id) {
+            let _ = outbound.try_send(Ok(request));
+        }
         tracing::info!(%agent_id, %session_id, "agent session open");
         let session = Session {
             runtime: self.runtime.clone(),
@@ -368,6 +371,11 @@ impl Session {
                 })
             }
             In::AddSubtasks(add) => self.subtasks_command(add),
+            In::Ballot(ballot) => Ok(Command::CastBallot {
+                vote_id: ballot.vote_id,
+                agent_id: self.agent_id.clone(),
+                option: ballot.option,
+            }),
             In::Register(_) => Err(ApiError::invalid(
                 "kind",
                 "Register is only allowed as the first message",

@@ -30,28 +30,27 @@ use std::time::Duration;
 
 use futures::Stream;
 use openraft::{BasicNode, LogId, RaftMetrics};
-use sha2::{Digest, Sha256};
 use synod_proto::v1 as pb;
 use synod_proto::v1::job_service_client::JobServiceClient;
 use synod_proto::v1::job_service_server::JobService;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::convert::{page_token, parse_page_token, write_meta};
+use super::convert::write_meta;
 use super::convert_job::job_spec as domain_spec;
 use super::convert_job_status::{job, job_event, job_state, task, task_state};
 use super::leader::wants_linearizable;
+use super::request::{
+    check_chars, id_for, next_token, page_position, page_size, require, state_filter,
+};
 use super::{ApiError, LeaderRouter};
 use crate::raft::NodeId;
 use crate::runtime::{AgentRuntime, CommandResult, Proposer};
 use crate::state::jobs::{validate, JobEventKind, JobRecord, JobSpec, SpecError};
 use crate::state::{Applied, Command, Effects, Rejection, State};
 
-const PAGE_SIZE_DEFAULT: usize = 100;
-const PAGE_SIZE_MAX: usize = 1000;
 /// Longest idempotency key, in characters.
 const IDEMPOTENCY_KEY_CHARS_MAX: usize = 128;
 /// Longest cancellation reason, in characters.
@@ -97,7 +96,7 @@ impl JobApi {
     ) -> Result<pb::SubmitJobResponse, ApiError> {
         let key = request.idempotency_key;
         let spec = checked_spec(request.spec, &key)?;
-        let job_id = job_id_for(&key);
+        let job_id = id_for("synod.v1.JobService", &key);
         tracing::Span::current().record("job_id", job_id.as_str());
         let command = Command::SubmitJob {
             job_id: job_id.clone(),
@@ -200,23 +199,6 @@ impl JobApi {
         }
     }
 
-    /// `Some(leader)` when `request` must be forwarded; otherwise, for a linearizable read,
-    /// confirms leadership first.
-    async fn route<T>(
-        &self,
-        request: &Request<T>,
-        linearizable: bool,
-    ) -> Result<Option<Channel>, ApiError> {
-        if !linearizable {
-            return Ok(None);
-        }
-        if let Some(leader) = self.router.forward_target(request)? {
-            return Ok(Some(leader));
-        }
-        self.router.ensure_linearizable().await?;
-        Ok(None)
-    }
-
     /// Starts following a job's events on this replica.
     fn start_watch(
         &self,
@@ -264,19 +246,6 @@ fn spec_error(error: SpecError) -> ApiError {
     ApiError::invalid(format!("spec.{}", error.field), error.problem)
 }
 
-/// A random id, or with an idempotency key a UUID (v8) derived from it.
-fn job_id_for(idempotency_key: &str) -> String {
-    if idempotency_key.is_empty() {
-        return uuid::Uuid::new_v4().to_string();
-    }
-    let digest = Sha256::digest(format!("synod.v1.JobService/{idempotency_key}"));
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes)
-        .into_uuid()
-        .to_string()
-}
-
 /// True when `job` was submitted with `spec` (subtasks added since do not count).
 fn same_submission(job: &JobRecord, spec: &JobSpec) -> bool {
     let submitted = job.tasks.values().filter(|t| t.parent.is_none()).count();
@@ -295,7 +264,6 @@ fn submitted(job_id: String, deduplicated: bool, write: pb::WriteMeta) -> pb::Su
     }
 }
 
-/// The job's state after a cancellation: terminal when it finished at once.
 /// The state a cancellation left the job in: the terminal state it finished in, or
 /// `COMPENSATING` when it did not finish because its compensation tasks now run.
 fn cancelled_state(job_id: &str, effects: &Effects) -> pb::JobState {
@@ -312,77 +280,12 @@ fn unexpected(applied: &Applied) -> ApiError {
     ApiError::Internal(format!("unexpected outcome {applied:?}"))
 }
 
-fn require(field: &str, value: &str) -> Result<(), ApiError> {
-    match value.is_empty() {
-        true => Err(ApiError::invalid(field, "required")),
-        false => Ok(()),
-    }
-}
-
-fn check_chars(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
-    let chars = value.chars().count();
-    match chars > max {
-        true => Err(ApiError::invalid(
-            field,
-            format!("{chars} chars, the limit is {max}"),
-        )),
-        false => Ok(()),
-    }
-}
-
 fn no_job(job_id: &str) -> ApiError {
     ApiError::NotFound(format!("job_id: no job '{job_id}'"))
 }
 
 fn no_task(job_id: &str, task_id: &str) -> ApiError {
     ApiError::NotFound(format!("task_id: no task '{task_id}' in job '{job_id}'"))
-}
-
-// ---- pagination ----
-
-/// The page size asked for, with the default applied.
-fn page_size(page: Option<&pb::PageRequest>) -> Result<usize, ApiError> {
-    match page.map_or(0, |p| p.page_size as usize) {
-        0 => Ok(PAGE_SIZE_DEFAULT),
-        size if size > PAGE_SIZE_MAX => Err(ApiError::invalid(
-            "page.page_size",
-            format!("{size} exceeds the maximum of {PAGE_SIZE_MAX}"),
-        )),
-        size => Ok(size),
-    }
-}
-
-/// The list position a page token carries, `None` on the first page.
-fn page_position(page: Option<&pb::PageRequest>) -> Result<Option<u64>, ApiError> {
-    let token = page.map_or("", |p| p.page_token.as_str());
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let position = parse_page_token(token).and_then(|text| text.parse().ok());
-    position
-        .map(Some)
-        .ok_or_else(|| ApiError::invalid("page.page_token", "not a token from a previous page"))
-}
-
-/// The token of the page after one ending at `position`, empty when there is none.
-fn next_token(more: bool, position: Option<u64>) -> String {
-    match (more, position) {
-        (true, Some(position)) => page_token(&position.to_string()),
-        _ => String::new(),
-    }
-}
-
-/// Checked state filters: known, specified values only.
-fn state_filter<E: TryFrom<i32>>(field: &str, states: &[i32]) -> Result<BTreeSet<i32>, ApiError> {
-    for (i, &state) in states.iter().enumerate() {
-        if state == 0 || E::try_from(state).is_err() {
-            return Err(ApiError::invalid(
-                format!("{field}[{i}]"),
-                format!("unknown state {state}"),
-            ));
-        }
-    }
-    Ok(states.iter().copied().collect())
 }
 
 /// Which jobs a `ListJobs` wants.
@@ -627,7 +530,7 @@ impl JobService for JobApi {
     ) -> Result<Response<pb::GetJobResponse>, Status> {
         require("job_id", &request.get_ref().job_id)?;
         let linearizable = wants_linearizable(request.get_ref().consistency);
-        if let Some(leader) = self.route(&request, linearizable).await? {
+        if let Some(leader) = self.router.route(&request, linearizable).await? {
             return JobServiceClient::new(leader)
                 .get_job(self.router.forwarded(request))
                 .await;
@@ -655,7 +558,7 @@ impl JobService for JobApi {
             labels: body.labels.clone().into_iter().collect(),
         };
         let linearizable = wants_linearizable(body.consistency);
-        if let Some(leader) = self.route(&request, linearizable).await? {
+        if let Some(leader) = self.router.route(&request, linearizable).await? {
             return JobServiceClient::new(leader)
                 .list_jobs(self.router.forwarded(request))
                 .await;
@@ -681,7 +584,7 @@ impl JobService for JobApi {
         let after = page_position(body.page.as_ref())?;
         let states = state_filter::<pb::TaskState>("states", &body.states)?;
         let linearizable = wants_linearizable(body.consistency);
-        if let Some(leader) = self.route(&request, linearizable).await? {
+        if let Some(leader) = self.router.route(&request, linearizable).await? {
             return JobServiceClient::new(leader)
                 .list_tasks(self.router.forwarded(request))
                 .await;
@@ -706,7 +609,7 @@ impl JobService for JobApi {
         require("job_id", &request.get_ref().job_id)?;
         require("task_id", &request.get_ref().task_id)?;
         let linearizable = wants_linearizable(request.get_ref().consistency);
-        if let Some(leader) = self.route(&request, linearizable).await? {
+        if let Some(leader) = self.router.route(&request, linearizable).await? {
             return JobServiceClient::new(leader)
                 .get_task(self.router.forwarded(request))
                 .await;
@@ -740,7 +643,7 @@ impl JobService for JobApi {
             return Err(ApiError::invalid("after_sequence", problem).into());
         }
         let linearizable = wants_linearizable(body.consistency);
-        if let Some(leader) = self.route(&request, linearizable).await? {
+        if let Some(leader) = self.router.route(&request, linearizable).await? {
             let mut client = JobServiceClient::new(leader);
             let stream = client.watch_job(self.router.forwarded(request)).await?;
             return Ok(Response::new(Box::pin(stream.into_inner())));
@@ -770,7 +673,7 @@ impl JobService for JobApi {
             .unwrap_or(0)
             .max(body.after_sequence);
         let linearizable = wants_linearizable(body.consistency);
-        if let Some(leader) = self.route(&request, linearizable).await? {
+        if let Some(leader) = self.router.route(&request, linearizable).await? {
             return JobServiceClient::new(leader)
                 .get_job_history(self.router.forwarded(request))
                 .await;
@@ -790,6 +693,7 @@ impl JobService for JobApi {
 
 #[cfg(test)]
 mod tests {
+    use super::super::request::PAGE_SIZE_DEFAULT;
     use super::*;
     use crate::state::Meta;
 
@@ -977,6 +881,7 @@ mod tests {
 
     #[test]
     fn job_ids_are_random_or_derived_from_the_key() {
+        let job_id_for = |key| id_for("synod.v1.JobService", key);
         assert_ne!(job_id_for(""), job_id_for(""));
         assert_eq!(job_id_for("retry-1"), job_id_for("retry-1"));
         assert_ne!(job_id_for("retry-1"), job_id_for("retry-2"));

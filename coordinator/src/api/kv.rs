@@ -10,12 +10,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{key_value, page_token, parse_page_token, write_meta};
 use super::leader::wants_linearizable;
+use super::request::page_size;
 use super::{ApiError, LeaderRouter};
 use crate::runtime::Proposer;
 use crate::state::{Applied, Command, KvCondition, KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
-const PAGE_SIZE_DEFAULT: usize = 100;
-const PAGE_SIZE_MAX: usize = 1000;
 /// Most unanswered puts on one PutStream.
 const STREAM_IN_FLIGHT_MAX: usize = 4096;
 
@@ -127,17 +126,6 @@ fn put_command(request: pb::PutRequest) -> Result<Command, ApiError> {
         value: request.value,
         condition,
     })
-}
-
-fn page_size(page: Option<&pb::PageRequest>) -> Result<usize, ApiError> {
-    match page.map_or(0, |p| p.page_size as usize) {
-        0 => Ok(PAGE_SIZE_DEFAULT),
-        size if size > PAGE_SIZE_MAX => Err(ApiError::invalid(
-            "page.page_size",
-            format!("{size} exceeds the maximum of {PAGE_SIZE_MAX}"),
-        )),
-        size => Ok(size),
-    }
 }
 
 #[tonic::async_trait]

@@ -90,6 +90,23 @@ impl LeaderRouter {
         }
     }
 
+    /// `Some(leader)` when `request` must be forwarded to the leader; otherwise, for a
+    /// linearizable read, confirms this node's leadership first.
+    pub async fn route<T>(
+        &self,
+        request: &tonic::Request<T>,
+        linearizable: bool,
+    ) -> Result<Option<Channel>, ApiError> {
+        if !linearizable {
+            return Ok(None);
+        }
+        if let Some(leader) = self.forward_target(request)? {
+            return Ok(Some(leader));
+        }
+        self.ensure_linearizable().await?;
+        Ok(None)
+    }
+
     /// Rewraps `request` for forwarding, marking it as forwarded.
     pub fn forwarded<T>(&self, request: tonic::Request<T>) -> tonic::Request<T> {
         let timeout = request.metadata().get("grpc-timeout").cloned();

@@ -24,6 +24,9 @@ pub enum ApiError {
     /// Something named by the request does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The caller may not do this (e.g. a ballot by an agent that is not a voter).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Something named by the request already exists.
     #[error("{0}")]
     AlreadyExists(String),
@@ -92,7 +95,11 @@ impl From<Rejection> for ApiError {
                 Self::NotFound(format!("task_id: no task '{task_id}' in job '{job_id}'"))
             }
             Rejection::InvalidSpec(error) => Self::invalid(error.field, error.problem),
-            Rejection::JobExists { .. } => Self::AlreadyExists(rejection.to_string()),
+            Rejection::JobExists { .. } | Rejection::VoteExists { .. } => {
+                Self::AlreadyExists(rejection.to_string())
+            }
+            Rejection::UnknownVote { .. } => Self::NotFound(rejection.to_string()),
+            Rejection::NotEligible { .. } => Self::PermissionDenied(rejection.to_string()),
             rejection => Self::FailedPrecondition(rejection.to_string()),
         }
     }
@@ -105,6 +112,7 @@ impl ApiError {
             ApiError::InvalidArgument { .. } => Code::InvalidArgument,
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
             ApiError::Internal(_) => Code::Internal,

@@ -9,6 +9,7 @@ mod history;
 mod jobs;
 mod kv;
 mod server;
+mod votes;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,9 @@ enum Command {
     /// Inspect the registered agents.
     #[command(subcommand)]
     Agents(agents::AgentsCommand),
+    /// Put questions to agents and read the results.
+    #[command(subcommand)]
+    Vote(votes::VoteCommand),
 }
 
 /// Options shared by every client command.
@@ -81,6 +85,7 @@ pub fn main() -> ExitCode {
             Command::Kv(command) => kv::run(command).await,
             Command::Job(command) => jobs::run(command).await,
             Command::Agents(command) => agents::run(command).await,
+            Command::Vote(command) => votes::run(command).await,
         }
     });
     match result {

@@ -235,6 +235,7 @@ impl AgentRuntime {
         self.expire_agents().await;
         self.time_out_attempts().await;
         self.time_out_jobs().await;
+        self.expire_votes().await;
         self.place_ready_tasks().await;
         self.close_due_auctions().await;
         self.end_unsatisfiable().await;
@@ -488,7 +489,7 @@ impl AgentRuntime {
     }
 
     /// Proposes every command concurrently (the proposer batches them) and acts on each.
-    async fn propose_all(&self, commands: impl Iterator<Item = Command>) {
+    pub(super) async fn propose_all(&self, commands: impl Iterator<Item = Command>) {
         let mut pending: FuturesUnordered<_> =
             commands.map(|command| self.propose(command)).collect();
         while let Some(result) = pending.next().await {

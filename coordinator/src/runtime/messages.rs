@@ -6,6 +6,7 @@ use synod_proto::v1::coordinator_message::Kind;
 
 use super::clock;
 use crate::state::jobs::{AttemptRef, TaskRole, TaskState};
+use crate::state::votes::VoteRecord;
 use crate::state::State;
 
 /// Wraps `kind` with the leader's clock.
@@ -69,6 +70,16 @@ pub fn assignment(state: &State, job_id: &str, task_id: &str) -> Option<pb::Coor
         deadline_at_ms: task.deadline_at_ms.unwrap_or(0),
         ..Default::default()
     })))
+}
+
+/// The request for a ballot in an open vote.
+pub fn vote_request(vote: &VoteRecord) -> pb::CoordinatorMessage {
+    message(Kind::VoteRequest(pb::VoteRequest {
+        vote_id: vote.id.clone(),
+        question: vote.spec.question.clone(),
+        options: vote.spec.options.clone(),
+        deadline_at_ms: vote.deadline_at_ms,
+    }))
 }
 
 /// A cancellation of `attempt`.

@@ -9,7 +9,9 @@ pub mod messages;
 mod proposer;
 pub mod sessions;
 mod unsatisfiable;
+mod votes;
 
 pub use agent_runtime::{strategy_of, AgentRuntime, AgentSettings};
 pub use forwarded::ActingForwarder;
 pub use proposer::{BatchLimits, CommandResult, Proposer};
+pub use votes::AgentSelector;

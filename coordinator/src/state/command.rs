@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::agents::Registration;
 use super::jobs::{JobSpec, TaskSpec};
+use super::votes::VoteSpec;
 
 /// One Raft entry's worth of commands, stamped with the proposing leader's clock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,6 +167,27 @@ pub enum Command {
         /// The job.
         job_id: String,
     },
+    /// Opens a vote among the voters the leader resolved.
+    OpenVote {
+        /// Id chosen by the leader.
+        vote_id: String,
+        /// The vote.
+        spec: VoteSpec,
+    },
+    /// Counts one voter's ballot.
+    CastBallot {
+        /// The vote.
+        vote_id: String,
+        /// The voter.
+        agent_id: String,
+        /// The option chosen.
+        option: String,
+    },
+    /// An open vote passed its deadline undecided: it fails.
+    ExpireVote {
+        /// The vote.
+        vote_id: String,
+    },
 }
 
 /// What an agent reports at the end of an attempt.
@@ -255,6 +277,18 @@ impl Command {
                 16 + job_id.len() + parent_task_id.len() + agent_id.len() + tasks
             }
             Command::TimeOutJob { job_id } => 8 + job_id.len(),
+            Command::OpenVote { vote_id, spec } => {
+                let strings = spec.question.len()
+                    + spec.options.iter().map(String::len).sum::<usize>()
+                    + spec.voters.iter().map(|v| v.len() + 8).sum::<usize>();
+                32 + vote_id.len() + spec.opened_by.len() + strings
+            }
+            Command::CastBallot {
+                vote_id,
+                agent_id,
+                option,
+            } => 8 + vote_id.len() + agent_id.len() + option.len(),
+            Command::ExpireVote { vote_id } => 8 + vote_id.len(),
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod jobs;
 mod kv;
 mod outcome;
 pub mod placement;
+pub mod votes;
 
 pub use agents::{AgentRecord, AgentRegistry, AgentStatus, Registration};
 pub use command::{Command, KvCondition, Meta, Proposal, TaskOutcome};
@@ -46,6 +47,8 @@ pub struct State {
     pub agents: AgentRegistry,
     /// Every job.
     pub jobs: JobTable,
+    /// Every vote.
+    pub votes: votes::VoteTable,
     /// Number of commands applied (accepted or rejected) since the cluster began.
     pub commands_applied: u64,
     /// Leader timestamp of the last applied proposal, in Unix milliseconds.
@@ -118,6 +121,22 @@ impl State {
             } => agents
                 .quarantine(agent_id, quarantined.then(|| reason.clone()))
                 .map(|()| Applied::Done),
+            command => self.apply_vote(command, meta),
+        }
+    }
+
+    /// Applies a vote command, or passes the command on to the job commands.
+    fn apply_vote(&mut self, command: &Command, meta: Meta) -> Outcome {
+        match command {
+            Command::OpenVote { vote_id, spec } => {
+                self.votes.open(vote_id, spec, &self.agents, meta)
+            }
+            Command::CastBallot {
+                vote_id,
+                agent_id,
+                option,
+            } => self.votes.cast(vote_id, agent_id, option, meta),
+            Command::ExpireVote { vote_id } => self.votes.expire(vote_id, meta),
             command => self.apply_job(command, meta),
         }
     }
@@ -170,8 +189,8 @@ impl State {
                 let report = report(job_id, parent_task_id, *attempt, agent_id);
                 jobs.add_subtasks(report, subtasks, *wait, agents, meta)
             }
-            // Dispatched by `apply` and `apply_coordination` before reaching here; listed one
-            // by one (no `_`) so a new command cannot be forgotten silently.
+            // Dispatched by `apply`, `apply_coordination` and `apply_vote` before reaching here;
+            // listed one by one (no `_`) so a new command cannot be forgotten silently.
             Command::Noop
             | Command::KvPut { .. }
             | Command::KvDelete { .. }
@@ -180,7 +199,10 @@ impl State {
             | Command::ExpireAgent { .. }
             | Command::DeregisterAgent { .. }
             | Command::DrainAgent { .. }
-            | Command::QuarantineAgent { .. } => Ok(Applied::Done),
+            | Command::QuarantineAgent { .. }
+            | Command::OpenVote { .. }
+            | Command::CastBallot { .. }
+            | Command::ExpireVote { .. } => Ok(Applied::Done),
         }
     }
 

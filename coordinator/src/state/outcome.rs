@@ -72,6 +72,13 @@ pub enum Applied {
         /// Follow-ups (a subtask skipped at once may finish the job).
         effects: Effects,
     },
+    /// A vote was opened (`opened`), counted a ballot, or closed.
+    VoteChanged {
+        /// The vote.
+        vote_id: String,
+        /// True when the command opened it.
+        opened: bool,
+    },
     /// A report on a stale attempt: refused, but recorded as event `sequence` of the job.
     StaleReport {
         /// Why the report was refused.
@@ -304,6 +311,52 @@ pub enum Rejection {
         job_id: String,
         /// The task.
         task_id: String,
+    },
+    /// No such vote.
+    #[error("vote_id: no vote '{vote_id}'")]
+    UnknownVote {
+        /// The vote.
+        vote_id: String,
+    },
+    /// A vote id already in use.
+    #[error("vote '{vote_id}' already exists")]
+    VoteExists {
+        /// The vote.
+        vote_id: String,
+    },
+    /// A ballot or expiry for a vote that is no longer open.
+    #[error("vote '{vote_id}' is {state:?}, no longer open")]
+    VoteClosed {
+        /// The vote.
+        vote_id: String,
+        /// Its state.
+        state: crate::state::votes::VoteState,
+    },
+    /// A ballot by an agent that may not vote.
+    #[error("agent '{agent_id}' is not an eligible voter of vote '{vote_id}'")]
+    NotEligible {
+        /// The vote.
+        vote_id: String,
+        /// The agent.
+        agent_id: String,
+    },
+    /// A second, different ballot.
+    #[error("agent '{agent_id}' already voted '{option}' in vote '{vote_id}'")]
+    AlreadyVoted {
+        /// The vote.
+        vote_id: String,
+        /// The voter.
+        agent_id: String,
+        /// The option it chose.
+        option: String,
+    },
+    /// An expiry before the vote's deadline.
+    #[error("vote '{vote_id}' closes at {deadline_at_ms}, not before")]
+    VoteDeadlineNotReached {
+        /// The vote.
+        vote_id: String,
+        /// Its deadline.
+        deadline_at_ms: u64,
     },
     /// A result output over the size limit.
     #[error("job '{job_id}': task '{task_id}' output: {bytes} bytes, the limit is {limit}")]

@@ -176,6 +176,22 @@ where
     }
 }
 
+/// Answers vote requests: `Some(option)` to cast that ballot, `None` to abstain. Called once
+/// per vote (again after a reconnect while the vote is open and unanswered).
+pub trait BallotHandler: Send + Sync + 'static {
+    /// Decides on one vote.
+    fn ballot(&self, request: &pb::VoteRequest) -> Option<String>;
+}
+
+impl<F> BallotHandler for F
+where
+    F: Fn(&pb::VoteRequest) -> Option<String> + Send + Sync + 'static,
+{
+    fn ballot(&self, request: &pb::VoteRequest) -> Option<String> {
+        self(request)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,7 @@ mod session;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-pub use handler::{BidHandler, BoxFuture, Offer, Task, TaskHandler, TaskOutcome};
+pub use handler::{BallotHandler, BidHandler, BoxFuture, Offer, Task, TaskHandler, TaskOutcome};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Client, ClientError, RetryPolicy};
@@ -36,6 +36,7 @@ pub struct AgentBuilder {
     pub(crate) handlers: HashMap<String, Arc<dyn TaskHandler>>,
     pub(crate) fallback_handler: Option<Arc<dyn TaskHandler>>,
     pub(crate) bid_handler: Option<Arc<dyn BidHandler>>,
+    pub(crate) ballot_handler: Option<Arc<dyn BallotHandler>>,
 }
 
 impl AgentBuilder {
@@ -54,6 +55,7 @@ impl AgentBuilder {
             handlers: HashMap::new(),
             fallback_handler: None,
             bid_handler: None,
+            ballot_handler: None,
         }
     }
 
@@ -96,6 +98,13 @@ impl AgentBuilder {
     /// Answers auctions; without one the agent declines every call for bids.
     pub fn bid_handler(mut self, handler: impl BidHandler) -> Self {
         self.bid_handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Answers the votes this agent is eligible for (without a handler it abstains). Ballots
+    /// are re-sent until the coordinator acknowledges them.
+    pub fn ballot_handler(mut self, handler: impl BallotHandler) -> Self {
+        self.ballot_handler = Some(Arc::new(handler));
         self
     }
 

@@ -143,6 +143,20 @@ async fn on_message(
             }
         }
         In::CallForBids(call) => send(outbound, message(0, Out::Bid(bid(core, &call)))).await?,
+        In::VoteRequest(request) => {
+            let choice = core
+                .config
+                .ballot_handler
+                .as_ref()
+                .and_then(|h| h.ballot(&request));
+            if let Some(option) = choice {
+                let ballot = Out::Ballot(pb::Ballot {
+                    vote_id: request.vote_id,
+                    option,
+                });
+                send(outbound, core.outbox.track(ballot)).await?;
+            }
+        }
         In::RequestAck(ack) => on_ack(core, ack.request_id),
         In::Error(error) => on_error(core, error)?,
         In::SubtasksCompleted(done) => on_subtasks_completed(core, done),

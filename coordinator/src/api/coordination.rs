@@ -1,0 +1,263 @@
+//! `synod.v1.CoordinationService`: the vote RPCs are served by [`VoteApi`]; barriers,
+//! checkpoints, elections and messaging answer `UNIMPLEMENTED` until they exist.
+
+use synod_proto::v1 as pb;
+use synod_proto::v1::coordination_service_client::CoordinationServiceClient;
+use synod_proto::v1::coordination_service_server::CoordinationService;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::leader::wants_linearizable;
+use super::request::require;
+use super::votes::{list_votes, read_vote, VoteApi, VoteStream};
+
+/// Serves `synod.v1.CoordinationService`.
+pub struct CoordinationApi {
+    votes: VoteApi,
+}
+
+impl CoordinationApi {
+    /// A service whose votes are served by `votes`.
+    pub fn new(votes: VoteApi) -> Self {
+        Self { votes }
+    }
+}
+
+/// The answer of an RPC this version does not serve yet.
+fn not_yet(rpc: &str) -> Status {
+    Status::unimplemented(format!("{rpc} is not available in this version of Synod"))
+}
+
+type Later<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl CoordinationService for CoordinationApi {
+    #[tracing::instrument(skip_all)]
+    async fn open_vote(
+        &self,
+        request: Request<pb::OpenVoteRequest>,
+    ) -> Result<Response<pb::OpenVoteResponse>, Status> {
+        if let Some(leader) = self.votes.forward_target(&request)? {
+            return CoordinationServiceClient::new(leader)
+                .open_vote(self.votes.forwarded(request))
+                .await;
+        }
+        Ok(Response::new(self.votes.open(request.into_inner()).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(vote_id = %request.get_ref().vote_id))]
+    async fn cast_ballot(
+        &self,
+        request: Request<pb::CastBallotRequest>,
+    ) -> Result<Response<pb::CastBallotResponse>, Status> {
+        if let Some(leader) = self.votes.forward_target(&request)? {
+            return CoordinationServiceClient::new(leader)
+                .cast_ballot(self.votes.forwarded(request))
+                .await;
+        }
+        Ok(Response::new(self.votes.cast(request.into_inner()).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(vote_id = %request.get_ref().vote_id))]
+    async fn get_vote(
+        &self,
+        request: Request<pb::GetVoteRequest>,
+    ) -> Result<Response<pb::GetVoteResponse>, Status> {
+        require("vote_id", &request.get_ref().vote_id)?;
+        let linearizable = wants_linearizable(request.get_ref().consistency);
+        let router = self.votes.router();
+        if let Some(leader) = router.route(&request, linearizable).await? {
+            return CoordinationServiceClient::new(leader)
+                .get_vote(router.forwarded(request))
+                .await;
+        }
+        let vote_id = request.into_inner().vote_id;
+        let (vote, read) = router.read_local(linearizable, |state| read_vote(state, &vote_id));
+        Ok(Response::new(pb::GetVoteResponse {
+            vote: Some(vote?),
+            read: Some(read),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_votes(
+        &self,
+        request: Request<pb::ListVotesRequest>,
+    ) -> Result<Response<pb::ListVotesResponse>, Status> {
+        let linearizable = wants_linearizable(request.get_ref().consistency);
+        let router = self.votes.router();
+        if let Some(leader) = router.route(&request, linearizable).await? {
+            return CoordinationServiceClient::new(leader)
+                .list_votes(router.forwarded(request))
+                .await;
+        }
+        let request = request.into_inner();
+        let (found, read) = router.read_local(linearizable, |state| list_votes(state, &request));
+        let (votes, next_page_token) = found?;
+        Ok(Response::new(pb::ListVotesResponse {
+            votes,
+            next_page_token,
+            read: Some(read),
+        }))
+    }
+
+    type WatchVoteStream = VoteStream;
+
+    #[tracing::instrument(skip_all, fields(vote_id = %request.get_ref().vote_id))]
+    async fn watch_vote(
+        &self,
+        request: Request<pb::WatchVoteRequest>,
+    ) -> Result<Response<Self::WatchVoteStream>, Status> {
+        require("vote_id", &request.get_ref().vote_id)?;
+        let linearizable = wants_linearizable(request.get_ref().consistency);
+        if let Some(leader) = self.votes.router().route(&request, linearizable).await? {
+            let mut upstream = CoordinationServiceClient::new(leader)
+                .watch_vote(self.votes.forwarded(request))
+                .await?
+                .into_inner();
+            let (sender, receiver) = tokio::sync::mpsc::channel(16);
+            tokio::spawn(async move {
+                while let Some(item) = upstream.message().await.transpose() {
+                    if sender.send(item).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            return Ok(Response::new(ReceiverStream::new(receiver)));
+        }
+        let vote_id = request.into_inner().vote_id;
+        Ok(Response::new(self.votes.watch(&vote_id, linearizable)?))
+    }
+
+    async fn create_barrier(
+        &self,
+        _: Request<pb::CreateBarrierRequest>,
+    ) -> Result<Response<pb::CreateBarrierResponse>, Status> {
+        Err(not_yet("CreateBarrier"))
+    }
+
+    async fn arrive_barrier(
+        &self,
+        _: Request<pb::ArriveBarrierRequest>,
+    ) -> Result<Response<pb::ArriveBarrierResponse>, Status> {
+        Err(not_yet("ArriveBarrier"))
+    }
+
+    async fn enter_barrier(
+        &self,
+        _: Request<pb::EnterBarrierRequest>,
+    ) -> Result<Response<pb::EnterBarrierResponse>, Status> {
+        Err(not_yet("EnterBarrier"))
+    }
+
+    async fn leave_barrier(
+        &self,
+        _: Request<pb::LeaveBarrierRequest>,
+    ) -> Result<Response<pb::LeaveBarrierResponse>, Status> {
+        Err(not_yet("LeaveBarrier"))
+    }
+
+    async fn get_barrier(
+        &self,
+        _: Request<pb::GetBarrierRequest>,
+    ) -> Result<Response<pb::GetBarrierResponse>, Status> {
+        Err(not_yet("GetBarrier"))
+    }
+
+    async fn delete_barrier(
+        &self,
+        _: Request<pb::DeleteBarrierRequest>,
+    ) -> Result<Response<pb::DeleteBarrierResponse>, Status> {
+        Err(not_yet("DeleteBarrier"))
+    }
+
+    async fn save_checkpoint(
+        &self,
+        _: Request<Streaming<pb::SaveCheckpointRequest>>,
+    ) -> Result<Response<pb::SaveCheckpointResponse>, Status> {
+        Err(not_yet("SaveCheckpoint"))
+    }
+
+    type GetCheckpointStream = Later<pb::GetCheckpointResponse>;
+
+    async fn get_checkpoint(
+        &self,
+        _: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<Self::GetCheckpointStream>, Status> {
+        Err(not_yet("GetCheckpoint"))
+    }
+
+    async fn list_checkpoints(
+        &self,
+        _: Request<pb::ListCheckpointsRequest>,
+    ) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
+        Err(not_yet("ListCheckpoints"))
+    }
+
+    async fn campaign(
+        &self,
+        _: Request<pb::CampaignRequest>,
+    ) -> Result<Response<pb::CampaignResponse>, Status> {
+        Err(not_yet("Campaign"))
+    }
+
+    type ObserveStream = Later<pb::ObserveResponse>;
+
+    async fn observe(
+        &self,
+        _: Request<pb::ObserveRequest>,
+    ) -> Result<Response<Self::ObserveStream>, Status> {
+        Err(not_yet("Observe"))
+    }
+
+    async fn resign(
+        &self,
+        _: Request<pb::ResignRequest>,
+    ) -> Result<Response<pb::ResignResponse>, Status> {
+        Err(not_yet("Resign"))
+    }
+
+    async fn get_leader(
+        &self,
+        _: Request<pb::GetLeaderRequest>,
+    ) -> Result<Response<pb::GetLeaderResponse>, Status> {
+        Err(not_yet("GetLeader"))
+    }
+
+    async fn create_channel(
+        &self,
+        _: Request<pb::CreateChannelRequest>,
+    ) -> Result<Response<pb::CreateChannelResponse>, Status> {
+        Err(not_yet("CreateChannel"))
+    }
+
+    async fn publish(
+        &self,
+        _: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        Err(not_yet("Publish"))
+    }
+
+    type SubscribeStream = Later<pb::SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        _: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        Err(not_yet("Subscribe"))
+    }
+
+    async fn send_direct(
+        &self,
+        _: Request<pb::SendDirectRequest>,
+    ) -> Result<Response<pb::SendDirectResponse>, Status> {
+        Err(not_yet("SendDirect"))
+    }
+
+    async fn broadcast(
+        &self,
+        _: Request<pb::BroadcastRequest>,
+    ) -> Result<Response<pb::BroadcastResponse>, Status> {
+        Err(not_yet("Broadcast"))
+    }
+}
