@@ -23,7 +23,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AgentApi, ClusterApi, CoordinationApi, JobApi, KvApi, LeaderRouter, VoteApi};
+use crate::api::{
+    AgentApi, BarrierApi, ClusterApi, CoordinationApi, JobApi, KvApi, LeaderRouter, VoteApi,
+};
 use crate::config::NodeConfig;
 use crate::raft::{
     open_disk, DiskError, LogStore, NetworkFactory, PeerClients, Raft, RaftTransportService,
@@ -233,11 +235,10 @@ async fn serve(
             .max_encoding_message_size(message_max),
         )
         .add_service(
-            CoordinationServiceServer::new(CoordinationApi::new(VoteApi::new(
-                proposer.clone(),
-                router.clone(),
-                agents.clone(),
-            )))
+            CoordinationServiceServer::new(CoordinationApi::new(
+                VoteApi::new(proposer.clone(), router.clone(), agents.clone()),
+                BarrierApi::new(proposer.clone(), router.clone()),
+            ))
             .max_decoding_message_size(message_max)
             .max_encoding_message_size(message_max),
         )

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+mod barriers;
 mod client;
 mod error;
 pub mod job_file;

@@ -1,5 +1,6 @@
-//! `synod.v1.CoordinationService`: the vote RPCs are served by [`VoteApi`]; barriers,
-//! checkpoints, elections and messaging answer `UNIMPLEMENTED` until they exist.
+//! `synod.v1.CoordinationService`: votes are served by [`VoteApi`], barriers by
+//! [`BarrierApi`]; checkpoints, elections and messaging answer `UNIMPLEMENTED` until they
+//! exist. Writes reaching a follower are forwarded whole to the leader.
 
 use synod_proto::v1 as pb;
 use synod_proto::v1::coordination_service_client::CoordinationServiceClient;
@@ -7,20 +8,34 @@ use synod_proto::v1::coordination_service_server::CoordinationService;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::barriers::{read_barrier, BarrierApi};
 use super::leader::wants_linearizable;
 use super::request::require;
 use super::votes::{list_votes, read_vote, VoteApi, VoteStream};
+use crate::state::barriers::Step;
 
 /// Serves `synod.v1.CoordinationService`.
 pub struct CoordinationApi {
     votes: VoteApi,
+    barriers: BarrierApi,
 }
 
 impl CoordinationApi {
-    /// A service whose votes are served by `votes`.
-    pub fn new(votes: VoteApi) -> Self {
-        Self { votes }
+    /// A service whose votes are served by `votes` and barriers by `barriers`.
+    pub fn new(votes: VoteApi, barriers: BarrierApi) -> Self {
+        Self { votes, barriers }
     }
+}
+
+/// Forwards a write reaching a follower to the leader, whole.
+macro_rules! forward_write {
+    ($self:ident, $request:ident, $method:ident) => {
+        if let Some(leader) = $self.votes.forward_target(&$request)? {
+            return CoordinationServiceClient::new(leader)
+                .$method($self.votes.forwarded($request))
+                .await;
+        }
+    };
 }
 
 /// The answer of an RPC this version does not serve yet.
@@ -37,11 +52,7 @@ impl CoordinationService for CoordinationApi {
         &self,
         request: Request<pb::OpenVoteRequest>,
     ) -> Result<Response<pb::OpenVoteResponse>, Status> {
-        if let Some(leader) = self.votes.forward_target(&request)? {
-            return CoordinationServiceClient::new(leader)
-                .open_vote(self.votes.forwarded(request))
-                .await;
-        }
+        forward_write!(self, request, open_vote);
         Ok(Response::new(self.votes.open(request.into_inner()).await?))
     }
 
@@ -50,11 +61,7 @@ impl CoordinationService for CoordinationApi {
         &self,
         request: Request<pb::CastBallotRequest>,
     ) -> Result<Response<pb::CastBallotResponse>, Status> {
-        if let Some(leader) = self.votes.forward_target(&request)? {
-            return CoordinationServiceClient::new(leader)
-                .cast_ballot(self.votes.forwarded(request))
-                .await;
-        }
+        forward_write!(self, request, cast_ballot);
         Ok(Response::new(self.votes.cast(request.into_inner()).await?))
     }
 
@@ -129,46 +136,97 @@ impl CoordinationService for CoordinationApi {
         Ok(Response::new(self.votes.watch(&vote_id, linearizable)?))
     }
 
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn create_barrier(
         &self,
-        _: Request<pb::CreateBarrierRequest>,
+        request: Request<pb::CreateBarrierRequest>,
     ) -> Result<Response<pb::CreateBarrierResponse>, Status> {
-        Err(not_yet("CreateBarrier"))
+        forward_write!(self, request, create_barrier);
+        Ok(Response::new(
+            self.barriers.create(request.into_inner()).await?,
+        ))
     }
 
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn arrive_barrier(
         &self,
-        _: Request<pb::ArriveBarrierRequest>,
+        request: Request<pb::ArriveBarrierRequest>,
     ) -> Result<Response<pb::ArriveBarrierResponse>, Status> {
-        Err(not_yet("ArriveBarrier"))
+        forward_write!(self, request, arrive_barrier);
+        let r = request.into_inner();
+        let (result, write) = self
+            .barriers
+            .step(r.name, r.party_id, r.generation, Step::Arrive)
+            .await?;
+        Ok(Response::new(pb::ArriveBarrierResponse {
+            result: Some(result),
+            write: Some(write),
+        }))
     }
 
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn enter_barrier(
         &self,
-        _: Request<pb::EnterBarrierRequest>,
+        request: Request<pb::EnterBarrierRequest>,
     ) -> Result<Response<pb::EnterBarrierResponse>, Status> {
-        Err(not_yet("EnterBarrier"))
+        forward_write!(self, request, enter_barrier);
+        let r = request.into_inner();
+        let (result, write) = self
+            .barriers
+            .step(r.name, r.party_id, r.generation, Step::Enter)
+            .await?;
+        Ok(Response::new(pb::EnterBarrierResponse {
+            result: Some(result),
+            write: Some(write),
+        }))
     }
 
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn leave_barrier(
         &self,
-        _: Request<pb::LeaveBarrierRequest>,
+        request: Request<pb::LeaveBarrierRequest>,
     ) -> Result<Response<pb::LeaveBarrierResponse>, Status> {
-        Err(not_yet("LeaveBarrier"))
+        forward_write!(self, request, leave_barrier);
+        let r = request.into_inner();
+        let (result, write) = self
+            .barriers
+            .step(r.name, r.party_id, r.generation, Step::Leave)
+            .await?;
+        Ok(Response::new(pb::LeaveBarrierResponse {
+            result: Some(result),
+            write: Some(write),
+        }))
     }
 
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn get_barrier(
         &self,
-        _: Request<pb::GetBarrierRequest>,
+        request: Request<pb::GetBarrierRequest>,
     ) -> Result<Response<pb::GetBarrierResponse>, Status> {
-        Err(not_yet("GetBarrier"))
+        require("name", &request.get_ref().name)?;
+        let linearizable = wants_linearizable(request.get_ref().consistency);
+        let router = self.barriers.router();
+        if let Some(leader) = router.route(&request, linearizable).await? {
+            return CoordinationServiceClient::new(leader)
+                .get_barrier(router.forwarded(request))
+                .await;
+        }
+        let name = request.into_inner().name;
+        let (barrier, read) = router.read_local(linearizable, |state| read_barrier(state, &name));
+        Ok(Response::new(pb::GetBarrierResponse {
+            barrier: Some(barrier?),
+            read: Some(read),
+        }))
     }
 
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn delete_barrier(
         &self,
-        _: Request<pb::DeleteBarrierRequest>,
+        request: Request<pb::DeleteBarrierRequest>,
     ) -> Result<Response<pb::DeleteBarrierResponse>, Status> {
-        Err(not_yet("DeleteBarrier"))
+        forward_write!(self, request, delete_barrier);
+        let name = request.into_inner().name;
+        Ok(Response::new(self.barriers.delete(name).await?))
     }
 
     async fn save_checkpoint(

@@ -2,6 +2,7 @@
 //! commands or read the applied state. `status` is the one place errors become gRPC statuses.
 
 mod agents;
+mod barriers;
 mod cluster;
 mod convert;
 mod convert_agent;
@@ -17,6 +18,7 @@ mod status;
 mod votes;
 
 pub use agents::AgentApi;
+pub use barriers::BarrierApi;
 pub use cluster::ClusterApi;
 pub use coordination::CoordinationApi;
 pub use jobs::JobApi;

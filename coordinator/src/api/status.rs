@@ -95,11 +95,15 @@ impl From<Rejection> for ApiError {
                 Self::NotFound(format!("task_id: no task '{task_id}' in job '{job_id}'"))
             }
             Rejection::InvalidSpec(error) => Self::invalid(error.field, error.problem),
-            Rejection::JobExists { .. } | Rejection::VoteExists { .. } => {
-                Self::AlreadyExists(rejection.to_string())
+            Rejection::JobExists { .. }
+            | Rejection::VoteExists { .. }
+            | Rejection::BarrierExists { .. } => Self::AlreadyExists(rejection.to_string()),
+            Rejection::UnknownVote { .. } | Rejection::UnknownBarrier { .. } => {
+                Self::NotFound(rejection.to_string())
             }
-            Rejection::UnknownVote { .. } => Self::NotFound(rejection.to_string()),
-            Rejection::NotEligible { .. } => Self::PermissionDenied(rejection.to_string()),
+            Rejection::NotEligible { .. } | Rejection::NotAParty { .. } => {
+                Self::PermissionDenied(rejection.to_string())
+            }
             rejection => Self::FailedPrecondition(rejection.to_string()),
         }
     }

@@ -236,6 +236,7 @@ impl AgentRuntime {
         self.time_out_attempts().await;
         self.time_out_jobs().await;
         self.expire_votes().await;
+        self.time_out_barriers().await;
         self.place_ready_tasks().await;
         self.close_due_auctions().await;
         self.end_unsatisfiable().await;

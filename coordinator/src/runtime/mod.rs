@@ -3,6 +3,7 @@
 
 mod agent_runtime;
 pub mod auctions;
+mod barriers;
 pub mod clock;
 mod forwarded;
 pub mod messages;

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::agents::Registration;
+use super::barriers::{BarrierSpec, Step};
 use super::jobs::{JobSpec, TaskSpec};
 use super::votes::VoteSpec;
 
@@ -188,6 +189,36 @@ pub enum Command {
         /// The vote.
         vote_id: String,
     },
+    /// Creates a barrier.
+    CreateBarrier {
+        /// Its name.
+        name: String,
+        /// The barrier.
+        spec: BarrierSpec,
+    },
+    /// A party arrives at, enters or leaves a barrier generation.
+    BarrierStep {
+        /// The barrier.
+        name: String,
+        /// The party.
+        party: String,
+        /// The generation; 0 means the current one.
+        generation: u64,
+        /// Arrive, enter or leave.
+        step: Step,
+    },
+    /// A barrier generation passed its deadline: it breaks.
+    BreakBarrier {
+        /// The barrier.
+        name: String,
+        /// The generation.
+        generation: u64,
+    },
+    /// Deletes a barrier, breaking its open generation.
+    DeleteBarrier {
+        /// The barrier.
+        name: String,
+    },
 }
 
 /// What an agent reports at the end of an attempt.
@@ -289,6 +320,15 @@ impl Command {
                 option,
             } => 8 + vote_id.len() + agent_id.len() + option.len(),
             Command::ExpireVote { vote_id } => 8 + vote_id.len(),
+            Command::CreateBarrier { name, spec } => {
+                let parties = match &spec.parties {
+                    super::barriers::Parties::Count(_) => 4,
+                    super::barriers::Parties::Agents(ids) => ids.iter().map(|i| i.len() + 8).sum(),
+                };
+                24 + name.len() + parties
+            }
+            Command::BarrierStep { name, party, .. } => 16 + name.len() + party.len(),
+            Command::BreakBarrier { name, .. } | Command::DeleteBarrier { name } => 16 + name.len(),
         }
     }
 }

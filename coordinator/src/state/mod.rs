@@ -18,6 +18,7 @@
 //! This module must never reach tokio, the network, the disk or a clock.
 
 pub mod agents;
+pub mod barriers;
 mod command;
 pub mod effects;
 pub mod jobs;
@@ -49,6 +50,8 @@ pub struct State {
     pub jobs: JobTable,
     /// Every vote.
     pub votes: votes::VoteTable,
+    /// Every barrier.
+    pub barriers: barriers::BarrierTable,
     /// Number of commands applied (accepted or rejected) since the cluster began.
     pub commands_applied: u64,
     /// Leader timestamp of the last applied proposal, in Unix milliseconds.
@@ -137,6 +140,19 @@ impl State {
                 option,
             } => self.votes.cast(vote_id, agent_id, option, meta),
             Command::ExpireVote { vote_id } => self.votes.expire(vote_id, meta),
+            Command::CreateBarrier { name, spec } => {
+                self.barriers.create(name, spec, &self.agents, meta)
+            }
+            Command::BarrierStep {
+                name,
+                party,
+                generation,
+                step,
+            } => self.barriers.step(name, party, *generation, *step, meta),
+            Command::BreakBarrier { name, generation } => {
+                self.barriers.time_out(name, *generation, meta)
+            }
+            Command::DeleteBarrier { name } => self.barriers.delete(name, meta),
             command => self.apply_job(command, meta),
         }
     }
@@ -202,11 +218,16 @@ impl State {
             | Command::QuarantineAgent { .. }
             | Command::OpenVote { .. }
             | Command::CastBallot { .. }
-            | Command::ExpireVote { .. } => Ok(Applied::Done),
+            | Command::ExpireVote { .. }
+            | Command::CreateBarrier { .. }
+            | Command::BarrierStep { .. }
+            | Command::BreakBarrier { .. }
+            | Command::DeleteBarrier { .. } => Ok(Applied::Done),
         }
     }
 
-    /// Ends the attempts an expired or deregistered agent held.
+    /// Ends the attempts an expired or deregistered agent held, and breaks the barrier
+    /// generations it is a party of.
     fn lose_agent(
         &mut self,
         agent_id: &str,
@@ -216,6 +237,7 @@ impl State {
         let (ended, effects) = self
             .jobs
             .lose_agent(agent_id, tasks, &mut self.agents, meta);
+        self.barriers.party_lost(agent_id, meta);
         Applied::AgentLost {
             agent_id: agent_id.to_owned(),
             ended,

@@ -79,6 +79,13 @@ pub enum Applied {
         /// True when the command opened it.
         opened: bool,
     },
+    /// A barrier was created, or a generation of it changed.
+    BarrierChanged {
+        /// The barrier.
+        name: String,
+        /// The generation the command was about.
+        generation: u64,
+    },
     /// A report on a stale attempt: refused, but recorded as event `sequence` of the job.
     StaleReport {
         /// Why the report was refused.
@@ -311,6 +318,34 @@ pub enum Rejection {
         job_id: String,
         /// The task.
         task_id: String,
+    },
+    /// No such barrier.
+    #[error("name: no barrier '{name}'")]
+    UnknownBarrier {
+        /// The barrier.
+        name: String,
+    },
+    /// A barrier name already in use.
+    #[error("barrier '{name}' already exists")]
+    BarrierExists {
+        /// The barrier.
+        name: String,
+    },
+    /// An arrival, entry or departure the barrier's state does not allow.
+    #[error("barrier '{name}': {problem}")]
+    BarrierStep {
+        /// The barrier.
+        name: String,
+        /// Why.
+        problem: String,
+    },
+    /// A party not among the barrier's listed agents.
+    #[error("'{party}' is not a party of barrier '{name}'")]
+    NotAParty {
+        /// The barrier.
+        name: String,
+        /// The would-be party.
+        party: String,
     },
     /// No such vote.
     #[error("vote_id: no vote '{vote_id}'")]

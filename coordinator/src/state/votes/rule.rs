@@ -4,7 +4,7 @@
 //! Counts are over the eligible voters, not over the ballots cast. Pure arithmetic: integer
 //! counts, and IEEE f64 (identical on every replica) for thresholds and weights.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -123,15 +123,15 @@ pub fn verdict(
         entry.1 += rule.weight(ballot.voter);
     }
     let remaining = eligible.len() - ballots.len().min(eligible.len());
-    let cast: Vec<&str> = ballots.iter().map(|b| b.voter).collect();
-    let remaining_weight: f64 = eligible
-        .iter()
-        .filter(|voter| !cast.contains(&voter.as_str()))
-        .map(|voter| rule.weight(voter))
-        .sum();
     let tally = |option: &str| count.get(option).copied().unwrap_or((0, 0.0));
     match rule {
         VoteRule::Weighted { weights, threshold } => {
+            let cast: BTreeSet<&str> = ballots.iter().map(|b| b.voter).collect();
+            let remaining_weight: f64 = eligible
+                .iter()
+                .filter(|voter| !cast.contains(voter.as_str()))
+                .map(|voter| rule.weight(voter))
+                .sum();
             let total: f64 = weights.values().sum();
             let bar = threshold * total;
             if let Some(won) = options.iter().find(|o| tally(o).1 > bar) {
