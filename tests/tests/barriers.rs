@@ -158,7 +158,7 @@ async fn a_killed_party_or_a_timeout_breaks_the_barrier_for_every_waiter() -> an
 async fn a_double_barrier_has_an_enter_and_a_leave_phase_and_bad_input_is_refused(
 ) -> anyhow::Result<()> {
     let _serial = serial().await;
-    let (_cluster, client) = cluster_up(options()).await?;
+    let (cluster, client) = cluster_up(options()).await?;
     client
         .create_barrier(pb::CreateBarrierRequest {
             kind: pb::BarrierKind::Double as i32,
@@ -190,6 +190,25 @@ async fn a_double_barrier_has_an_enter_and_a_leave_phase_and_bad_input_is_refuse
     assert_eq!(
         client.get_barrier("double").await?.state,
         pb::BarrierState::Released as i32
+    );
+    // The operator's view.
+    let status = std::process::Command::new(synod_tests::synod_binary()?)
+        .args(["barrier", "status", "double", "--json", "--addr"])
+        .arg(cluster.addrs().join(","))
+        .output()?;
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    assert_eq!(
+        (&status["state"], &status["kind"], &status["left"]),
+        (
+            &"released".into(),
+            &"double".into(),
+            &serde_json::json!(["a", "b"])
+        )
     );
 
     let zero = client

@@ -2,6 +2,7 @@
 //! (`cluster`, `kv`). Client commands reach any member given by `--addr` and follow the leader.
 
 mod agents;
+mod barriers;
 mod cluster;
 mod demo;
 mod events;
@@ -49,6 +50,9 @@ enum Command {
     /// Put questions to agents and read the results.
     #[command(subcommand)]
     Vote(votes::VoteCommand),
+    /// Inspect barriers.
+    #[command(subcommand)]
+    Barrier(barriers::BarrierCommand),
 }
 
 /// Options shared by every client command.
@@ -86,6 +90,7 @@ pub fn main() -> ExitCode {
             Command::Job(command) => jobs::run(command).await,
             Command::Agents(command) => agents::run(command).await,
             Command::Vote(command) => votes::run(command).await,
+            Command::Barrier(command) => barriers::run(command).await,
         }
     });
     match result {
