@@ -81,6 +81,8 @@ pub struct LimitSettings {
     pub batch_bytes_max: usize,
     /// Most batches being replicated at once; fewer in flight means larger batches.
     pub batches_in_flight_max: usize,
+    /// Largest checkpoint payload a save may stream.
+    pub checkpoint_bytes_max: usize,
 }
 
 impl Default for LimitSettings {
@@ -90,6 +92,7 @@ impl Default for LimitSettings {
             batch_commands_max: 4096,
             batch_bytes_max: 512 * 1024,
             batches_in_flight_max: 2,
+            checkpoint_bytes_max: 16 * 1024 * 1024,
         }
     }
 }
@@ -327,6 +330,13 @@ fn validate_limits(limits: &LimitSettings) -> Result<(), ConfigError> {
     }
     if limits.batch_commands_max == 0 {
         return Err(invalid("limits.batch_commands_max", "must be positive"));
+    }
+    let checkpoint_max = crate::state::checkpoints::CHECKPOINT_BYTES_MAX;
+    if !(1..=checkpoint_max).contains(&limits.checkpoint_bytes_max) {
+        return Err(invalid(
+            "limits.checkpoint_bytes_max",
+            format!("must be between 1 and {checkpoint_max}"),
+        ));
     }
     if !(1..=64).contains(&limits.batches_in_flight_max) {
         return Err(invalid(

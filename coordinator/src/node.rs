@@ -24,7 +24,8 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{
-    AgentApi, BarrierApi, ClusterApi, CoordinationApi, JobApi, KvApi, LeaderRouter, VoteApi,
+    AgentApi, BarrierApi, CheckpointApi, ClusterApi, CoordinationApi, JobApi, KvApi, LeaderRouter,
+    VoteApi,
 };
 use crate::config::NodeConfig;
 use crate::raft::{
@@ -238,6 +239,11 @@ async fn serve(
             CoordinationServiceServer::new(CoordinationApi::new(
                 VoteApi::new(proposer.clone(), router.clone(), agents.clone()),
                 BarrierApi::new(proposer.clone(), router.clone()),
+                CheckpointApi::new(
+                    proposer.clone(),
+                    router.clone(),
+                    config.limits.checkpoint_bytes_max,
+                ),
             ))
             .max_decoding_message_size(message_max)
             .max_encoding_message_size(message_max),

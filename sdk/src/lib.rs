@@ -9,6 +9,7 @@
 
 pub mod agent;
 mod barriers;
+pub mod checkpoints;
 mod client;
 mod error;
 pub mod job_file;

@@ -1,6 +1,8 @@
 //! `synod.v1.CoordinationService`: votes are served by [`VoteApi`], barriers by
-//! [`BarrierApi`]; checkpoints, elections and messaging answer `UNIMPLEMENTED` until they
-//! exist. Writes reaching a follower are forwarded whole to the leader.
+//! [`BarrierApi`], checkpoints by [`CheckpointApi`]; elections and messaging answer
+//! `UNIMPLEMENTED` until they exist. Writes reaching a follower are forwarded whole to the
+//! leader (a checkpoint save is received here and its command forwarded); linearizable reads
+//! and streams are served by the leader, proxied through a follower.
 
 use synod_proto::v1 as pb;
 use synod_proto::v1::coordination_service_client::CoordinationServiceClient;
@@ -9,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::barriers::{read_barrier, BarrierApi};
+use super::checkpoints::{list_checkpoints, CheckpointApi, CheckpointStream};
 use super::leader::wants_linearizable;
 use super::request::require;
 use super::votes::{list_votes, read_vote, VoteApi, VoteStream};
@@ -18,13 +21,31 @@ use crate::state::barriers::Step;
 pub struct CoordinationApi {
     votes: VoteApi,
     barriers: BarrierApi,
+    checkpoints: CheckpointApi,
 }
 
 impl CoordinationApi {
-    /// A service whose votes are served by `votes` and barriers by `barriers`.
-    pub fn new(votes: VoteApi, barriers: BarrierApi) -> Self {
-        Self { votes, barriers }
+    /// A service made of its parts.
+    pub fn new(votes: VoteApi, barriers: BarrierApi, checkpoints: CheckpointApi) -> Self {
+        Self {
+            votes,
+            barriers,
+            checkpoints,
+        }
     }
+}
+
+/// Relays a stream served by the leader.
+fn proxy<T: Send + 'static>(mut upstream: Streaming<T>) -> ReceiverStream<Result<T, Status>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Some(item) = upstream.message().await.transpose() {
+            if sender.send(item).await.is_err() {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(receiver)
 }
 
 /// Forwards a write reaching a follower to the leader, whole.
@@ -118,19 +139,11 @@ impl CoordinationService for CoordinationApi {
         require("vote_id", &request.get_ref().vote_id)?;
         let linearizable = wants_linearizable(request.get_ref().consistency);
         if let Some(leader) = self.votes.router().route(&request, linearizable).await? {
-            let mut upstream = CoordinationServiceClient::new(leader)
+            let upstream = CoordinationServiceClient::new(leader)
                 .watch_vote(self.votes.forwarded(request))
                 .await?
                 .into_inner();
-            let (sender, receiver) = tokio::sync::mpsc::channel(16);
-            tokio::spawn(async move {
-                while let Some(item) = upstream.message().await.transpose() {
-                    if sender.send(item).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            return Ok(Response::new(ReceiverStream::new(receiver)));
+            return Ok(Response::new(proxy(upstream)));
         }
         let vote_id = request.into_inner().vote_id;
         Ok(Response::new(self.votes.watch(&vote_id, linearizable)?))
@@ -229,27 +242,57 @@ impl CoordinationService for CoordinationApi {
         Ok(Response::new(self.barriers.delete(name).await?))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn save_checkpoint(
         &self,
-        _: Request<Streaming<pb::SaveCheckpointRequest>>,
+        request: Request<Streaming<pb::SaveCheckpointRequest>>,
     ) -> Result<Response<pb::SaveCheckpointResponse>, Status> {
-        Err(not_yet("SaveCheckpoint"))
+        Ok(Response::new(
+            self.checkpoints.save(request.into_inner()).await?,
+        ))
     }
 
-    type GetCheckpointStream = Later<pb::GetCheckpointResponse>;
+    type GetCheckpointStream = CheckpointStream;
 
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
     async fn get_checkpoint(
         &self,
-        _: Request<pb::GetCheckpointRequest>,
+        request: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<Self::GetCheckpointStream>, Status> {
-        Err(not_yet("GetCheckpoint"))
+        let linearizable = wants_linearizable(request.get_ref().consistency);
+        let router = self.checkpoints.router();
+        if let Some(leader) = router.route(&request, linearizable).await? {
+            let upstream = CoordinationServiceClient::new(leader)
+                .get_checkpoint(router.forwarded(request))
+                .await?
+                .into_inner();
+            return Ok(Response::new(proxy(upstream)));
+        }
+        let request = request.into_inner();
+        Ok(Response::new(self.checkpoints.read(request, linearizable)?))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_checkpoints(
         &self,
-        _: Request<pb::ListCheckpointsRequest>,
+        request: Request<pb::ListCheckpointsRequest>,
     ) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
-        Err(not_yet("ListCheckpoints"))
+        let linearizable = wants_linearizable(request.get_ref().consistency);
+        let router = self.checkpoints.router();
+        if let Some(leader) = router.route(&request, linearizable).await? {
+            return CoordinationServiceClient::new(leader)
+                .list_checkpoints(router.forwarded(request))
+                .await;
+        }
+        let request = request.into_inner();
+        let (found, read) =
+            router.read_local(linearizable, |state| list_checkpoints(state, &request));
+        let (checkpoints, next_page_token) = found?;
+        Ok(Response::new(pb::ListCheckpointsResponse {
+            checkpoints,
+            next_page_token,
+            read: Some(read),
+        }))
     }
 
     async fn campaign(

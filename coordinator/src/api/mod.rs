@@ -3,6 +3,7 @@
 
 mod agents;
 mod barriers;
+mod checkpoints;
 mod cluster;
 mod convert;
 mod convert_agent;
@@ -19,6 +20,7 @@ mod votes;
 
 pub use agents::AgentApi;
 pub use barriers::BarrierApi;
+pub use checkpoints::{info as checkpoint_info, CheckpointApi};
 pub use cluster::ClusterApi;
 pub use coordination::CoordinationApi;
 pub use jobs::JobApi;

@@ -98,9 +98,9 @@ impl From<Rejection> for ApiError {
             Rejection::JobExists { .. }
             | Rejection::VoteExists { .. }
             | Rejection::BarrierExists { .. } => Self::AlreadyExists(rejection.to_string()),
-            Rejection::UnknownVote { .. } | Rejection::UnknownBarrier { .. } => {
-                Self::NotFound(rejection.to_string())
-            }
+            Rejection::UnknownVote { .. }
+            | Rejection::UnknownBarrier { .. }
+            | Rejection::UnknownAgent { .. } => Self::NotFound(rejection.to_string()),
             Rejection::NotEligible { .. } | Rejection::NotAParty { .. } => {
                 Self::PermissionDenied(rejection.to_string())
             }

@@ -3,6 +3,7 @@
 
 mod agents;
 mod barriers;
+mod checkpoints;
 mod cluster;
 mod demo;
 mod events;
@@ -53,6 +54,9 @@ enum Command {
     /// Inspect barriers.
     #[command(subcommand)]
     Barrier(barriers::BarrierCommand),
+    /// List and read checkpoints.
+    #[command(subcommand)]
+    Checkpoint(checkpoints::CheckpointCommand),
 }
 
 /// Options shared by every client command.
@@ -91,6 +95,7 @@ pub fn main() -> ExitCode {
             Command::Agents(command) => agents::run(command).await,
             Command::Vote(command) => votes::run(command).await,
             Command::Barrier(command) => barriers::run(command).await,
+            Command::Checkpoint(command) => checkpoints::run(command).await,
         }
     });
     match result {

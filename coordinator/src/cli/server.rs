@@ -45,6 +45,9 @@ pub struct ServerArgs {
     /// Largest client message in bytes (key `limits.message_bytes_max`).
     #[arg(long, env = "SYNOD_MESSAGE_BYTES_MAX")]
     message_bytes_max: Option<usize>,
+    /// Largest checkpoint a save may stream, in bytes (key `limits.checkpoint_bytes_max`).
+    #[arg(long, env = "SYNOD_CHECKPOINT_BYTES_MAX")]
+    checkpoint_bytes_max: Option<usize>,
     /// Most batches replicated at once (key `limits.batches_in_flight_max`).
     #[arg(long, env = "SYNOD_BATCHES_IN_FLIGHT_MAX")]
     batches_in_flight_max: Option<usize>,
@@ -83,6 +86,7 @@ impl ServerArgs {
             snapshot_logs => raft.snapshot_logs,
             message_bytes_max => limits.message_bytes_max,
             batches_in_flight_max => limits.batches_in_flight_max,
+            checkpoint_bytes_max => limits.checkpoint_bytes_max,
             unsatisfiable_ms => agents.unsatisfiable_ms,
             breaker_failures => agents.breaker_failures,
             breaker_cooldown_ms => agents.breaker_cooldown_ms);

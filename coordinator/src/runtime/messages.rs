@@ -65,6 +65,16 @@ pub fn assignment(state: &State, job_id: &str, task_id: &str) -> Option<pb::Coor
         payload: spec.payload.clone(),
         item,
         item_index,
+        checkpoint: state
+            .checkpoints
+            .latest_of_task(job_id, task_id)
+            .map(|(name, version)| {
+                let scope = crate::state::checkpoints::Scope::Task {
+                    job_id: job_id.to_owned(),
+                    task_id: task_id.to_owned(),
+                };
+                crate::api::checkpoint_info(&scope, name, version)
+            }),
         dependency_outputs: dependency_outputs.into_iter().collect(),
         omitted_dependency_outputs,
         deadline_at_ms: task.deadline_at_ms.unwrap_or(0),

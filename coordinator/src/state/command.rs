@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::agents::Registration;
 use super::barriers::{BarrierSpec, Step};
+use super::checkpoints::Save;
 use super::jobs::{JobSpec, TaskSpec};
 use super::votes::VoteSpec;
 
@@ -219,6 +220,8 @@ pub enum Command {
         /// The barrier.
         name: String,
     },
+    /// Saves a new version of a checkpoint.
+    SaveCheckpoint(Save),
 }
 
 /// What an agent reports at the end of an attempt.
@@ -329,6 +332,10 @@ impl Command {
             }
             Command::BarrierStep { name, party, .. } => 16 + name.len() + party.len(),
             Command::BreakBarrier { name, .. } | Command::DeleteBarrier { name } => 16 + name.len(),
+            Command::SaveCheckpoint(save) => {
+                let metadata: usize = save.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+                64 + save.name.len() + save.data.len() + metadata + save.created_by.len()
+            }
         }
     }
 }

@@ -19,6 +19,7 @@
 
 pub mod agents;
 pub mod barriers;
+pub mod checkpoints;
 mod command;
 pub mod effects;
 pub mod jobs;
@@ -52,6 +53,8 @@ pub struct State {
     pub votes: votes::VoteTable,
     /// Every barrier.
     pub barriers: barriers::BarrierTable,
+    /// Every checkpoint.
+    pub checkpoints: checkpoints::CheckpointTable,
     /// Number of commands applied (accepted or rejected) since the cluster began.
     pub commands_applied: u64,
     /// Leader timestamp of the last applied proposal, in Unix milliseconds.
@@ -153,6 +156,9 @@ impl State {
                 self.barriers.time_out(name, *generation, meta)
             }
             Command::DeleteBarrier { name } => self.barriers.delete(name, meta),
+            Command::SaveCheckpoint(save) => {
+                self.checkpoints.save(save, &self.jobs, &self.agents, meta)
+            }
             command => self.apply_job(command, meta),
         }
     }
@@ -222,7 +228,8 @@ impl State {
             | Command::CreateBarrier { .. }
             | Command::BarrierStep { .. }
             | Command::BreakBarrier { .. }
-            | Command::DeleteBarrier { .. } => Ok(Applied::Done),
+            | Command::DeleteBarrier { .. }
+            | Command::SaveCheckpoint(_) => Ok(Applied::Done),
         }
     }
 

@@ -79,6 +79,11 @@ pub enum Applied {
         /// True when the command opened it.
         opened: bool,
     },
+    /// A checkpoint version was saved.
+    CheckpointSaved {
+        /// Its version.
+        version: u64,
+    },
     /// A barrier was created, or a generation of it changed.
     BarrierChanged {
         /// The barrier.

@@ -155,21 +155,25 @@ impl AgentCore {
             item_index: assignment.item_index,
             dependency_outputs: assignment.dependency_outputs.into_iter().collect(),
             deadline_at_ms: assignment.deadline_at_ms,
+            checkpoint: None,
+            channel: self.channel.clone(),
             cancelled: cancel.clone(),
             requests: self.requests.clone(),
         };
         let completions = self.completions.clone();
         let (omitted, channel) = (assignment.omitted_dependency_outputs, self.channel.clone());
+        let saved = assignment.checkpoint;
         tokio::spawn(async move {
             let mut task = task;
             let fetched = tokio::select! {
-                fetched = fetch_outputs(channel, &task.task.job_id, omitted) => fetched,
+                fetched = fetch_inputs(channel, &task.task, omitted, saved) => fetched,
                 _ = cancel.cancelled() => return,
             };
             let outcome = match (fetched, handler) {
                 (Err(error), _) => TaskOutcome::retryable(error),
-                (Ok(outputs), Some(handler)) => {
+                (Ok((outputs, checkpoint)), Some(handler)) => {
                     task.dependency_outputs.extend(outputs);
+                    task.checkpoint = checkpoint;
                     tokio::select! {
                         outcome = handler.run(task) => outcome,
                         _ = cancel.cancelled() => return,
@@ -241,6 +245,37 @@ impl AgentCore {
             })
             .collect()
     }
+}
+
+/// What an assignment names but does not carry: its omitted dependency outputs and the
+/// checkpoint to resume from.
+type Inputs = (
+    Vec<(String, Vec<u8>)>,
+    Option<crate::checkpoints::Checkpoint>,
+);
+
+/// Reads an assignment's omitted dependency outputs and its checkpoint.
+async fn fetch_inputs(
+    channel: Option<tonic::transport::Channel>,
+    task: &pb::TaskRef,
+    omitted: Vec<String>,
+    checkpoint: Option<pb::CheckpointInfo>,
+) -> Result<Inputs, String> {
+    let outputs = fetch_outputs(channel.clone(), &task.job_id, omitted).await?;
+    let Some(info) = checkpoint else {
+        return Ok((outputs, None));
+    };
+    let channel = channel.ok_or("no connection to read the checkpoint over")?;
+    let request = pb::GetCheckpointRequest {
+        scope: info.scope.clone(),
+        name: info.name.clone(),
+        version: info.version,
+        consistency: pb::Consistency::Linearizable as i32,
+    };
+    let checkpoint = crate::checkpoints::read_on(channel, request)
+        .await
+        .map_err(|status| format!("reading checkpoint '{}': {}", info.name, status.message()))?;
+    Ok((outputs, Some(checkpoint)))
 }
 
 /// Reads the dependency outputs an assignment was too large to carry, by task id.

@@ -62,6 +62,10 @@ pub struct Task {
     pub dependency_outputs: BTreeMap<String, Vec<u8>>,
     /// When the attempt times out (leader clock, Unix ms); 0 when unknown.
     pub deadline_at_ms: u64,
+    /// The latest checkpoint an earlier attempt of this task saved, to resume from.
+    pub checkpoint: Option<crate::checkpoints::Checkpoint>,
+    /// The session's connection, for saving checkpoints.
+    pub(crate) channel: Option<tonic::transport::Channel>,
     /// Cancelled when the coordinator cancels this attempt; stop work and return anything.
     pub cancelled: CancellationToken,
     pub(crate) requests: mpsc::Sender<TaskRequest>,
@@ -92,9 +96,28 @@ impl Task {
             item_index: None,
             dependency_outputs: BTreeMap::new(),
             deadline_at_ms: 0,
+            checkpoint: None,
+            channel: None,
             cancelled: CancellationToken::new(),
             requests,
         }
+    }
+
+    /// Saves `data` as the next version of checkpoint `name` of this task (fenced: refused once
+    /// the attempt is no longer current). A later attempt of the task starts with the newest
+    /// checkpoint in [`Task::checkpoint`]. Returns the version saved.
+    pub async fn save_checkpoint(&self, name: &str, data: &[u8]) -> Result<u64, String> {
+        let channel = self
+            .channel
+            .clone()
+            .ok_or("this task has no session to save checkpoints over")?;
+        let scope = pb::CheckpointScope {
+            owner: Some(pb::checkpoint_scope::Owner::Task(self.task.clone())),
+        };
+        crate::checkpoints::save_on(channel, scope, name, data, &[])
+            .await
+            .map(|info| info.version)
+            .map_err(|status| format!("saving checkpoint '{name}': {}", status.message()))
     }
 
     /// The outputs of the instances of fan-out dependency `task_id`, in item order (the reduce
