@@ -24,8 +24,8 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{
-    AgentApi, BarrierApi, CheckpointApi, ClusterApi, CoordinationApi, JobApi, KvApi, LeaderRouter,
-    VoteApi,
+    AgentApi, BarrierApi, CheckpointApi, ClusterApi, CoordinationApi, ElectionApi, JobApi, KvApi,
+    LeaderRouter, VoteApi,
 };
 use crate::config::NodeConfig;
 use crate::raft::{
@@ -244,6 +244,7 @@ async fn serve(
                     router.clone(),
                     config.limits.checkpoint_bytes_max,
                 ),
+                ElectionApi::new(proposer.clone(), router.clone()),
             ))
             .max_decoding_message_size(message_max)
             .max_encoding_message_size(message_max),

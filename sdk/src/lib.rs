@@ -11,6 +11,7 @@ pub mod agent;
 mod barriers;
 pub mod checkpoints;
 mod client;
+mod elections;
 mod error;
 pub mod job_file;
 mod jobs;

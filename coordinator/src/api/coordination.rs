@@ -1,6 +1,6 @@
 //! `synod.v1.CoordinationService`: votes are served by [`VoteApi`], barriers by
-//! [`BarrierApi`], checkpoints by [`CheckpointApi`]; elections and messaging answer
-//! `UNIMPLEMENTED` until they exist. Writes reaching a follower are forwarded whole to the
+//! [`BarrierApi`], checkpoints by [`CheckpointApi`], elections by [`ElectionApi`]; messaging
+//! answers `UNIMPLEMENTED` until it exists. Writes reaching a follower are forwarded whole to the
 //! leader (a checkpoint save is received here and its command forwarded); linearizable reads
 //! and streams are served by the leader, proxied through a follower.
 
@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::barriers::{read_barrier, BarrierApi};
 use super::checkpoints::{list_checkpoints, CheckpointApi, CheckpointStream};
+use super::elections::{leader, leadership_pb, ElectionApi, ObserveStream};
 use super::leader::wants_linearizable;
 use super::request::require;
 use super::votes::{list_votes, read_vote, VoteApi, VoteStream};
@@ -22,15 +23,22 @@ pub struct CoordinationApi {
     votes: VoteApi,
     barriers: BarrierApi,
     checkpoints: CheckpointApi,
+    elections: ElectionApi,
 }
 
 impl CoordinationApi {
     /// A service made of its parts.
-    pub fn new(votes: VoteApi, barriers: BarrierApi, checkpoints: CheckpointApi) -> Self {
+    pub fn new(
+        votes: VoteApi,
+        barriers: BarrierApi,
+        checkpoints: CheckpointApi,
+        elections: ElectionApi,
+    ) -> Self {
         Self {
             votes,
             barriers,
             checkpoints,
+            elections,
         }
     }
 }
@@ -295,34 +303,69 @@ impl CoordinationService for CoordinationApi {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(election = %request.get_ref().election))]
     async fn campaign(
         &self,
-        _: Request<pb::CampaignRequest>,
+        request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
-        Err(not_yet("Campaign"))
+        forward_write!(self, request, campaign);
+        Ok(Response::new(
+            self.elections.campaign(request.into_inner()).await?,
+        ))
     }
 
-    type ObserveStream = Later<pb::ObserveResponse>;
+    type ObserveStream = ObserveStream;
 
+    #[tracing::instrument(skip_all, fields(election = %request.get_ref().election))]
     async fn observe(
         &self,
-        _: Request<pb::ObserveRequest>,
+        request: Request<pb::ObserveRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
-        Err(not_yet("Observe"))
+        let linearizable = wants_linearizable(request.get_ref().consistency);
+        let router = self.elections.router();
+        if let Some(leader) = router.route(&request, linearizable).await? {
+            let upstream = CoordinationServiceClient::new(leader)
+                .observe(router.forwarded(request))
+                .await?
+                .into_inner();
+            return Ok(Response::new(proxy(upstream)));
+        }
+        let election = request.into_inner().election;
+        Ok(Response::new(
+            self.elections.observe(&election, linearizable)?,
+        ))
     }
 
+    #[tracing::instrument(skip_all, fields(election = %request.get_ref().election))]
     async fn resign(
         &self,
-        _: Request<pb::ResignRequest>,
+        request: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
-        Err(not_yet("Resign"))
+        forward_write!(self, request, resign);
+        Ok(Response::new(
+            self.elections.resign(request.into_inner()).await?,
+        ))
     }
 
+    #[tracing::instrument(skip_all, fields(election = %request.get_ref().election))]
     async fn get_leader(
         &self,
-        _: Request<pb::GetLeaderRequest>,
+        request: Request<pb::GetLeaderRequest>,
     ) -> Result<Response<pb::GetLeaderResponse>, Status> {
-        Err(not_yet("GetLeader"))
+        require("election", &request.get_ref().election)?;
+        let linearizable = wants_linearizable(request.get_ref().consistency);
+        let router = self.elections.router();
+        if let Some(leader) = router.route(&request, linearizable).await? {
+            return CoordinationServiceClient::new(leader)
+                .get_leader(router.forwarded(request))
+                .await;
+        }
+        let election = request.into_inner().election;
+        let (found, read) = router.read_local(linearizable, |state| leader(state, &election));
+        Ok(Response::new(pb::GetLeaderResponse {
+            leader: found.map(|l| leadership_pb(&election, &l)),
+            read: Some(read),
+        }))
     }
 
     async fn create_channel(

@@ -100,7 +100,8 @@ impl From<Rejection> for ApiError {
             | Rejection::BarrierExists { .. } => Self::AlreadyExists(rejection.to_string()),
             Rejection::UnknownVote { .. }
             | Rejection::UnknownBarrier { .. }
-            | Rejection::UnknownAgent { .. } => Self::NotFound(rejection.to_string()),
+            | Rejection::UnknownAgent { .. }
+            | Rejection::UnknownElection { .. } => Self::NotFound(rejection.to_string()),
             Rejection::NotEligible { .. } | Rejection::NotAParty { .. } => {
                 Self::PermissionDenied(rejection.to_string())
             }

@@ -222,6 +222,32 @@ pub enum Command {
     },
     /// Saves a new version of a checkpoint.
     SaveCheckpoint(Save),
+    /// A live agent campaigns to lead an election.
+    Campaign {
+        /// The election.
+        election: String,
+        /// The candidate.
+        agent_id: String,
+        /// What it publishes while leading.
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// A queued candidate stops waiting.
+    Withdraw {
+        /// The election.
+        election: String,
+        /// The candidate.
+        agent_id: String,
+    },
+    /// The leader gives up its term.
+    Resign {
+        /// The election.
+        election: String,
+        /// The leader.
+        agent_id: String,
+        /// The term resigned.
+        term: u64,
+    },
 }
 
 /// What an agent reports at the end of an attempt.
@@ -332,6 +358,15 @@ impl Command {
             }
             Command::BarrierStep { name, party, .. } => 16 + name.len() + party.len(),
             Command::BreakBarrier { name, .. } | Command::DeleteBarrier { name } => 16 + name.len(),
+            Command::Campaign {
+                election,
+                agent_id,
+                value,
+            } => 16 + election.len() + agent_id.len() + value.len(),
+            Command::Withdraw { election, agent_id }
+            | Command::Resign {
+                election, agent_id, ..
+            } => 16 + election.len() + agent_id.len(),
             Command::SaveCheckpoint(save) => {
                 let metadata: usize = save.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
                 64 + save.name.len() + save.data.len() + metadata + save.created_by.len()

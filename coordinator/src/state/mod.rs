@@ -22,6 +22,7 @@ pub mod barriers;
 pub mod checkpoints;
 mod command;
 pub mod effects;
+pub mod elections;
 pub mod jobs;
 mod kv;
 mod outcome;
@@ -55,6 +56,8 @@ pub struct State {
     pub barriers: barriers::BarrierTable,
     /// Every checkpoint.
     pub checkpoints: checkpoints::CheckpointTable,
+    /// Every election.
+    pub elections: elections::ElectionTable,
     /// Number of commands applied (accepted or rejected) since the cluster began.
     pub commands_applied: u64,
     /// Leader timestamp of the last applied proposal, in Unix milliseconds.
@@ -156,6 +159,19 @@ impl State {
                 self.barriers.time_out(name, *generation, meta)
             }
             Command::DeleteBarrier { name } => self.barriers.delete(name, meta),
+            Command::Campaign {
+                election,
+                agent_id,
+                value,
+            } => self
+                .elections
+                .campaign(election, agent_id, value, &self.agents, meta),
+            Command::Withdraw { election, agent_id } => self.elections.withdraw(election, agent_id),
+            Command::Resign {
+                election,
+                agent_id,
+                term,
+            } => self.elections.resign(election, agent_id, *term, meta),
             Command::SaveCheckpoint(save) => {
                 self.checkpoints.save(save, &self.jobs, &self.agents, meta)
             }
@@ -229,7 +245,10 @@ impl State {
             | Command::BarrierStep { .. }
             | Command::BreakBarrier { .. }
             | Command::DeleteBarrier { .. }
-            | Command::SaveCheckpoint(_) => Ok(Applied::Done),
+            | Command::SaveCheckpoint(_)
+            | Command::Campaign { .. }
+            | Command::Withdraw { .. }
+            | Command::Resign { .. } => Ok(Applied::Done),
         }
     }
 
@@ -245,6 +264,7 @@ impl State {
             .jobs
             .lose_agent(agent_id, tasks, &mut self.agents, meta);
         self.barriers.party_lost(agent_id, meta);
+        self.elections.agent_lost(agent_id, meta);
         Applied::AgentLost {
             agent_id: agent_id.to_owned(),
             ended,

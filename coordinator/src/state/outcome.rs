@@ -79,6 +79,11 @@ pub enum Applied {
         /// True when the command opened it.
         opened: bool,
     },
+    /// An election's leader or queue changed (or a campaign was repeated).
+    ElectionChanged {
+        /// The election.
+        election: String,
+    },
     /// A checkpoint version was saved.
     CheckpointSaved {
         /// Its version.
@@ -323,6 +328,30 @@ pub enum Rejection {
         job_id: String,
         /// The task.
         task_id: String,
+    },
+    /// No such election.
+    #[error("election: no election '{election}'")]
+    UnknownElection {
+        /// The election.
+        election: String,
+    },
+    /// A resignation by an agent that does not lead.
+    #[error("agent '{agent_id}' does not lead election '{election}'")]
+    NotLeader {
+        /// The election.
+        election: String,
+        /// The agent.
+        agent_id: String,
+    },
+    /// A resignation of a term that is not the current one.
+    #[error("election '{election}': term {term} is not the current term {current}")]
+    StaleTerm {
+        /// The election.
+        election: String,
+        /// The term given.
+        term: u64,
+        /// The current term.
+        current: u64,
     },
     /// No such barrier.
     #[error("name: no barrier '{name}'")]
