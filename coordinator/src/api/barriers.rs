@@ -3,11 +3,13 @@
 //!
 //! Writes are served by the leader (a follower forwards the whole request). A blocking call
 //! commits the step, then waits on this node's applied state until its generation ends (or,
-//! for an entry, until every party entered): woken by Raft's apply watch, never polled. A
-//! retried call with the same party and generation resumes the same wait.
+//! for an entry, until every party entered): woken by [`BarrierWaiters`] when the barrier
+//! changes, never polled. A retried call with the same party and generation resumes the same
+//! wait.
 
 use synod_proto::v1 as pb;
 
+use super::barrier_waiters::BarrierWaiters;
 use super::convert::write_meta;
 use super::request::require;
 use super::{ApiError, LeaderRouter};
@@ -20,12 +22,18 @@ use crate::state::{Applied, Command, State};
 pub struct BarrierApi {
     proposer: Proposer,
     router: LeaderRouter,
+    waiters: BarrierWaiters,
 }
 
 impl BarrierApi {
     /// A service proposing through `proposer` and reading through `router`.
     pub fn new(proposer: Proposer, router: LeaderRouter) -> Self {
-        Self { proposer, router }
+        let waiters = BarrierWaiters::start(router.clone());
+        Self {
+            proposer,
+            router,
+            waiters,
+        }
     }
 
     /// Creates a barrier.
@@ -107,21 +115,19 @@ impl BarrierApi {
         generation: u64,
         step: Step,
     ) -> Result<pb::BarrierWaitResult, ApiError> {
-        let mut metrics = self.router.raft().metrics();
+        let registration = self.waiters.register(name);
         loop {
-            let seen = metrics.borrow_and_update().last_applied;
+            // Armed before the state is read, so a change in between is not missed.
+            let woken = registration.notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             let (done, _) = self
                 .router
                 .read_local(false, |state| outcome(state, name, party, generation, step));
             if let Some(result) = done {
                 return Ok(result);
             }
-            if metrics.wait_for(|m| m.last_applied != seen).await.is_err() {
-                return Err(ApiError::Unavailable {
-                    message: "this node is shutting down".into(),
-                    leader: None,
-                });
-            }
+            woken.await;
         }
     }
 

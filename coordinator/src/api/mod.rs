@@ -2,6 +2,7 @@
 //! commands or read the applied state. `status` is the one place errors become gRPC statuses.
 
 mod agents;
+mod barrier_waiters;
 mod barriers;
 mod checkpoints;
 mod cluster;

@@ -211,8 +211,13 @@ fn on_error(core: &mut AgentCore, error: pb::SessionError) -> Result<(), Status>
     if error.request_id == 0 {
         return Err(Status::new(tonic::Code::from(error.code), error.message));
     }
-    // A refused request is final (e.g. a stale attempt): stop re-sending it.
-    tracing::warn!(request_id = error.request_id, code = error.code, message = %error.message, "request refused");
+    // A refused request is final (e.g. a stale attempt): stop re-sending it. A ballot or
+    // report that came too late (FAILED_PRECONDITION) is expected, and only logged at debug.
+    if error.code == tonic::Code::FailedPrecondition as i32 {
+        tracing::debug!(request_id = error.request_id, message = %error.message, "request refused");
+    } else {
+        tracing::warn!(request_id = error.request_id, code = error.code, message = %error.message, "request refused");
+    }
     core.outbox.settle(error.request_id);
     if let Some(waiter) = core.subtask_requests.remove(&error.request_id) {
         let _ = waiter.reply.send(Err(error.message));

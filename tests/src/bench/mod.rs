@@ -13,6 +13,7 @@
 //! ```
 //! Everything talks to 127.0.0.1 only; the bench never installs anything.
 
+pub mod coordination;
 pub mod cpu;
 pub mod etcd;
 pub mod etcd_client;

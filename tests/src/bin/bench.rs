@@ -3,7 +3,9 @@
 //!   same for a 3-member etcd cluster in the same run (when `etcd` is on `PATH`);
 //! - `tasks`: end-to-end tasks/s and submit-to-assignment latency with a fleet of agents;
 //! - `schedule`: one scheduling pass over up to thousands of agents and 100,000 pending tasks
-//!   with resources and constraints, in process (placements/s and how it grows).
+//!   with resources and constraints, in process (placements/s and how it grows);
+//! - `coordination`: decision latency of a 1,000-voter vote and release latency of a
+//!   1,000-party barrier.
 //!
 //! ```text
 //!   cargo build --release -p synod-coordinator --bin synod
@@ -20,6 +22,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use synod_coordinator::local_cluster::NodeOptions;
 
+use synod_tests::bench::coordination::CoordinationArgs;
 use synod_tests::bench::etcd::{find_etcd, EtcdOptions, EtcdSystem};
 use synod_tests::bench::load::LoadPlan;
 use synod_tests::bench::report::{machine, Report, SystemReport};
@@ -45,6 +48,8 @@ enum BenchCommand {
     Tasks(TasksArgs),
     /// One scheduling pass over thousands of agents and pending tasks (in process).
     Schedule(ScheduleArgs),
+    /// Decision latency of a vote among many agents and release latency of a large barrier.
+    Coordination(CoordinationArgs),
 }
 
 /// Flags of `bench cluster`.
@@ -137,6 +142,7 @@ async fn main() -> ExitCode {
         BenchCommand::Cluster(args) => run(args).await,
         BenchCommand::Tasks(args) => run_tasks(args).await,
         BenchCommand::Schedule(args) => run_schedule(&args),
+        BenchCommand::Coordination(args) => run_coordination(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -167,6 +173,15 @@ async fn run(args: ClusterArgs) -> anyhow::Result<()> {
 
 async fn run_tasks(args: TasksArgs) -> anyhow::Result<()> {
     let report = synod_tests::bench::tasks::run(&args, &synod_binary()?).await?;
+    println!("{}", report.render());
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+async fn run_coordination(args: CoordinationArgs) -> anyhow::Result<()> {
+    let report = synod_tests::bench::coordination::run(&args, &synod_binary()?).await?;
     println!("{}", report.render());
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

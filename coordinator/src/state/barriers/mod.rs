@@ -111,6 +111,10 @@ pub struct Generation {
     pub deadline_at_ms: Option<u64>,
     /// How it ended, once it has.
     pub end: Option<GenerationEnd>,
+    /// Arrival order of each party, for lookups.
+    pub positions: BTreeMap<String, u32>,
+    /// Parties that left, for lookups.
+    pub departed: BTreeSet<String>,
 }
 
 impl Generation {
@@ -123,15 +127,19 @@ impl Generation {
             started_at_ms: None,
             deadline_at_ms: None,
             end: None,
+            positions: BTreeMap::new(),
+            departed: BTreeSet::new(),
         }
     }
 
     /// 0-based arrival order of `party`, if it arrived.
     pub fn arrival_index(&self, party: &str) -> Option<u32> {
-        self.arrived
-            .iter()
-            .position(|p| p == party)
-            .map(|i| i as u32)
+        self.positions.get(party).copied()
+    }
+
+    /// Whether `party` left.
+    pub fn has_left(&self, party: &str) -> bool {
+        self.departed.contains(party)
     }
 }
 
@@ -240,7 +248,7 @@ impl BarrierTable {
         let arrived = current.arrival_index(party).is_some();
         let repeated = match step {
             Step::Arrive | Step::Enter => arrived,
-            Step::Leave => current.left.iter().any(|p| p == party),
+            Step::Leave => current.has_left(party),
         };
         if repeated {
             return Ok(changed(name, number));
@@ -276,9 +284,12 @@ impl BarrierTable {
         let complete = match step {
             Step::Leave => {
                 current.left.push(party.to_owned());
+                current.departed.insert(party.to_owned());
                 current.left.len() == count
             }
             Step::Arrive | Step::Enter => {
+                let position = current.arrived.len() as u32;
+                current.positions.insert(party.to_owned(), position);
                 current.arrived.push(party.to_owned());
                 if current.started_at_ms.is_none() {
                     current.started_at_ms = Some(meta.now_ms);
@@ -349,7 +360,7 @@ impl BarrierTable {
             .filter(|b| {
                 let listed = matches!(&b.spec.parties, Parties::Agents(ids) if ids.iter().any(|id| id == agent_id));
                 let arrived = b.current.arrival_index(agent_id).is_some();
-                let left = b.current.left.iter().any(|p| p == agent_id);
+                let left = b.current.has_left(agent_id);
                 (listed || arrived) && !left
             })
             .map(|b| (b.name.clone(), b.current.number))

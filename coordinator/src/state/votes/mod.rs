@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-pub use rule::{verdict, Cast, Verdict, VoteRule};
+pub use rule::{verdict, Tally, Verdict, VoteRule};
 
 use super::jobs::SpecError;
 use super::{AgentRegistry, Applied, Meta, Outcome, Rejection};
@@ -95,6 +95,12 @@ pub struct VoteRecord {
     pub deadline_at_ms: u64,
     /// When it was decided or failed.
     pub closed_at_ms: Option<u64>,
+    /// The ballots counted, per option.
+    pub tally: Tally,
+    /// Eligible voters, for lookups.
+    pub eligible: BTreeSet<String>,
+    /// Position in `ballots` of each voter's ballot.
+    pub voted: BTreeMap<String, usize>,
 }
 
 impl VoteRecord {
@@ -104,10 +110,8 @@ impl VoteRecord {
             .options
             .iter()
             .map(|option| {
-                let ballots = self.ballots.iter().filter(|b| b.option == *option);
-                let (count, weight) = ballots.fold((0, 0.0), |(count, weight), ballot| {
-                    (count + 1, weight + self.spec.rule.weight(&ballot.agent_id))
-                });
+                let counted = self.tally.per_option.get(option).copied();
+                let (count, weight) = counted.unwrap_or_default();
                 (option.clone(), count, weight)
             })
             .collect()
@@ -115,14 +119,12 @@ impl VoteRecord {
 
     /// Whether `agent_id` may vote.
     pub fn is_eligible(&self, agent_id: &str) -> bool {
-        self.spec.voters.iter().any(|voter| voter == agent_id)
+        self.eligible.contains(agent_id)
     }
 
     /// The ballot `agent_id` cast, if any.
     pub fn ballot_of(&self, agent_id: &str) -> Option<&Ballot> {
-        self.ballots
-            .iter()
-            .find(|ballot| ballot.agent_id == agent_id)
+        self.ballots.get(*self.voted.get(agent_id)?)
     }
 
     fn close(&mut self, state: VoteState, reason: Option<String>, now_ms: u64) {
@@ -167,6 +169,9 @@ impl VoteTable {
             opened_at_ms: meta.now_ms,
             deadline_at_ms,
             closed_at_ms: None,
+            tally: Tally::default(),
+            eligible: spec.voters.iter().cloned().collect(),
+            voted: BTreeMap::new(),
         };
         self.next_seq += 1;
         self.deadlines.insert((deadline_at_ms, vote_id.to_owned()));
@@ -209,25 +214,17 @@ impl VoteTable {
         let Some(vote) = self.votes.get_mut(vote_id) else {
             return Err(unknown(vote_id));
         };
+        let first = vote.ballots.first().map(|b| b.option.clone());
+        vote.tally
+            .count(&vote.spec.rule, agent_id, option, first.as_deref());
+        vote.voted.insert(agent_id.to_owned(), vote.ballots.len());
         vote.ballots.push(Ballot {
             agent_id: agent_id.to_owned(),
             option: option.to_owned(),
             cast_at_ms: meta.now_ms,
         });
-        let casts: Vec<Cast<'_>> = vote
-            .ballots
-            .iter()
-            .map(|b| Cast {
-                voter: &b.agent_id,
-                option: &b.option,
-            })
-            .collect();
-        let verdict = verdict(
-            &vote.spec.rule,
-            &vote.spec.options,
-            &vote.spec.voters,
-            &casts,
-        );
+        let eligible = vote.spec.voters.len();
+        let verdict = verdict(&vote.spec.rule, &vote.spec.options, eligible, &vote.tally);
         match verdict {
             Verdict::Open => {}
             Verdict::Decided(option) => {

@@ -4,7 +4,7 @@
 //! Counts are over the eligible voters, not over the ballots cast. Pure arithmetic: integer
 //! counts, and IEEE f64 (identical on every replica) for thresholds and weights.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,13 +47,37 @@ pub enum Verdict {
     Failed(String),
 }
 
-/// One counted ballot.
-#[derive(Debug, Clone, Copy)]
-pub struct Cast<'a> {
-    /// The voter.
-    pub voter: &'a str,
-    /// The option chosen.
-    pub option: &'a str,
+/// The ballots counted so far, kept up to date ballot by ballot so a verdict costs
+/// O(options), not O(ballots).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Ballots and weight per option.
+    pub per_option: BTreeMap<String, (u32, f64)>,
+    /// Ballots counted.
+    pub cast: usize,
+    /// Their total weight.
+    pub cast_weight: f64,
+    /// The first ballot that differed from the first one (what breaks unanimity).
+    pub first_dissent: Option<(String, String)>,
+}
+
+impl Tally {
+    /// Counts `voter`'s ballot for `option`.
+    pub fn count(&mut self, rule: &VoteRule, voter: &str, option: &str, first: Option<&str>) {
+        let weight = rule.weight(voter);
+        let entry = self.per_option.entry(option.to_owned()).or_default();
+        entry.0 += 1;
+        entry.1 += weight;
+        self.cast += 1;
+        self.cast_weight += weight;
+        if first.is_some_and(|first| first != option) && self.first_dissent.is_none() {
+            self.first_dissent = Some((voter.to_owned(), option.to_owned()));
+        }
+    }
+
+    fn of(&self, option: &str) -> (u32, f64) {
+        self.per_option.get(option).copied().unwrap_or((0, 0.0))
+    }
 }
 
 impl VoteRule {
@@ -98,46 +122,26 @@ impl VoteRule {
     }
 }
 
-/// The verdict on `ballots` (in the order cast) among `eligible` voters choosing from
+/// The verdict on the ballots counted in `tally` among `eligible` voters choosing from
 /// `options`.
-pub fn verdict(
-    rule: &VoteRule,
-    options: &[String],
-    eligible: &[String],
-    ballots: &[Cast<'_>],
-) -> Verdict {
-    if let VoteRule::Unanimous = rule {
-        if let Some(first) = ballots.first() {
-            if let Some(other) = ballots.iter().find(|b| b.option != first.option) {
-                return Verdict::Failed(format!(
-                    "unanimity broken by agent '{}' choosing '{}'",
-                    other.voter, other.option
-                ));
-            }
-        }
+pub fn verdict(rule: &VoteRule, options: &[String], eligible: usize, tally: &Tally) -> Verdict {
+    if let (VoteRule::Unanimous, Some((voter, option))) = (rule, &tally.first_dissent) {
+        return Verdict::Failed(format!(
+            "unanimity broken by agent '{voter}' choosing '{option}'"
+        ));
     }
-    let mut count: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
-    for ballot in ballots {
-        let entry = count.entry(ballot.option).or_default();
-        entry.0 += 1;
-        entry.1 += rule.weight(ballot.voter);
-    }
-    let remaining = eligible.len() - ballots.len().min(eligible.len());
-    let tally = |option: &str| count.get(option).copied().unwrap_or((0, 0.0));
+    let remaining = eligible.saturating_sub(tally.cast) as u32;
     match rule {
         VoteRule::Weighted { weights, threshold } => {
-            let cast: BTreeSet<&str> = ballots.iter().map(|b| b.voter).collect();
-            let remaining_weight: f64 = eligible
-                .iter()
-                .filter(|voter| !cast.contains(voter.as_str()))
-                .map(|voter| rule.weight(voter))
-                .sum();
             let total: f64 = weights.values().sum();
+            let remaining_weight = total - tally.cast_weight;
             let bar = threshold * total;
-            if let Some(won) = options.iter().find(|o| tally(o).1 > bar) {
+            if let Some(won) = options.iter().find(|o| tally.of(o).1 > bar) {
                 return Verdict::Decided(won.clone());
             }
-            let reachable = options.iter().any(|o| tally(o).1 + remaining_weight > bar);
+            let reachable = options
+                .iter()
+                .any(|o| tally.of(o).1 + remaining_weight > bar);
             match reachable {
                 true => Verdict::Open,
                 false => Verdict::Failed(format!(
@@ -146,17 +150,16 @@ pub fn verdict(
             }
         }
         _ => {
-            let needed = rule.ballots_needed(eligible.len()).unwrap_or(usize::MAX);
-            if let Some(won) = options.iter().find(|o| tally(o).0 >= needed) {
+            let needed = rule.ballots_needed(eligible).unwrap_or(usize::MAX) as u32;
+            if let Some(won) = options.iter().find(|o| tally.of(o).0 >= needed) {
                 return Verdict::Decided(won.clone());
             }
-            let reachable = options.iter().any(|o| tally(o).0 + remaining >= needed);
+            let reachable = options.iter().any(|o| tally.of(o).0 + remaining >= needed);
             match reachable {
                 true => Verdict::Open,
-                false => Verdict::Failed(format!(
-                    "no option can reach {}",
-                    rule.describe(eligible.len())
-                )),
+                false => {
+                    Verdict::Failed(format!("no option can reach {}", rule.describe(eligible)))
+                }
             }
         }
     }
