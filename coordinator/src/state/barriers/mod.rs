@@ -465,13 +465,14 @@ pub fn validate(name: &str, spec: &BarrierSpec, agents: &AgentRegistry) -> Resul
                     "a barrier needs at least one party",
                 ));
             }
+            let live: BTreeSet<&str> = agents.live().map(|agent| agent.id.as_str()).collect();
             let mut seen = BTreeSet::new();
             for (i, id) in ids.iter().enumerate() {
                 let field = format!("agent_ids[{i}]");
                 if !seen.insert(id) {
                     return Err(SpecError::new(field, format!("duplicate party '{id}'")));
                 }
-                if !agents.live().any(|agent| agent.id == *id) {
+                if !live.contains(id.as_str()) {
                     return Err(SpecError::new(field, format!("no live agent '{id}'")));
                 }
             }

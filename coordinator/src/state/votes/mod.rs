@@ -360,13 +360,14 @@ fn check_voters(spec: &VoteSpec, agents: &AgentRegistry) -> Result<(), SpecError
         let problem = format!("{} voters, the limit is {VOTERS_MAX}", spec.voters.len());
         return Err(SpecError::new("voters", problem));
     }
+    let live: BTreeSet<&str> = agents.live().map(|agent| agent.id.as_str()).collect();
     let mut seen = BTreeSet::new();
     for (i, voter) in spec.voters.iter().enumerate() {
         let field = format!("voters[{i}]");
         if !seen.insert(voter) {
             return Err(SpecError::new(field, format!("duplicate voter '{voter}'")));
         }
-        if !agents.live().any(|agent| agent.id == *voter) {
+        if !live.contains(voter.as_str()) {
             return Err(SpecError::new(field, format!("no live agent '{voter}'")));
         }
     }
