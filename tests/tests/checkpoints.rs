@@ -190,6 +190,28 @@ async fn versions_read_back_from_any_node_and_bad_saves_are_refused() -> anyhow:
     assert_eq!(list[0]["version"], 2);
     assert_eq!(list[0]["size_bytes"], big.len() as u64);
 
+    // Several saves at the limit at once replicate without stalling the cluster's log.
+    let full = vec![3u8; 16 * 1024 * 1024];
+    let saves: Vec<_> = (0..5)
+        .map(|i| {
+            let (client, scope, full) = (client.clone(), scope.clone(), full.clone());
+            tokio::spawn(async move {
+                client
+                    .save_checkpoint(scope, &format!("full-{i}"), &full, &[])
+                    .await
+            })
+        })
+        .collect();
+    for save in saves {
+        assert_eq!(
+            save.await??.blob.map(|b| b.size_bytes),
+            Some(full.len() as u64)
+        );
+    }
+    client
+        .put("after-big-saves", b"still writable".to_vec())
+        .await?;
+
     // Over the configured limit (16 MiB): refused before anything is committed.
     let huge = vec![7u8; 16 * 1024 * 1024 + 1];
     let error = client

@@ -70,6 +70,12 @@ impl CheckpointApi {
         };
         require("name", &header.name)?;
         let (scope, attempt) = scope(header.scope, "scope")?;
+        if matches!(scope, Scope::Task { .. }) && attempt.is_none() {
+            return Err(ApiError::invalid(
+                "scope.task.attempt",
+                "required when saving: the task's current attempt",
+            ));
+        }
         let declared = header
             .blob
             .ok_or_else(|| ApiError::invalid("header.blob", "required"))?;

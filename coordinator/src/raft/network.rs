@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use openraft::error::PayloadTooLarge;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -24,6 +25,8 @@ use super::types::{NodeId, TypeConfig};
 
 /// Largest message exchanged between nodes (log batches and snapshot chunks stay below it).
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Bytes a peer is given a millisecond to receive and persist, on top of the RPC's own timeout.
+const TRANSFER_BYTES_PER_MS: usize = 16 * 1024;
 
 /// A pool of lazily connected gRPC channels to other nodes, by address.
 #[derive(Clone, Default)]
@@ -115,11 +118,13 @@ impl PeerConnection {
         })?;
         let payload = encode("raft request", request)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        // Large entries (checkpoints) take longer than a heartbeat to ship and persist.
+        let transfer = Duration::from_millis((payload.len() / TRANSFER_BYTES_PER_MS) as u64);
         let mut grpc_request = tonic::Request::new(RaftPayload {
             ok: payload.into(),
             error: Default::default(),
         });
-        grpc_request.set_timeout(option.hard_ttl());
+        grpc_request.set_timeout(option.hard_ttl() + transfer);
         let reply = match rpc {
             Rpc::AppendEntries => client.append_entries(grpc_request).await,
             Rpc::Vote => client.vote(grpc_request).await,
@@ -151,6 +156,26 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> PeerResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        // Too many bytes for one peer message: ask Raft to send fewer entries at a time.
+        let entries = request.entries.len() as u64;
+        if entries > 1 {
+            let bytes: usize = request
+                .entries
+                .iter()
+                .map(|entry| match &entry.payload {
+                    openraft::EntryPayload::Normal(proposal) => proposal
+                        .commands
+                        .iter()
+                        .map(crate::state::Command::size_bytes)
+                        .sum(),
+                    _ => 64,
+                })
+                .sum();
+            if bytes > PEER_MESSAGE_BYTES_MAX / 2 {
+                let hint = (entries / 2).max(1);
+                return Err(PayloadTooLarge::new_entries_hint(hint).into());
+            }
+        }
         self.call(Rpc::AppendEntries, &request, &option).await
     }
 

@@ -401,6 +401,14 @@ pub enum Rejection {
         /// Its state.
         state: crate::state::votes::VoteState,
     },
+    /// A ballot or arrival after its deadline, before the expiry was applied.
+    #[error("'{name}' closed at {deadline_at_ms}: too late")]
+    PastDeadline {
+        /// The vote or barrier.
+        name: String,
+        /// Its deadline.
+        deadline_at_ms: u64,
+    },
     /// A ballot by an agent that may not vote.
     #[error("agent '{agent_id}' is not an eligible voter of vote '{vote_id}'")]
     NotEligible {

@@ -156,6 +156,8 @@ pub struct BarrierRecord {
     pub current: Generation,
     /// Recently ended generations of a cyclic barrier, by number.
     pub past: BTreeMap<u64, Generation>,
+    /// A listed party was lost: no generation starts any more.
+    pub retired: bool,
 }
 
 impl BarrierRecord {
@@ -184,18 +186,23 @@ impl BarrierTable {
         agents: &AgentRegistry,
         meta: Meta,
     ) -> Outcome {
-        validate(name, spec, agents).map_err(Rejection::InvalidSpec)?;
-        if self.barriers.contains_key(name) {
-            return Err(Rejection::BarrierExists {
-                name: name.to_owned(),
-            });
+        if let Some(existing) = self.barriers.get(name) {
+            // Creating it again with the same settings is a retry: the barrier as it is.
+            return match existing.spec == *spec {
+                true => Ok(changed(name, existing.current.number)),
+                false => Err(Rejection::BarrierExists {
+                    name: name.to_owned(),
+                }),
+            };
         }
+        validate(name, spec, agents).map_err(Rejection::InvalidSpec)?;
         let record = BarrierRecord {
             name: name.to_owned(),
             spec: spec.clone(),
             created_at_ms: meta.now_ms,
             current: Generation::new(1),
             past: BTreeMap::new(),
+            retired: false,
         };
         self.barriers.insert(name.to_owned(), record);
         Ok(Applied::BarrierChanged {
@@ -255,7 +262,17 @@ impl BarrierTable {
         }
         if let Some(end) = &current.end {
             let how = if end.released { "released" } else { "broken" };
-            return refuse(format!("generation {number} is {how}; it is not cyclic"));
+            let why = match barrier.retired {
+                true => "a listed party was lost",
+                false => "it is not cyclic",
+            };
+            return refuse(format!("generation {number} is {how}; {why}"));
+        }
+        if current.deadline_at_ms.is_some_and(|at| at <= meta.now_ms) {
+            return Err(Rejection::PastDeadline {
+                name: name.to_owned(),
+                deadline_at_ms: current.deadline_at_ms.unwrap_or(0),
+            });
         }
         if step == Step::Enter && current.entered {
             return refuse(format!("every party already entered generation {number}"));
@@ -324,7 +341,7 @@ impl BarrierTable {
             reason,
             ended_at_ms: now_ms,
         });
-        if barrier.spec.cyclic {
+        if barrier.spec.cyclic && !barrier.retired {
             let next = Generation::new(barrier.current.number + 1);
             let ended = std::mem::replace(&mut barrier.current, next);
             barrier.past.insert(ended.number, ended);
@@ -366,6 +383,11 @@ impl BarrierTable {
             .map(|b| (b.name.clone(), b.current.number))
             .collect();
         for (name, _) in &broken {
+            if let Some(barrier) = self.barriers.get_mut(name) {
+                // A listed party is needed by every generation to come: none can complete.
+                let listed = matches!(&barrier.spec.parties, Parties::Agents(ids) if ids.iter().any(|id| id == agent_id));
+                barrier.retired |= listed;
+            }
             let reason = format!("party {agent_id} lost");
             self.end_generation(name, false, reason, meta.now_ms);
         }

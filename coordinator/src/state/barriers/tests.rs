@@ -211,3 +211,50 @@ fn deleting_breaks_and_removes_and_bad_barriers_are_refused() {
         assert_eq!(rejection.to_string(), expected);
     }
 }
+
+#[test]
+fn a_lost_listed_party_retires_a_cyclic_barrier_and_creating_again_is_a_retry() {
+    let mut h = Harness::new();
+    h.ok(register("a1", &[], 1));
+    h.ok(register("a2", &[], 1));
+    let listed = spec(
+        Parties::Agents(vec!["a1".into(), "a2".into()]),
+        BarrierKind::Single,
+        true,
+        0,
+    );
+    create(&mut h, listed.clone());
+    create(&mut h, listed);
+    let other = h.rejected(Command::CreateBarrier {
+        name: "b".into(),
+        spec: spec(Parties::Count(2), BarrierKind::Single, true, 0),
+    });
+    assert!(matches!(other, Rejection::BarrierExists { .. }));
+    h.ok(Command::DeregisterAgent {
+        agent_id: "a2".into(),
+    });
+    let b = barrier(&h);
+    assert!(b.retired);
+    assert_eq!(
+        b.current.number, 1,
+        "no generation starts that could never complete"
+    );
+    let refused = h.rejected(step("a1", 0, Step::Arrive));
+    assert!(
+        refused.to_string().contains("a listed party was lost"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn an_arrival_after_the_deadline_is_refused_before_the_break_lands() {
+    let mut h = Harness::new();
+    create(
+        &mut h,
+        spec(Parties::Count(3), BarrierKind::Single, false, 500),
+    );
+    h.ok(step("p1", 0, Step::Arrive));
+    h.now_ms = START_MS + 500;
+    let late = h.rejected(step("p2", 0, Step::Arrive));
+    assert!(matches!(late, Rejection::PastDeadline { .. }), "{late}");
+}

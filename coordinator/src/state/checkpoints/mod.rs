@@ -20,7 +20,7 @@ use super::jobs::{JobTable, SpecError};
 use super::{AgentRegistry, Applied, Meta, Outcome, Rejection};
 
 /// Largest checkpoint the state accepts, whatever the API's configured limit.
-pub const CHECKPOINT_BYTES_MAX: usize = 64 * 1024 * 1024;
+pub const CHECKPOINT_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Longest checkpoint name, in characters.
 pub const NAME_CHARS_MAX: usize = 256;
 /// Most metadata entries.

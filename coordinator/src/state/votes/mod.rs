@@ -151,12 +151,12 @@ impl VoteTable {
         agents: &AgentRegistry,
         meta: Meta,
     ) -> Outcome {
-        validate(spec, agents).map_err(Rejection::InvalidSpec)?;
         if self.votes.contains_key(vote_id) {
             return Err(Rejection::VoteExists {
                 vote_id: vote_id.to_owned(),
             });
         }
+        validate(spec, agents).map_err(Rejection::InvalidSpec)?;
         let deadline_at_ms = meta.now_ms.saturating_add(spec.timeout_ms);
         let record = VoteRecord {
             id: vote_id.to_owned(),
@@ -185,15 +185,15 @@ impl VoteTable {
     /// Counts a ballot and decides the vote as soon as its outcome is certain.
     pub fn cast(&mut self, vote_id: &str, agent_id: &str, option: &str, meta: Meta) -> Outcome {
         let vote = self.votes.get(vote_id).ok_or_else(|| unknown(vote_id))?;
-        if !vote.spec.options.iter().any(|o| o == option) {
-            let problem = format!("'{option}' is not an option of vote '{vote_id}'");
-            return Err(Rejection::InvalidSpec(SpecError::new("option", problem)));
-        }
         if !vote.is_eligible(agent_id) {
             return Err(Rejection::NotEligible {
                 vote_id: vote_id.to_owned(),
                 agent_id: agent_id.to_owned(),
             });
+        }
+        if !vote.spec.options.iter().any(|o| o == option) {
+            let problem = format!("'{option}' is not an option of vote '{vote_id}'");
+            return Err(Rejection::InvalidSpec(SpecError::new("option", problem)));
         }
         if let Some(ballot) = vote.ballot_of(agent_id) {
             if ballot.option == option {
@@ -209,6 +209,13 @@ impl VoteTable {
             return Err(Rejection::VoteClosed {
                 vote_id: vote_id.to_owned(),
                 state: vote.state,
+            });
+        }
+        // A ballot after the deadline is too late, even before the expiry is applied.
+        if meta.now_ms >= vote.deadline_at_ms {
+            return Err(Rejection::PastDeadline {
+                name: vote_id.to_owned(),
+                deadline_at_ms: vote.deadline_at_ms,
             });
         }
         let Some(vote) = self.votes.get_mut(vote_id) else {
@@ -385,13 +392,13 @@ fn check_rule(spec: &VoteSpec) -> Result<(), SpecError> {
                 format!("{threshold}, must be in (0.5, 1]"),
             )),
         },
-        VoteRule::Byzantine { f } => match n > 3 * *f as usize {
+        VoteRule::Byzantine { f } => match n as u64 > 3 * u64::from(*f) {
             true => Ok(()),
             false => Err(SpecError::new(
                 "rule.byzantine.f",
                 format!(
                     "tolerating {f} faulty voters needs at least {} voters, not {n}",
-                    3 * f + 1
+                    3 * u64::from(*f) + 1
                 ),
             )),
         },

@@ -59,6 +59,16 @@ pub struct Tally {
     pub cast_weight: f64,
     /// The first ballot that differed from the first one (what breaks unanimity).
     pub first_dissent: Option<(String, String)>,
+    /// Weight per option in millionths, compared exactly.
+    pub micros_per_option: BTreeMap<String, u64>,
+    /// Weight cast in millionths.
+    pub cast_micros: u64,
+}
+
+/// `x` in millionths, rounded: weights and thresholds are compared in integers, so sums are
+/// exact and every replica agrees.
+pub fn micros(x: f64) -> u64 {
+    (x * 1_000_000.0).round().max(0.0) as u64
 }
 
 impl Tally {
@@ -68,8 +78,10 @@ impl Tally {
         let entry = self.per_option.entry(option.to_owned()).or_default();
         entry.0 += 1;
         entry.1 += weight;
+        *self.micros_per_option.entry(option.to_owned()).or_default() += micros(weight);
         self.cast += 1;
         self.cast_weight += weight;
+        self.cast_micros += micros(weight);
         if first.is_some_and(|first| first != option) && self.first_dissent.is_none() {
             self.first_dissent = Some((voter.to_owned(), option.to_owned()));
         }
@@ -95,7 +107,8 @@ impl VoteRule {
         match self {
             VoteRule::Majority => Some(eligible / 2 + 1),
             VoteRule::Supermajority { threshold } => {
-                Some(((threshold * eligible as f64).ceil() as usize).max(1))
+                let scaled = u128::from(micros(*threshold)) * eligible as u128;
+                Some((scaled.div_ceil(1_000_000) as usize).max(1))
             }
             VoteRule::Unanimous => Some(eligible),
             VoteRule::Byzantine { f } => Some((eligible + *f as usize + 2) / 2),
@@ -133,15 +146,20 @@ pub fn verdict(rule: &VoteRule, options: &[String], eligible: usize, tally: &Tal
     let remaining = eligible.saturating_sub(tally.cast) as u32;
     match rule {
         VoteRule::Weighted { weights, threshold } => {
-            let total: f64 = weights.values().sum();
-            let remaining_weight = total - tally.cast_weight;
-            let bar = threshold * total;
-            if let Some(won) = options.iter().find(|o| tally.of(o).1 > bar) {
+            let total = weights.values().map(|w| micros(*w)).sum::<u64>();
+            let remaining = u128::from(total - tally.cast_micros.min(total));
+            // An option wins with more than threshold × total: compared in exact integers.
+            let bar = u128::from(micros(*threshold)) * u128::from(total);
+            let weight_of = |option: &str| {
+                u128::from(tally.micros_per_option.get(option).copied().unwrap_or(0)) * 1_000_000
+            };
+            if let Some(won) = options.iter().find(|o| weight_of(o) > bar) {
                 return Verdict::Decided(won.clone());
             }
             let reachable = options
                 .iter()
-                .any(|o| tally.of(o).1 + remaining_weight > bar);
+                .any(|o| weight_of(o) + remaining * 1_000_000 > bar);
+            let total = total as f64 / 1_000_000.0;
             match reachable {
                 true => Verdict::Open,
                 false => Verdict::Failed(format!(

@@ -259,3 +259,36 @@ fn bad_votes_are_refused_naming_the_field() {
         assert_eq!(rejection.to_string(), expected);
     }
 }
+
+#[test]
+fn thresholds_and_weights_are_compared_exactly() {
+    // 0.55 of 100 voters is 55 ballots, not 56.
+    let rule = VoteRule::Supermajority { threshold: 0.55 };
+    assert_eq!(rule.describe(100), "a supermajority of 0.55 (55 of 100)");
+    // Ten voters of weight 0.1: five hold exactly half, which does not exceed 0.5.
+    let voters: Vec<String> = (0..10).map(|i| format!("w{i}")).collect();
+    let weighted = VoteRule::Weighted {
+        weights: voters.iter().map(|v| (v.clone(), 0.1)).collect(),
+        threshold: 0.5,
+    };
+    let mut tally = Tally::default();
+    for voter in &voters[..5] {
+        tally.count(&weighted, voter, "yes", Some("yes"));
+    }
+    let options = vec!["yes".to_owned(), "no".to_owned()];
+    assert_eq!(verdict(&weighted, &options, 10, &tally), Verdict::Open);
+    tally.count(&weighted, &voters[5], "yes", Some("yes"));
+    assert_eq!(
+        verdict(&weighted, &options, 10, &tally),
+        Verdict::Decided("yes".into())
+    );
+}
+
+#[test]
+fn a_ballot_after_the_deadline_is_refused_before_the_expiry_lands() {
+    let mut h = harness();
+    open(&mut h, VoteRule::Majority);
+    h.now_ms = START_MS + 1_000;
+    let late = h.rejected(cast("v1", "yes"));
+    assert!(matches!(late, Rejection::PastDeadline { .. }), "{late}");
+}
