@@ -87,3 +87,22 @@ impl<F: FnOnce()> Drop for OnDrop<F> {
         }
     }
 }
+
+/// A `synod-agent` process running the agents of `config` (TOML) against `cluster`, for tests
+/// that kill an agent with SIGKILL. The directory holding the config must outlive the process.
+pub fn start_agent_process(
+    cluster: &LocalCluster,
+    config: &str,
+) -> anyhow::Result<(tempfile::TempDir, std::process::Child)> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("agents.toml");
+    std::fs::write(&file, config)?;
+    let child = std::process::Command::new(crate::sibling_binary("synod-agent")?)
+        .arg("--config")
+        .arg(&file)
+        .arg("--addr")
+        .arg(cluster.addrs().join(","))
+        .args(["--log", "warn"])
+        .spawn()?;
+    Ok((dir, child))
+}

@@ -8,7 +8,9 @@ use std::time::Duration;
 use synod_coordinator::local_cluster::wait_until;
 use synod_sdk::proto as pb;
 use synod_sdk::{Client, Code};
-use synod_tests::jobs::{cluster_up, options, wait_for_agents, LEADER_TIMEOUT};
+use synod_tests::jobs::{
+    cluster_up, options, start_agent_process, wait_for_agents, LEADER_TIMEOUT,
+};
 use synod_tests::serial;
 
 fn counted(name: &str, parties: u32, cyclic: bool, timeout_ms: u64) -> pb::CreateBarrierRequest {
@@ -89,20 +91,11 @@ async fn a_half_arrived_barrier_survives_a_leader_kill_and_releases_exactly_once
 async fn a_killed_party_or_a_timeout_breaks_the_barrier_for_every_waiter() -> anyhow::Result<()> {
     let _serial = serial().await;
     let (cluster, client) = cluster_up(options()).await?;
-    let dir = tempfile::tempdir()?;
-    let agents_file = dir.path().join("party.toml");
-    std::fs::write(
-        &agents_file,
+    let (_dir, mut doomed) = start_agent_process(
+        &cluster,
         "[[agents]]\nname = \"doomed\"\n[[agents.handlers]]\nkind = \"*\"\ndemo = \"echo\"\n\n\
          [[agents]]\nname = \"survivor\"\n[[agents.handlers]]\nkind = \"*\"\ndemo = \"echo\"\n",
     )?;
-    let mut doomed = std::process::Command::new(synod_tests::sibling_binary("synod-agent")?)
-        .arg("--config")
-        .arg(&agents_file)
-        .arg("--addr")
-        .arg(cluster.addrs().join(","))
-        .args(["--log", "warn"])
-        .spawn()?;
     wait_for_agents(&client, 2).await?;
     let ids: Vec<String> = client
         .list_agents()

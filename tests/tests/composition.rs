@@ -83,39 +83,56 @@ fn start_reducer(cluster: &LocalCluster, stop: &CancellationToken) {
     tokio::spawn(async move { agent.run(stop).await });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ten_thousand_item_fan_out_completes_with_outputs_in_item_order() -> anyhow::Result<()> {
-    let _serial = serial().await;
-    let (cluster, client) = cluster_up(options()).await?;
-    let stop = CancellationToken::new();
+/// `mappers` mappers and a reducer; returns the mappers' concurrency record.
+fn start_map_reduce_fleet(
+    cluster: &LocalCluster,
+    mappers: usize,
+    stop: &CancellationToken,
+) -> Arc<Concurrency> {
     let concurrency = Arc::new(Concurrency::default());
-    for i in 0..4 {
-        start_mapper(&cluster, &format!("mapper-{i}"), concurrency.clone(), &stop);
+    for i in 0..mappers {
+        start_mapper(cluster, &format!("mapper-{i}"), concurrency.clone(), stop);
     }
-    start_reducer(&cluster, &stop);
-    wait_for_agents(&client, 5).await?;
-    let job = r#"
+    start_reducer(cluster, stop);
+    concurrency
+}
+
+/// list (0..items) ─► double (fan-out, `parallelism`) ─► join (the goal).
+fn map_reduce_job(items: usize, parallelism: u32) -> String {
+    format!(
+        r#"
         [goal]
         goal_task = "join"
         [[tasks]]
         id = "list"
         kind = "list"
         capabilities = ["reduce"]
-        payload = "10000"
+        payload = "{items}"
         [[tasks]]
         id = "double"
         kind = "double"
         capabilities = ["map"]
         depends_on = ["list"]
-        fan_out = { from = "list", parallelism = 50 }
+        fan_out = {{ from = "list", parallelism = {parallelism} }}
         [[tasks]]
         id = "join"
         kind = "join"
         capabilities = ["reduce"]
         depends_on = ["double"]
-    "#;
+    "#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_thousand_item_fan_out_completes_with_outputs_in_item_order() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let (cluster, client) = cluster_up(options()).await?;
+    let stop = CancellationToken::new();
+    let concurrency = start_map_reduce_fleet(&cluster, 4, &stop);
+    wait_for_agents(&client, 5).await?;
+    let job = map_reduce_job(10_000, 50);
     let started = std::time::Instant::now();
-    let job_id = submit(&client, job).await?;
+    let job_id = submit(&client, &job).await?;
     let done = wait_for_job(&client, &job_id).await?;
     let elapsed = started.elapsed();
     assert_eq!(
@@ -148,33 +165,10 @@ async fn a_fan_out_survives_a_leader_kill_with_every_instance_counted_once() -> 
     let (mut cluster, client) = cluster_up(options()).await?;
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
     let stop = CancellationToken::new();
-    let concurrency = Arc::new(Concurrency::default());
-    for i in 0..2 {
-        start_mapper(&cluster, &format!("mapper-{i}"), concurrency.clone(), &stop);
-    }
-    start_reducer(&cluster, &stop);
+    let concurrency = start_map_reduce_fleet(&cluster, 2, &stop);
     wait_for_agents(&client, 3).await?;
-    let job = r#"
-        [goal]
-        goal_task = "join"
-        [[tasks]]
-        id = "list"
-        kind = "list"
-        capabilities = ["reduce"]
-        payload = "2000"
-        [[tasks]]
-        id = "double"
-        kind = "double"
-        capabilities = ["map"]
-        depends_on = ["list"]
-        fan_out = { from = "list", parallelism = 16 }
-        [[tasks]]
-        id = "join"
-        kind = "join"
-        capabilities = ["reduce"]
-        depends_on = ["double"]
-    "#;
-    let job_id = submit(&client, job).await?;
+    let job = map_reduce_job(2_000, 16);
+    let job_id = submit(&client, &job).await?;
     wait_until(
         JOB_TIMEOUT,
         "a quarter of the instances to succeed",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use synod_sdk::agent::AgentBuilder;
 use synod_sdk::proto as pb;
 use synod_sdk::Code;
-use synod_tests::jobs::{cluster_up, options, wait_for_agents};
+use synod_tests::jobs::{cluster_up, options, start_agent_process, wait_for_agents};
 use synod_tests::serial;
 use tokio_util::sync::CancellationToken;
 
@@ -15,19 +15,10 @@ use tokio_util::sync::CancellationToken;
 async fn an_election_moves_to_another_agent_when_the_holder_is_killed() -> anyhow::Result<()> {
     let _serial = serial().await;
     let (cluster, client) = cluster_up(options()).await?;
-    let dir = tempfile::tempdir()?;
-    let file = dir.path().join("holder.toml");
-    std::fs::write(
-        &file,
+    let (_dir, mut holder) = start_agent_process(
+        &cluster,
         "[[agents]]\nname = \"holder\"\n[[agents.handlers]]\nkind = \"*\"\ndemo = \"echo\"\n",
     )?;
-    let mut holder = std::process::Command::new(synod_tests::sibling_binary("synod-agent")?)
-        .arg("--config")
-        .arg(&file)
-        .arg("--addr")
-        .arg(cluster.addrs().join(","))
-        .args(["--log", "warn"])
-        .spawn()?;
     wait_for_agents(&client, 1).await?;
     let stop = CancellationToken::new();
     let standby = AgentBuilder::new("standby", cluster.addrs());

@@ -11,8 +11,8 @@ use synod_sdk::agent::{AgentBuilder, Offer, Task, TaskOutcome};
 use synod_sdk::proto as pb;
 use synod_sdk::{Client, Code};
 use synod_tests::jobs::{
-    cluster_up, options, run_to_success, submit, wait_for_agents, wait_for_job, OnDrop,
-    JOB_TIMEOUT, LEADER_TIMEOUT,
+    cluster_up, options, run_to_success, start_agent_process, submit, wait_for_agents,
+    wait_for_job, OnDrop, JOB_TIMEOUT, LEADER_TIMEOUT,
 };
 use synod_tests::{serial, start_cluster};
 use tokio_util::sync::CancellationToken;
@@ -343,16 +343,7 @@ async fn a_task_on_an_agent_killed_mid_task_is_rerun_elsewhere_and_the_job_compl
 ) -> anyhow::Result<()> {
     let _serial = serial().await;
     let (cluster, client) = cluster_up(options()).await?;
-    let dir = tempfile::tempdir()?;
-    let agents_file = dir.path().join("victim.toml");
-    std::fs::write(&agents_file, "[[agents]]\nname = \"victim\"\ncapabilities = [\"slow\"]\n[[agents.handlers]]\nkind = \"*\"\ndemo = \"sleep\"\n")?;
-    let mut victim = std::process::Command::new(synod_tests::sibling_binary("synod-agent")?)
-        .arg("--config")
-        .arg(&agents_file)
-        .arg("--addr")
-        .arg(cluster.addrs().join(","))
-        .args(["--log", "warn"])
-        .spawn()?;
+    let (_dir, mut victim) = start_agent_process(&cluster, "[[agents]]\nname = \"victim\"\ncapabilities = [\"slow\"]\n[[agents.handlers]]\nkind = \"*\"\ndemo = \"sleep\"\n")?;
     wait_for_agents(&client, 1).await?;
     let job_id = submit(&client, "[[tasks]]\nid = \"long\"\nkind = \"sleep\"\npayload = { ms = 30000 }\ncapabilities = [\"slow\"]\n").await?;
     let first = wait_until(LEADER_TIMEOUT, "the task to reach the victim", || async {
