@@ -24,8 +24,8 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{
-    AgentApi, BarrierApi, CheckpointApi, ClusterApi, CoordinationApi, ElectionApi, JobApi, KvApi,
-    LeaderRouter, VoteApi,
+    AgentApi, BarrierApi, ChannelApi, CheckpointApi, ClusterApi, CoordinationApi,
+    CoordinationParts, ElectionApi, JobApi, KvApi, LeaderRouter, VoteApi,
 };
 use crate::config::NodeConfig;
 use crate::raft::{
@@ -236,16 +236,17 @@ async fn serve(
             .max_encoding_message_size(message_max),
         )
         .add_service(
-            CoordinationServiceServer::new(CoordinationApi::new(
-                VoteApi::new(proposer.clone(), router.clone(), agents.clone()),
-                BarrierApi::new(proposer.clone(), router.clone()),
-                CheckpointApi::new(
+            CoordinationServiceServer::new(CoordinationApi::new(CoordinationParts {
+                votes: VoteApi::new(proposer.clone(), router.clone(), agents.clone()),
+                barriers: BarrierApi::new(proposer.clone(), router.clone()),
+                checkpoints: CheckpointApi::new(
                     proposer.clone(),
                     router.clone(),
                     config.limits.checkpoint_bytes_max,
                 ),
-                ElectionApi::new(proposer.clone(), router.clone()),
-            ))
+                elections: ElectionApi::new(proposer.clone(), router.clone()),
+                channels: ChannelApi::new(proposer.clone(), router.clone()),
+            }))
             .max_decoding_message_size(message_max)
             .max_encoding_message_size(message_max),
         )

@@ -9,6 +9,7 @@
 
 pub mod agent;
 mod barriers;
+mod channels;
 pub mod checkpoints;
 mod client;
 mod elections;
@@ -19,6 +20,7 @@ mod put_pipeline;
 mod retry;
 mod votes;
 
+pub use channels::Subscription;
 pub use client::Client;
 pub use error::ClientError;
 pub use jobs::JobWatch;

@@ -1,6 +1,7 @@
 //! `synod.v1.CoordinationService`: votes are served by [`VoteApi`], barriers by
-//! [`BarrierApi`], checkpoints by [`CheckpointApi`], elections by [`ElectionApi`]; messaging
-//! answers `UNIMPLEMENTED` until it exists. Writes reaching a follower are forwarded whole to the
+//! [`BarrierApi`], checkpoints by [`CheckpointApi`], elections by [`ElectionApi`], durable
+//! channels by [`ChannelApi`]; direct and broadcast messages answer `UNIMPLEMENTED` until they
+//! exist. Writes reaching a follower are forwarded whole to the
 //! leader (a checkpoint save is received here and its command forwarded); linearizable reads
 //! and streams are served by the leader, proxied through a follower.
 
@@ -11,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::barriers::{read_barrier, BarrierApi};
+use super::channels::{ChannelApi, SubscribeStream};
 use super::checkpoints::{list_checkpoints, CheckpointApi, CheckpointStream};
 use super::elections::{leader, leadership_pb, ElectionApi, ObserveStream};
 use super::leader::wants_linearizable;
@@ -24,21 +26,32 @@ pub struct CoordinationApi {
     barriers: BarrierApi,
     checkpoints: CheckpointApi,
     elections: ElectionApi,
+    channels: ChannelApi,
+}
+
+/// The parts of [`CoordinationApi`], one per primitive.
+pub struct CoordinationParts {
+    /// Votes.
+    pub votes: VoteApi,
+    /// Barriers.
+    pub barriers: BarrierApi,
+    /// Checkpoints.
+    pub checkpoints: CheckpointApi,
+    /// Elections.
+    pub elections: ElectionApi,
+    /// Channels.
+    pub channels: ChannelApi,
 }
 
 impl CoordinationApi {
     /// A service made of its parts.
-    pub fn new(
-        votes: VoteApi,
-        barriers: BarrierApi,
-        checkpoints: CheckpointApi,
-        elections: ElectionApi,
-    ) -> Self {
+    pub fn new(parts: CoordinationParts) -> Self {
         Self {
-            votes,
-            barriers,
-            checkpoints,
-            elections,
+            votes: parts.votes,
+            barriers: parts.barriers,
+            checkpoints: parts.checkpoints,
+            elections: parts.elections,
+            channels: parts.channels,
         }
     }
 }
@@ -71,8 +84,6 @@ macro_rules! forward_write {
 fn not_yet(rpc: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not available in this version of Synod"))
 }
-
-type Later<T> = ReceiverStream<Result<T, Status>>;
 
 #[tonic::async_trait]
 impl CoordinationService for CoordinationApi {
@@ -368,27 +379,48 @@ impl CoordinationService for CoordinationApi {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(channel = %request.get_ref().name))]
     async fn create_channel(
         &self,
-        _: Request<pb::CreateChannelRequest>,
+        request: Request<pb::CreateChannelRequest>,
     ) -> Result<Response<pb::CreateChannelResponse>, Status> {
-        Err(not_yet("CreateChannel"))
+        forward_write!(self, request, create_channel);
+        Ok(Response::new(
+            self.channels.create(request.into_inner()).await?,
+        ))
     }
 
+    #[tracing::instrument(skip_all, fields(channel = %request.get_ref().channel))]
     async fn publish(
         &self,
-        _: Request<pb::PublishRequest>,
+        request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
-        Err(not_yet("Publish"))
+        forward_write!(self, request, publish);
+        Ok(Response::new(
+            self.channels.publish(request.into_inner()).await?,
+        ))
     }
 
-    type SubscribeStream = Later<pb::SubscribeResponse>;
+    type SubscribeStream = SubscribeStream;
 
+    #[tracing::instrument(skip_all, fields(channel = %request.get_ref().channel))]
     async fn subscribe(
         &self,
-        _: Request<pb::SubscribeRequest>,
+        request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        Err(not_yet("Subscribe"))
+        let linearizable = wants_linearizable(request.get_ref().consistency);
+        let router = self.channels.router();
+        if let Some(leader) = router.route(&request, linearizable).await? {
+            let upstream = CoordinationServiceClient::new(leader)
+                .subscribe(router.forwarded(request))
+                .await?
+                .into_inner();
+            return Ok(Response::new(proxy(upstream)));
+        }
+        let request = request.into_inner();
+        Ok(Response::new(
+            self.channels.subscribe(request, linearizable)?,
+        ))
     }
 
     async fn send_direct(

@@ -4,6 +4,7 @@
 mod agents;
 mod barrier_waiters;
 mod barriers;
+mod channels;
 mod checkpoints;
 mod cluster;
 mod convert;
@@ -22,9 +23,10 @@ mod votes;
 
 pub use agents::AgentApi;
 pub use barriers::BarrierApi;
+pub use channels::ChannelApi;
 pub use checkpoints::{info as checkpoint_info, CheckpointApi};
 pub use cluster::ClusterApi;
-pub use coordination::CoordinationApi;
+pub use coordination::{CoordinationApi, CoordinationParts};
 pub use elections::ElectionApi;
 pub use jobs::JobApi;
 pub use kv::KvApi;

@@ -24,6 +24,9 @@ pub enum ApiError {
     /// Something named by the request does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The server does not offer this yet.
+    #[error("{0}")]
+    Unimplemented(String),
     /// The caller may not do this (e.g. a ballot by an agent that is not a voter).
     #[error("{0}")]
     PermissionDenied(String),
@@ -97,11 +100,13 @@ impl From<Rejection> for ApiError {
             Rejection::InvalidSpec(error) => Self::invalid(error.field, error.problem),
             Rejection::JobExists { .. }
             | Rejection::VoteExists { .. }
-            | Rejection::BarrierExists { .. } => Self::AlreadyExists(rejection.to_string()),
+            | Rejection::BarrierExists { .. }
+            | Rejection::ChannelExists { .. } => Self::AlreadyExists(rejection.to_string()),
             Rejection::UnknownVote { .. }
             | Rejection::UnknownBarrier { .. }
             | Rejection::UnknownAgent { .. }
-            | Rejection::UnknownElection { .. } => Self::NotFound(rejection.to_string()),
+            | Rejection::UnknownElection { .. }
+            | Rejection::UnknownChannel { .. } => Self::NotFound(rejection.to_string()),
             Rejection::NotEligible { .. } | Rejection::NotAParty { .. } => {
                 Self::PermissionDenied(rejection.to_string())
             }
@@ -118,6 +123,7 @@ impl ApiError {
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
+            ApiError::Unimplemented(_) => Code::Unimplemented,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
             ApiError::Internal(_) => Code::Internal,

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::agents::Registration;
 use super::barriers::{BarrierSpec, Step};
+use super::channels::ChannelSpec;
 use super::checkpoints::Save;
 use super::jobs::{JobSpec, TaskSpec};
 use super::votes::VoteSpec;
@@ -239,6 +240,23 @@ pub enum Command {
         /// The candidate.
         agent_id: String,
     },
+    /// Creates a publish/subscribe channel.
+    CreateChannel {
+        /// Its name.
+        name: String,
+        /// The channel.
+        spec: ChannelSpec,
+    },
+    /// Appends a message to a durable channel.
+    Publish {
+        /// The channel.
+        channel: String,
+        /// Who publishes.
+        sender: String,
+        /// The payload.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
     /// The leader gives up its term.
     Resign {
         /// The election.
@@ -367,6 +385,12 @@ impl Command {
             | Command::Resign {
                 election, agent_id, ..
             } => 16 + election.len() + agent_id.len(),
+            Command::CreateChannel { name, .. } => 32 + name.len(),
+            Command::Publish {
+                channel,
+                sender,
+                payload,
+            } => 16 + channel.len() + sender.len() + payload.len(),
             Command::SaveCheckpoint(save) => {
                 let metadata: usize = save.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
                 64 + save.name.len() + save.data.len() + metadata + save.created_by.len()

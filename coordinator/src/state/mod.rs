@@ -19,6 +19,7 @@
 
 pub mod agents;
 pub mod barriers;
+pub mod channels;
 pub mod checkpoints;
 mod command;
 pub mod effects;
@@ -58,6 +59,8 @@ pub struct State {
     pub checkpoints: checkpoints::CheckpointTable,
     /// Every election.
     pub elections: elections::ElectionTable,
+    /// Every channel, with the messages of durable ones.
+    pub channels: channels::ChannelTable,
     /// Number of commands applied (accepted or rejected) since the cluster began.
     pub commands_applied: u64,
     /// Leader timestamp of the last applied proposal, in Unix milliseconds.
@@ -172,6 +175,12 @@ impl State {
                 agent_id,
                 term,
             } => self.elections.resign(election, agent_id, *term, meta),
+            Command::CreateChannel { name, spec } => self.channels.create(name, spec, meta),
+            Command::Publish {
+                channel,
+                sender,
+                payload,
+            } => self.channels.publish(channel, sender, payload, meta),
             Command::SaveCheckpoint(save) => {
                 self.checkpoints.save(save, &self.jobs, &self.agents, meta)
             }
@@ -248,7 +257,9 @@ impl State {
             | Command::SaveCheckpoint(_)
             | Command::Campaign { .. }
             | Command::Withdraw { .. }
-            | Command::Resign { .. } => Ok(Applied::Done),
+            | Command::Resign { .. }
+            | Command::CreateChannel { .. }
+            | Command::Publish { .. } => Ok(Applied::Done),
         }
     }
 

@@ -79,6 +79,11 @@ pub enum Applied {
         /// True when the command opened it.
         opened: bool,
     },
+    /// A channel was created (offset 0) or a message published at `offset`.
+    ChannelChanged {
+        /// The published message's offset; 0 for a creation.
+        offset: u64,
+    },
     /// An election's leader or queue changed (or a campaign was repeated).
     ElectionChanged {
         /// The election.
@@ -328,6 +333,24 @@ pub enum Rejection {
         job_id: String,
         /// The task.
         task_id: String,
+    },
+    /// No such channel.
+    #[error("channel: no channel '{name}'")]
+    UnknownChannel {
+        /// The channel.
+        name: String,
+    },
+    /// A channel name already in use with other settings.
+    #[error("channel '{name}' already exists with other settings")]
+    ChannelExists {
+        /// The channel.
+        name: String,
+    },
+    /// A committed publish to a best-effort channel.
+    #[error("channel '{name}' is best-effort: its messages are not committed")]
+    NotDurable {
+        /// The channel.
+        name: String,
     },
     /// No such election.
     #[error("election: no election '{election}'")]
