@@ -12,8 +12,10 @@
 //! ```
 //!
 //! Parts: [`KvStore`] (keys), [`AgentRegistry`] (agents and their sessions), [`JobTable`]
-//! (goal-driven jobs of fenced, retried tasks). Agent and job commands that touch both (assign,
-//! results, agent loss) are dispatched here; the job table owns their rules.
+//! (goal-driven jobs of fenced, retried tasks), and the coordination primitives — votes,
+//! barriers, checkpoints, elections and channels, one module each. Commands that touch several
+//! parts (assign, results, agent loss: tasks, barrier parties and leaderships) are dispatched
+//! here; each part owns its rules.
 //!
 //! This module must never reach tokio, the network, the disk or a clock.
 
