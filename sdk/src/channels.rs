@@ -5,6 +5,7 @@
 use synod_proto::v1 as pb;
 use tokio::sync::mpsc;
 
+use crate::relay::{relay, Relayed};
 use crate::{Client, ClientError};
 
 /// Messages of one subscription, in offset order.
@@ -75,29 +76,22 @@ impl Client {
             let opened = self
                 .coordination(request, |mut c, r| async move { c.subscribe(r).await })
                 .await;
-            let mut stream = match opened {
+            let stream = match opened {
                 Ok(stream) => stream,
                 Err(error) => {
                     let _ = sender.send(Err(error)).await;
                     return;
                 }
             };
-            loop {
-                match stream.message().await {
-                    Ok(Some(response)) => {
-                        if let Some(message) = &response.message {
-                            from_offset = Some(message.offset + 1);
-                        }
-                        if sender.send(Ok(response)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(code = ?status.code(), "subscription broke; resuming");
-                        break;
-                    }
+            let relayed = relay(stream, &sender, |response: &pb::SubscribeResponse| {
+                if let Some(message) = &response.message {
+                    from_offset = Some(message.offset + 1);
                 }
+                false
+            })
+            .await;
+            if let Relayed::Done = relayed {
+                return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }

@@ -10,6 +10,7 @@ use synod_proto::v1::job_service_client::JobServiceClient;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
+use crate::relay::{relay, Relayed};
 use crate::{Client, ClientError};
 
 /// Events of one watched job, in sequence order.
@@ -220,29 +221,22 @@ impl Client {
             let opened = self
                 .jobs(request, |mut c, r| async move { c.watch_job(r).await })
                 .await;
-            let mut stream = match opened {
+            let stream = match opened {
                 Ok(stream) => stream,
                 Err(error) => {
                     let _ = sender.send(Err(error)).await;
                     return;
                 }
             };
-            loop {
-                match stream.message().await {
-                    Ok(Some(event)) => {
-                        after_sequence = event.sequence;
-                        from_start = false;
-                        let last = matches!(event.kind, Some(pb::job_event::Kind::JobCompleted(_)));
-                        if sender.send(Ok(event)).await.is_err() || last {
-                            return;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(status) => {
-                        tracing::debug!(code = ?status.code(), "job watch broke; resuming");
-                        break;
-                    }
-                }
+            let relayed = relay(stream, &sender, |event: &pb::JobEvent| {
+                after_sequence = event.sequence;
+                from_start = false;
+                matches!(event.kind, Some(pb::job_event::Kind::JobCompleted(_)))
+            })
+            .await;
+            match relayed {
+                Relayed::Done | Relayed::Ended => return,
+                Relayed::Broke => {}
             }
         }
     }

@@ -17,6 +17,7 @@ mod error;
 pub mod job_file;
 mod jobs;
 mod put_pipeline;
+mod relay;
 mod retry;
 mod votes;
 

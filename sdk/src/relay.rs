@@ -1,0 +1,41 @@
+//! Relaying a server stream to a caller's channel, shared by the watches and subscriptions that
+//! resume after a broken stream.
+
+use tokio::sync::mpsc;
+use tonic::Streaming;
+
+use crate::ClientError;
+
+/// How relaying a stream ended.
+pub(crate) enum Relayed {
+    /// The caller went away, or `seen` marked the last item: stop for good.
+    Done,
+    /// The server ended the stream.
+    Ended,
+    /// The stream broke: open it again from where it stopped.
+    Broke,
+}
+
+/// Forwards `stream`'s items to `sender`, calling `seen` on each first (it returns true for
+/// the last item wanted).
+pub(crate) async fn relay<T>(
+    mut stream: Streaming<T>,
+    sender: &mpsc::Sender<Result<T, ClientError>>,
+    mut seen: impl FnMut(&T) -> bool,
+) -> Relayed {
+    loop {
+        match stream.message().await {
+            Ok(Some(item)) => {
+                let last = seen(&item);
+                if sender.send(Ok(item)).await.is_err() || last {
+                    return Relayed::Done;
+                }
+            }
+            Ok(None) => return Relayed::Ended,
+            Err(status) => {
+                tracing::debug!(code = ?status.code(), "stream broke; resuming");
+                return Relayed::Broke;
+            }
+        }
+    }
+}
