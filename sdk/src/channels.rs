@@ -76,14 +76,7 @@ impl Client {
             let opened = self
                 .coordination(request, |mut c, r| async move { c.subscribe(r).await })
                 .await;
-            let stream = match opened {
-                Ok(stream) => stream,
-                Err(error) => {
-                    let _ = sender.send(Err(error)).await;
-                    return;
-                }
-            };
-            let relayed = relay(stream, &sender, |response: &pb::SubscribeResponse| {
+            let relayed = relay(opened, &sender, |response: &pb::SubscribeResponse| {
                 if let Some(message) = &response.message {
                     from_offset = Some(message.offset + 1);
                 }

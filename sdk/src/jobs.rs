@@ -221,14 +221,7 @@ impl Client {
             let opened = self
                 .jobs(request, |mut c, r| async move { c.watch_job(r).await })
                 .await;
-            let stream = match opened {
-                Ok(stream) => stream,
-                Err(error) => {
-                    let _ = sender.send(Err(error)).await;
-                    return;
-                }
-            };
-            let relayed = relay(stream, &sender, |event: &pb::JobEvent| {
+            let relayed = relay(opened, &sender, |event: &pb::JobEvent| {
                 after_sequence = event.sequence;
                 from_start = false;
                 matches!(event.kind, Some(pb::job_event::Kind::JobCompleted(_)))

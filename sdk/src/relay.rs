@@ -16,13 +16,21 @@ pub(crate) enum Relayed {
     Broke,
 }
 
-/// Forwards `stream`'s items to `sender`, calling `seen` on each first (it returns true for
-/// the last item wanted).
+/// Forwards the items of the stream just `opened` to `sender`, calling `seen` on each first
+/// (it returns true for the last item wanted). A stream that could not be opened hands its
+/// error to `sender` and is done.
 pub(crate) async fn relay<T>(
-    mut stream: Streaming<T>,
+    opened: Result<Streaming<T>, ClientError>,
     sender: &mpsc::Sender<Result<T, ClientError>>,
     mut seen: impl FnMut(&T) -> bool,
 ) -> Relayed {
+    let mut stream = match opened {
+        Ok(stream) => stream,
+        Err(error) => {
+            let _ = sender.send(Err(error)).await;
+            return Relayed::Done;
+        }
+    };
     loop {
         match stream.message().await {
             Ok(Some(item)) => {

@@ -62,13 +62,7 @@ pub async fn wait_for_job(client: &Client, job_id: &str) -> anyhow::Result<pb::J
 /// Submits a job file and waits until the job succeeds (failing with its reason otherwise).
 pub async fn run_to_success(client: &Client, toml: &str) -> anyhow::Result<String> {
     let job_id = submit(client, toml).await?;
-    let job = wait_for_job(client, &job_id).await?;
-    anyhow::ensure!(
-        job.state == pb::JobState::Succeeded as i32,
-        "job ended in state {}: {}",
-        job.state,
-        job.state_reason
-    );
+    wait_for_success(client, &job_id).await?;
     Ok(job_id)
 }
 
@@ -105,4 +99,16 @@ pub fn start_agent_process(
         .args(["--log", "warn"])
         .spawn()?;
     Ok((dir, child))
+}
+
+/// Waits until the job is terminal and checks it succeeded (failing with its reason).
+pub async fn wait_for_success(client: &Client, job_id: &str) -> anyhow::Result<pb::Job> {
+    let job = wait_for_job(client, job_id).await?;
+    anyhow::ensure!(
+        job.state == pb::JobState::Succeeded as i32,
+        "job ended in state {}: {}",
+        job.state,
+        job.state_reason
+    );
+    Ok(job)
 }

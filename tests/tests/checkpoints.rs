@@ -9,7 +9,7 @@ use synod_sdk::agent::{AgentBuilder, Task, TaskOutcome};
 use synod_sdk::proto as pb;
 use synod_sdk::Code;
 use synod_tests::jobs::{
-    cluster_up, options, submit, wait_for_agents, wait_for_job, LEADER_TIMEOUT,
+    cluster_up, options, submit, wait_for_agents, wait_for_success, LEADER_TIMEOUT,
 };
 use synod_tests::serial;
 use tokio_util::sync::CancellationToken;
@@ -85,13 +85,7 @@ async fn a_reassigned_task_resumes_from_its_checkpoint() -> anyhow::Result<()> {
     let second = counter("second", cluster.addrs(), false, resumed.clone());
     let stop = second_stop.clone();
     tokio::spawn(async move { second.run(stop).await });
-    let done = wait_for_job(&client, &job_id).await?;
-    assert_eq!(
-        done.state,
-        pb::JobState::Succeeded as i32,
-        "{}",
-        done.state_reason
-    );
+    wait_for_success(&client, &job_id).await?;
     let task = client.job_tasks(&job_id).await?.remove(0);
     assert_eq!(task.output, b"counted from 5");
     assert_eq!(task.attempt, 2, "reassigned once");

@@ -12,7 +12,8 @@ use synod_sdk::agent::{AgentBuilder, Task, TaskOutcome};
 use synod_sdk::proto as pb;
 use synod_sdk::Client;
 use synod_tests::jobs::{
-    cluster_up, options, submit, wait_for_agents, wait_for_job, OnDrop, JOB_TIMEOUT, LEADER_TIMEOUT,
+    cluster_up, options, submit, wait_for_agents, wait_for_job, wait_for_success, OnDrop,
+    JOB_TIMEOUT, LEADER_TIMEOUT,
 };
 use synod_tests::serial;
 use tokio_util::sync::CancellationToken;
@@ -183,13 +184,7 @@ async fn a_fan_out_survives_a_leader_kill_with_every_instance_counted_once() -> 
     )
     .await?;
     cluster.kill(leader)?;
-    let done = wait_for_job(&client, &job_id).await?;
-    assert_eq!(
-        done.state,
-        pb::JobState::Succeeded as i32,
-        "{}",
-        done.state_reason
-    );
+    let done = wait_for_success(&client, &job_id).await?;
     let expected: Vec<String> = (0..2_000u64).map(|i| (i * 2).to_string()).collect();
     assert!(String::from_utf8_lossy(&done.output) == expected.join(","));
     let history = client.job_history(&job_id).await?;
@@ -249,13 +244,7 @@ async fn a_reduce_over_more_output_than_one_message_holds_gets_all_of_it() -> an
         items.join(", ")
     );
     let job_id = submit(&client, &job).await?;
-    let done = wait_for_job(&client, &job_id).await?;
-    assert_eq!(
-        done.state,
-        pb::JobState::Succeeded as i32,
-        "{}",
-        done.state_reason
-    );
+    let done = wait_for_success(&client, &job_id).await?;
     assert_eq!(
         String::from_utf8_lossy(&done.output),
         format!("{INSTANCES} outputs, intact: true")
@@ -385,13 +374,7 @@ async fn a_child_job_returns_its_output_and_cancelling_the_parent_cancels_the_ch
         capabilities = ["worker"]
     "#;
     let job_id = submit(&client, job).await?;
-    let done = wait_for_job(&client, &job_id).await?;
-    assert_eq!(
-        done.state,
-        pb::JobState::Succeeded as i32,
-        "{}",
-        done.state_reason
-    );
+    let done = wait_for_success(&client, &job_id).await?;
     assert_eq!(done.output, b"summarize-output");
     let child = client.get_job(&format!("{job_id}/sub")).await?;
     assert_eq!(
