@@ -14,6 +14,9 @@
 //! [[agents.handlers]]
 //! kind = "echo"
 //! demo = "echo"                              # a built-in demo handler
+//! [[agents.campaigns]]
+//! election = "summarizer-lead"               # campaign once registered, lead until gone
+//! value = "summarizer:9000"
 //! ```
 
 use std::collections::BTreeMap;
@@ -60,6 +63,20 @@ pub struct AgentSection {
     /// Handlers by task kind.
     #[serde(default)]
     pub handlers: Vec<HandlerSection>,
+    /// Elections to campaign in once registered (the agent then leads until it is gone).
+    #[serde(default)]
+    pub campaigns: Vec<CampaignSection>,
+}
+
+/// One `[[agents.campaigns]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignSection {
+    /// Election name.
+    pub election: String,
+    /// Value published while leading, e.g. an address.
+    #[serde(default)]
+    pub value: String,
 }
 
 fn one() -> u32 {

@@ -22,6 +22,9 @@ pub async fn run_agents(
     for agent in file.agents {
         for replica in 0..agent.replicas.max(1) {
             let builder = agent.builder(replica, &endpoints)?;
+            for campaign in &agent.campaigns {
+                tokio::spawn(hold_leadership(builder.handle(), campaign.clone()));
+            }
             let shutdown = shutdown.clone();
             tasks.spawn(async move { builder.run(shutdown).await });
         }
@@ -30,6 +33,28 @@ pub async fn run_agents(
         finished??;
     }
     Ok(())
+}
+
+/// Campaigns as the agent once it registered, again whenever a campaign call fails; the
+/// leadership then lasts until the agent resigns or is gone.
+async fn hold_leadership(agent: synod_sdk::agent::AgentHandle, campaign: config::CampaignSection) {
+    let agent_id = agent.agent_id().await;
+    let Ok(client) = agent.client() else {
+        return;
+    };
+    loop {
+        let value = campaign.value.as_bytes();
+        match client.campaign(&campaign.election, &agent_id, value).await {
+            Ok(leadership) => {
+                tracing::info!(election = %campaign.election, term = leadership.term, "leading");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(election = %campaign.election, %error, "campaign failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// Builds one agent with the given handlers already attached (used by `synod dev`/`demo`).

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{
     AgentApi, BarrierApi, ChannelApi, CheckpointApi, ClusterApi, CoordinationApi,
-    CoordinationParts, ElectionApi, JobApi, KvApi, LeaderRouter, VoteApi,
+    CoordinationParts, ElectionApi, JobApi, KvApi, LeaderRouter, MessageApi, VoteApi,
 };
 use crate::config::NodeConfig;
 use crate::raft::{
@@ -246,6 +246,7 @@ async fn serve(
                 ),
                 elections: ElectionApi::new(proposer.clone(), router.clone()),
                 channels: ChannelApi::new(proposer.clone(), router.clone()),
+                messages: MessageApi::new(agents.clone()),
             }))
             .max_decoding_message_size(message_max)
             .max_encoding_message_size(message_max),

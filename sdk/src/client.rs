@@ -17,10 +17,26 @@ use crate::{ClientError, RetryPolicy};
 /// Largest message the client sends or accepts.
 const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Metadata naming the agent a client acts as.
+pub const AGENT_ID_METADATA: &str = "synod-agent-id";
+/// Metadata carrying that agent's current session token.
+pub const SESSION_TOKEN_METADATA: &str = "synod-session-token";
+
+/// An agent's session credentials: its id and current session token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCredentials {
+    /// The agent's id.
+    pub agent_id: String,
+    /// The token of its current session (it changes when the agent re-registers).
+    pub session_token: String,
+}
+
 /// A client of a Synod cluster. Cheap to clone; clones share connections.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// The agent this client acts as, read at every call (tokens change on reconnect).
+    agent: Option<tokio::sync::watch::Receiver<Option<AgentCredentials>>>,
 }
 
 struct Inner {
@@ -55,7 +71,39 @@ impl Client {
                 policy,
                 pipeline: tokio::sync::Mutex::new(None),
             }),
+            agent: None,
         })
+    }
+
+    /// This client acting as an agent: coordination calls carry its credentials, so the
+    /// cluster lets it cast the agent's ballots, campaign as it and so on, and names it as the
+    /// sender of its messages. The credentials are read from `agent` at every call.
+    pub fn acting_as(&self, agent: tokio::sync::watch::Receiver<Option<AgentCredentials>>) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            agent: Some(agent),
+        }
+    }
+
+    /// The agent this client acts as, if any, with its current token.
+    pub fn agent_credentials(&self) -> Option<AgentCredentials> {
+        self.agent.as_ref().and_then(|agent| agent.borrow().clone())
+    }
+
+    /// `message` as a request carrying this client's agent credentials, if any.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(credentials) = self.agent_credentials() {
+            let metadata = request.metadata_mut();
+            if let (Ok(id), Ok(token)) = (
+                credentials.agent_id.parse(),
+                credentials.session_token.parse(),
+            ) {
+                metadata.insert(AGENT_ID_METADATA, id);
+                metadata.insert(SESSION_TOKEN_METADATA, token);
+            }
+        }
+        request
     }
 
     /// The member the next call goes to first.

@@ -16,13 +16,14 @@ mod elections;
 mod error;
 pub mod job_file;
 mod jobs;
+mod messages;
 mod put_pipeline;
 mod relay;
 mod retry;
 mod votes;
 
 pub use channels::Subscription;
-pub use client::Client;
+pub use client::{AgentCredentials, Client, AGENT_ID_METADATA, SESSION_TOKEN_METADATA};
 pub use error::ClientError;
 pub use jobs::JobWatch;
 pub use retry::RetryPolicy;

@@ -20,11 +20,16 @@ impl Client {
     ) -> Result<T, ClientError>
     where
         Req: Clone,
-        F: Fn(CoordinationServiceClient<Channel>, Req) -> Fut,
+        F: Fn(CoordinationServiceClient<Channel>, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.call(|channel| method(CoordinationServiceClient::new(channel), request.clone()))
-            .await
+        self.call(|channel| {
+            let client = CoordinationServiceClient::new(channel)
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX);
+            method(client, self.request(request.clone()))
+        })
+        .await
     }
 
     /// Opens a vote; returns it as opened (its eligible voters resolved).

@@ -1,6 +1,7 @@
 //! Multi-process tests of leader election on a real 3-node cluster: leadership moves to the
-//! next candidate when the holder's `synod-agent` process is killed with SIGKILL (its lease
-//! expires), observers see every change, terms only grow, and a resignation hands over.
+//! next candidate when the holder's `synod-agent` process (which campaigned on its own) is
+//! killed with SIGKILL (its lease expires), observers see every change, terms only grow, a
+//! resignation hands over, and only an agent itself may campaign or resign as it.
 
 use std::time::Duration;
 
@@ -17,11 +18,13 @@ async fn an_election_moves_to_another_agent_when_the_holder_is_killed() -> anyho
     let (cluster, client) = cluster_up(options()).await?;
     let (_dir, mut holder) = start_agent_process(
         &cluster,
-        "[[agents]]\nname = \"holder\"\n[[agents.handlers]]\nkind = \"*\"\ndemo = \"echo\"\n",
+        "[[agents]]\nname = \"holder\"\n[[agents.handlers]]\nkind = \"*\"\ndemo = \"echo\"\n\
+         [[agents.campaigns]]\nelection = \"scheduler\"\nvalue = \"holder:9000\"\n",
     )?;
     wait_for_agents(&client, 1).await?;
     let stop = CancellationToken::new();
     let standby = AgentBuilder::new("standby", cluster.addrs());
+    let standby_client = standby.handle().client()?;
     let agent_stop = stop.clone();
     tokio::spawn(async move { standby.run(agent_stop).await });
     wait_for_agents(&client, 2).await?;
@@ -35,13 +38,28 @@ async fn an_election_moves_to_another_agent_when_the_holder_is_killed() -> anyho
     let agents = client.list_agents().await?;
     let (holder_id, standby_id) = (id_of(&agents, "holder"), id_of(&agents, "standby"));
 
-    let first = client
-        .campaign("scheduler", &holder_id, b"holder:9000")
-        .await?;
+    let first = synod_coordinator::local_cluster::wait_until(
+        Duration::from_secs(10),
+        "the holder to lead",
+        || async { client.get_leader("scheduler").await.ok().flatten() },
+    )
+    .await?;
     assert_eq!(first.agent_id, holder_id);
+    assert_eq!(first.value, b"holder:9000");
+    // Only an agent itself may campaign as it.
+    let impostor = client
+        .campaign("scheduler", &standby_id, b"impostor")
+        .await
+        .unwrap_err();
+    assert_eq!(impostor.code(), Some(Code::PermissionDenied), "{impostor}");
+    let as_other = standby_client
+        .campaign("scheduler", &holder_id, b"x")
+        .await
+        .unwrap_err();
+    assert_eq!(as_other.code(), Some(Code::PermissionDenied), "{as_other}");
     // The standby queues behind it.
     let waiting = {
-        let (client, standby_id) = (client.clone(), standby_id.clone());
+        let (client, standby_id) = (standby_client.clone(), standby_id.clone());
         tokio::spawn(async move {
             client
                 .campaign("scheduler", &standby_id, b"standby:9000")
@@ -82,12 +100,19 @@ async fn an_election_moves_to_another_agent_when_the_holder_is_killed() -> anyho
     );
 
     // A stale term cannot resign; the current one can, and the election is then empty.
-    let stale = client
+    let stale = standby_client
         .resign("scheduler", &standby_id, first.term)
         .await
         .unwrap_err();
     assert_eq!(stale.code(), Some(Code::FailedPrecondition), "{stale}");
-    client.resign("scheduler", &standby_id, second.term).await?;
+    let impostor = client
+        .resign("scheduler", &standby_id, second.term)
+        .await
+        .unwrap_err();
+    assert_eq!(impostor.code(), Some(Code::PermissionDenied), "{impostor}");
+    standby_client
+        .resign("scheduler", &standby_id, second.term)
+        .await?;
     assert_eq!(client.get_leader("scheduler").await?, None);
     let nobody = client
         .campaign("scheduler", "no-such-agent", b"")

@@ -25,6 +25,12 @@ async fn start_voters(
         let agent = AgentBuilder::new(format!("voter-{i}"), cluster.addrs())
             .capability("voter")
             .ballot_handler(move |_: &pb::VoteRequest| choice.map(str::to_owned));
+        let handle = agent.handle();
+        tokio::spawn(async move {
+            let id = handle.agent_id().await;
+            let client = handle.client().expect("voter client");
+            VOTER_CLIENTS.lock().expect("voters").insert(id, client);
+        });
         let stop = stop.clone();
         tokio::spawn(async move { agent.run(stop).await });
     }
@@ -35,9 +41,20 @@ async fn start_voters(
             .filter(|a| a.state == pb::AgentState::Connected as i32)
             .map(|a| (a.name, a.agent_id))
             .collect();
-        (voters.len() >= choices.len()).then_some(voters)
+        let known = VOTER_CLIENTS.lock().expect("voters");
+        let all_known = voters.values().all(|id| known.contains_key(id));
+        (voters.len() >= choices.len() && all_known).then_some(voters)
     })
     .await
+}
+
+/// Clients acting as each voter started here, by agent id.
+static VOTER_CLIENTS: std::sync::Mutex<BTreeMap<String, Client>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// A client acting as voter `agent_id`, to cast its ballot by hand.
+fn as_voter(agent_id: &str) -> Client {
+    VOTER_CLIENTS.lock().expect("voters")[agent_id].clone()
 }
 
 fn open_request(
@@ -217,13 +234,13 @@ async fn a_vote_survives_a_leader_kill_with_every_ballot_counted_once() -> anyho
         .open_vote(open_request(Some(ids.clone()), rule, 60_000))
         .await?;
     for id in &ids[..2] {
-        client.cast_ballot(&vote.vote_id, id, "yes").await?;
+        as_voter(id).cast_ballot(&vote.vote_id, id, "yes").await?;
     }
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
     cluster.kill(leader)?;
     // The same ballot again after the kill is counted once; the rest decide the vote.
     for id in &ids[1..] {
-        client.cast_ballot(&vote.vote_id, id, "yes").await?;
+        as_voter(id).cast_ballot(&vote.vote_id, id, "yes").await?;
     }
     let done = client.get_vote(&vote.vote_id).await?;
     assert_eq!(
@@ -234,7 +251,7 @@ async fn a_vote_survives_a_leader_kill_with_every_ballot_counted_once() -> anyho
     let expected: Vec<&str> = ids.iter().map(String::as_str).collect();
     assert_eq!(cast, expected, "every ballot, once, in the order cast");
     // Closed for good: a changed ballot is refused, the result stays.
-    let late = client
+    let late = as_voter(&ids[0])
         .cast_ballot(&vote.vote_id, &ids[0], "no")
         .await
         .unwrap_err();
@@ -290,18 +307,26 @@ async fn bad_votes_and_ballots_get_clear_errors() -> anyhow::Result<()> {
     let pair = client
         .open_vote(open_request(Some(ids[..2].to_vec()), majority(), 5_000))
         .await?;
-    let outsider = code_of(client.cast_ballot(&pair.vote_id, &ids[2], "yes").await);
+    let outsider = code_of(as_voter(&ids[2]).cast_ballot(&pair.vote_id, &ids[2], "yes").await);
     assert_eq!(outsider.0, Some(Code::PermissionDenied), "{}", outsider.1);
-    let option = code_of(client.cast_ballot(&pair.vote_id, &ids[0], "maybe").await);
+    // A ballot as another agent: refused for a client without credentials and for another
+    // agent alike.
+    let anonymous = code_of(client.cast_ballot(&pair.vote_id, &ids[0], "yes").await);
+    assert_eq!(anonymous.0, Some(Code::PermissionDenied), "{}", anonymous.1);
+    assert!(anonymous.1.contains("session credentials"), "{}", anonymous.1);
+    let impostor = code_of(as_voter(&ids[1]).cast_ballot(&pair.vote_id, &ids[0], "yes").await);
+    assert_eq!(impostor.0, Some(Code::PermissionDenied), "{}", impostor.1);
+    assert!(impostor.1.contains("may act only as itself"), "{}", impostor.1);
+    let option = code_of(as_voter(&ids[0]).cast_ballot(&pair.vote_id, &ids[0], "maybe").await);
     assert_eq!(option.0, Some(Code::InvalidArgument), "{}", option.1);
 
     let vote = client
         .open_vote(open_request(Some(ids.clone()), majority(), 5_000))
         .await?;
-    client.cast_ballot(&vote.vote_id, &ids[0], "no").await?;
-    let done = client.cast_ballot(&vote.vote_id, &ids[1], "no").await?;
+    as_voter(&ids[0]).cast_ballot(&vote.vote_id, &ids[0], "no").await?;
+    let done = as_voter(&ids[1]).cast_ballot(&vote.vote_id, &ids[1], "no").await?;
     assert_eq!(done.state, pb::VoteState::Decided as i32);
-    let closed = code_of(client.cast_ballot(&vote.vote_id, &ids[2], "yes").await);
+    let closed = code_of(as_voter(&ids[2]).cast_ballot(&vote.vote_id, &ids[2], "yes").await);
     assert_eq!(closed.0, Some(Code::FailedPrecondition), "{}", closed.1);
     assert!(closed.1.contains("no longer open"), "{}", closed.1);
     stop.cancel();

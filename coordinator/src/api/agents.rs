@@ -139,6 +139,8 @@ impl AgentService for AgentApi {
         for request in self.runtime.pending_ballots(&agent_id) {
             let _ = outbound.try_send(Ok(request));
         }
+        self.runtime
+            .open_inbox(&agent_id, &session_id, outbound.clone());
         tracing::info!(%agent_id, %session_id, "agent session open");
         let session = Session {
             runtime: self.runtime.clone(),
@@ -312,6 +314,9 @@ impl Session {
             }
         }
         let detached = self.runtime.hub().detach(&self.agent_id, &self.session_id);
+        self.runtime
+            .inbox_delivery()
+            .close(&self.agent_id, &self.session_id);
         tracing::info!(agent_id = %self.agent_id, "agent session closed");
         if detached && self.runtime.is_leader() {
             let command = Command::AgentDisconnected {
@@ -337,6 +342,7 @@ impl Session {
             In::TaskProgress(_) => return false,
             In::TaskAccepted(_) => return self.answer(request_id, Ok(None)),
             In::Bid(bid) => return self.bid(request_id, bid),
+            In::DeliveryAck(ack) => return self.delivery_ack(request_id, ack),
             In::Deregister(_) => {
                 let command = Command::DeregisterAgent {
                     agent_id: self.agent_id.clone(),
@@ -470,6 +476,21 @@ impl Session {
             subtasks,
             wait: add.wait,
         })
+    }
+
+    /// Inbox acknowledgements go to the inbox's pump, which commits them.
+    fn delivery_ack(&self, request_id: u64, ack: pb::DeliveryAck) -> bool {
+        if !ack.channel.is_empty() {
+            let problem = "acknowledgements name the inbox (an empty channel); channel \
+                           subscriptions are served by CoordinationService.Subscribe";
+            return self.answer(request_id, Err(ApiError::Unimplemented(problem.into())));
+        }
+        self.runtime.inbox_delivery().acknowledged(
+            &self.agent_id,
+            &self.session_id,
+            ack.offset,
+        );
+        self.answer(request_id, Ok(None))
     }
 
     fn bid(&self, request_id: u64, bid: pb::Bid) -> bool {

@@ -1,11 +1,20 @@
-//! Channels over gRPC: create, publish (durable: committed before the answer) and subscribe
-//! (replay from an offset, then follow). A subscriber is served at its own pace by a task that
-//! reads the applied state, so a slow one never holds up the leader or other subscribers; one
-//! that stops reading for [`SUBSCRIBE_STALL_MS`] is dropped with `RESOURCE_EXHAUSTED`.
+//! Channels over gRPC: create, publish and subscribe.
+//!
+//! - Durable: a publish is committed before the answer; a subscriber replays from an offset,
+//!   then follows, served at its own pace by a task that reads the applied state.
+//! - Best-effort: the leader fans a publish out from memory ([`LiveChannels`]) to the
+//!   subscribers it serves; a subscriber that falls behind skips ahead, told how many it
+//!   missed; a leader change ends the stream with `UNAVAILABLE` (resubscribe at the new
+//!   leader).
+//!
+//! Either way a slow subscriber never holds up the leader or other subscribers, and one that
+//! stops reading for [`SUBSCRIBE_STALL_MS`] is dropped with `RESOURCE_EXHAUSTED`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use synod_proto::v1 as pb;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -13,6 +22,8 @@ use tonic::Status;
 use super::convert::write_meta;
 use super::request::require;
 use super::{ApiError, LeaderRouter};
+use crate::runtime::clock;
+use crate::runtime::live_channels::LiveChannels;
 use crate::runtime::Proposer;
 use crate::state::channels::{ChannelRecord, ChannelSpec, Delivery, Message};
 use crate::state::{Applied, Command, State};
@@ -27,6 +38,7 @@ const READ_BATCH: usize = 256;
 pub struct ChannelApi {
     proposer: Proposer,
     router: LeaderRouter,
+    live: Arc<LiveChannels>,
 }
 
 /// The stream type of `Subscribe`.
@@ -35,7 +47,11 @@ pub type SubscribeStream = ReceiverStream<Result<pb::SubscribeResponse, Status>>
 impl ChannelApi {
     /// A service proposing through `proposer` and reading through `router`.
     pub fn new(proposer: Proposer, router: LeaderRouter) -> Self {
-        Self { proposer, router }
+        Self {
+            proposer,
+            router,
+            live: Arc::default(),
+        }
     }
 
     /// The router, for reads.
@@ -76,10 +92,12 @@ impl ChannelApi {
         })
     }
 
-    /// Publishes to a durable channel: committed before the answer.
+    /// Publishes: committed before the answer (durable), or fanned out by this leader
+    /// (best-effort).
     pub async fn publish(
         &self,
         request: pb::PublishRequest,
+        sender: String,
     ) -> Result<pb::PublishResponse, ApiError> {
         require("channel", &request.channel)?;
         let (delivery, _) = self.router.read_local(false, |state| {
@@ -89,13 +107,11 @@ impl ChannelApi {
                 .map(|c| c.spec.delivery)
         });
         if delivery == Some(Delivery::BestEffort) {
-            return Err(ApiError::Unimplemented(
-                "best-effort channels are not available in this version of Synod".into(),
-            ));
+            return self.publish_live(request, sender);
         }
         let command = Command::Publish {
             channel: request.channel,
-            sender: "client".to_owned(),
+            sender,
             payload: request.payload,
         };
         let result = self.proposer.propose(command).await?;
@@ -109,6 +125,95 @@ impl ChannelApi {
         }
     }
 
+    fn publish_live(
+        &self,
+        request: pb::PublishRequest,
+        sender: String,
+    ) -> Result<pb::PublishResponse, ApiError> {
+        let limit = crate::state::channels::PAYLOAD_BYTES_MAX;
+        if request.payload.len() > limit {
+            let problem = format!("{} bytes, the limit is {limit}", request.payload.len());
+            return Err(ApiError::invalid("payload", problem));
+        }
+        let term = self.leader_term()?;
+        let offset = self.live.publish(
+            &request.channel,
+            term,
+            sender,
+            request.payload,
+            clock::now_ms(),
+        );
+        Ok(pb::PublishResponse {
+            offset,
+            write: None,
+        })
+    }
+
+    /// This node's term while it leads; `UNAVAILABLE` otherwise.
+    fn leader_term(&self) -> Result<u64, ApiError> {
+        let metrics = self.router.raft().metrics().borrow().clone();
+        match metrics.state == openraft::ServerState::Leader {
+            true => Ok(metrics.current_term),
+            false => Err(ApiError::Unavailable {
+                message: "best-effort channels are served by the leader".into(),
+                leader: self.router.leader(),
+            }),
+        }
+    }
+
+    /// The channel's delivery, as this replica knows it.
+    pub fn delivery_of(&self, name: &str) -> Option<Delivery> {
+        let (delivery, _) = self
+            .router
+            .read_local(false, |state| state.channels.get(name).map(|c| c.spec.delivery));
+        delivery
+    }
+
+    /// Streams a best-effort channel's messages published from now on by this leader.
+    pub fn subscribe_live(&self, name: &str) -> Result<SubscribeStream, ApiError> {
+        let term = self.leader_term()?;
+        let mut messages = self.live.subscribe(name, term);
+        let (sender, receiver) = mpsc::channel(READ_BATCH);
+        let (router, name) = (self.router.clone(), name.to_owned());
+        tokio::spawn(async move {
+            let mut metrics = router.raft().metrics();
+            let mut dropped = 0;
+            loop {
+                let received = tokio::select! {
+                    received = messages.recv() => received,
+                    _ = metrics.wait_for(|m| m.current_term != term) => Err(RecvError::Closed),
+                    () = sender.closed() => return,
+                };
+                let message = match received {
+                    Ok(message) => message,
+                    Err(RecvError::Lagged(missed)) => {
+                        dropped += missed;
+                        continue;
+                    }
+                    Err(RecvError::Closed) => {
+                        let moved = ApiError::Unavailable {
+                            message: format!("channel '{name}': leadership moved; resubscribe"),
+                            leader: router.leader(),
+                        };
+                        let _ = sender.try_send(Err(moved.into()));
+                        return;
+                    }
+                };
+                let response = pb::SubscribeResponse {
+                    message: Some(mesh_message(&name, Message::clone(&message))),
+                    dropped: std::mem::take(&mut dropped),
+                };
+                if let Err(error) = send_in_time(&sender, &name, response).await {
+                    if let Some(error) = error {
+                        let _ = sender.try_send(Err(error.into()));
+                    }
+                    return;
+                }
+            }
+        });
+        Ok(ReceiverStream::new(receiver))
+    }
+
     /// Streams a channel's messages from `from_offset` (or from now), then every new one.
     pub fn subscribe(
         &self,
@@ -116,10 +221,16 @@ impl ChannelApi {
         linearizable: bool,
     ) -> Result<SubscribeStream, ApiError> {
         require("channel", &request.channel)?;
-        let (start, _) = self.router.read_local(linearizable, |state| {
-            state.channels.get(&request.channel).map(|c| c.next_offset)
+        let (found, _) = self.router.read_local(linearizable, |state| {
+            state
+                .channels
+                .get(&request.channel)
+                .map(|c| (c.next_offset, c.spec.delivery))
         });
-        let start = start.ok_or_else(|| no_channel(&request.channel))?;
+        let (start, delivery) = found.ok_or_else(|| no_channel(&request.channel))?;
+        if delivery == Delivery::BestEffort {
+            return self.subscribe_live(&request.channel);
+        }
         let from = request.from_offset.unwrap_or(start).max(1);
         let (sender, receiver) = mpsc::channel(READ_BATCH);
         let router = self.router.clone();
@@ -157,15 +268,10 @@ async fn follow(
                 message: Some(mesh_message(name, message)),
                 dropped: std::mem::take(&mut dropped),
             };
-            let stall = Duration::from_millis(SUBSCRIBE_STALL_MS);
-            match tokio::time::timeout(stall, sender.send(Ok(response))).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Ok(()),
-                Err(_) => {
-                    return Err(ApiError::ResourceExhausted(format!(
-                        "channel '{name}': subscriber did not read for {SUBSCRIBE_STALL_MS} ms"
-                    )))
-                }
+            match send_in_time(sender, name, response).await {
+                Ok(()) => {}
+                Err(None) => return Ok(()),
+                Err(Some(error)) => return Err(error),
             }
         }
         if more {
@@ -179,6 +285,23 @@ async fn follow(
             }
             () = sender.closed() => return Ok(()),
         }
+    }
+}
+
+/// Sends one message to a subscriber, giving up after [`SUBSCRIBE_STALL_MS`]; `Err(None)` when
+/// the subscriber is gone.
+async fn send_in_time(
+    sender: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    name: &str,
+    response: pb::SubscribeResponse,
+) -> Result<(), Option<ApiError>> {
+    let stall = Duration::from_millis(SUBSCRIBE_STALL_MS);
+    match tokio::time::timeout(stall, sender.send(Ok(response))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(None),
+        Err(_) => Err(Some(ApiError::ResourceExhausted(format!(
+            "channel '{name}': subscriber did not read for {SUBSCRIBE_STALL_MS} ms"
+        )))),
     }
 }
 

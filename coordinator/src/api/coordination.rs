@@ -1,7 +1,8 @@
 //! `synod.v1.CoordinationService`: votes are served by [`VoteApi`], barriers by
-//! [`BarrierApi`], checkpoints by [`CheckpointApi`], elections by [`ElectionApi`], durable
-//! channels by [`ChannelApi`]; direct and broadcast messages answer `UNIMPLEMENTED` until they
-//! exist. Writes reaching a follower are forwarded whole to the
+//! [`BarrierApi`], checkpoints by [`CheckpointApi`], elections by [`ElectionApi`], channels by
+//! [`ChannelApi`], direct and broadcast messages by [`MessageApi`]. The caller's identity
+//! ([`Caller`]) is checked where a request acts as an agent. Writes reaching a follower are
+//! forwarded whole to the
 //! leader (a checkpoint save is received here and its command forwarded); linearizable reads
 //! and streams are served by the leader, proxied through a follower.
 
@@ -15,10 +16,13 @@ use super::barriers::{read_barrier, BarrierApi};
 use super::channels::{ChannelApi, SubscribeStream};
 use super::checkpoints::{list_checkpoints, CheckpointApi, CheckpointStream};
 use super::elections::{leader, leadership_pb, ElectionApi, ObserveStream};
+use super::identity::Caller;
+use super::messages::MessageApi;
 use super::leader::wants_linearizable;
 use super::request::require;
 use super::votes::{list_votes, read_vote, VoteApi, VoteStream};
 use crate::state::barriers::Step;
+use crate::state::channels::Delivery;
 
 /// Serves `synod.v1.CoordinationService`.
 pub struct CoordinationApi {
@@ -27,6 +31,7 @@ pub struct CoordinationApi {
     checkpoints: CheckpointApi,
     elections: ElectionApi,
     channels: ChannelApi,
+    messages: MessageApi,
 }
 
 /// The parts of [`CoordinationApi`], one per primitive.
@@ -41,6 +46,8 @@ pub struct CoordinationParts {
     pub elections: ElectionApi,
     /// Channels.
     pub channels: ChannelApi,
+    /// Direct and broadcast messages.
+    pub messages: MessageApi,
 }
 
 impl CoordinationApi {
@@ -52,7 +59,31 @@ impl CoordinationApi {
             checkpoints: parts.checkpoints,
             elections: parts.elections,
             channels: parts.channels,
+            messages: parts.messages,
         }
+    }
+
+    /// Refuses `request` unless its caller may act as the agent its `field` names.
+    fn check_acting_as<T>(
+        &self,
+        request: &Request<T>,
+        field: &str,
+        agent_id: impl Fn(&T) -> &str,
+    ) -> Result<(), Status> {
+        let (allowed, _) = self.votes.router().read_local(false, |state| {
+            let caller = Caller::of(request.metadata(), state)?;
+            caller.may_act_as(field, agent_id(request.get_ref()), state)
+        });
+        Ok(allowed?)
+    }
+
+    /// The authenticated caller of `request`, from this node's applied state.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let (caller, _) = self
+            .votes
+            .router()
+            .read_local(false, |state| Caller::of(request.metadata(), state));
+        Ok(caller?)
     }
 }
 
@@ -80,11 +111,6 @@ macro_rules! forward_write {
     };
 }
 
-/// The answer of an RPC this version does not serve yet.
-fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!("{rpc} is not available in this version of Synod"))
-}
-
 #[tonic::async_trait]
 impl CoordinationService for CoordinationApi {
     #[tracing::instrument(skip_all)]
@@ -102,6 +128,7 @@ impl CoordinationService for CoordinationApi {
         request: Request<pb::CastBallotRequest>,
     ) -> Result<Response<pb::CastBallotResponse>, Status> {
         forward_write!(self, request, cast_ballot);
+        self.check_acting_as(&request, "agent_id", |r| &r.agent_id)?;
         Ok(Response::new(self.votes.cast(request.into_inner()).await?))
     }
 
@@ -185,6 +212,7 @@ impl CoordinationService for CoordinationApi {
         request: Request<pb::ArriveBarrierRequest>,
     ) -> Result<Response<pb::ArriveBarrierResponse>, Status> {
         forward_write!(self, request, arrive_barrier);
+        self.check_acting_as(&request, "party_id", |r| &r.party_id)?;
         let r = request.into_inner();
         let (result, write) = self
             .barriers
@@ -202,6 +230,7 @@ impl CoordinationService for CoordinationApi {
         request: Request<pb::EnterBarrierRequest>,
     ) -> Result<Response<pb::EnterBarrierResponse>, Status> {
         forward_write!(self, request, enter_barrier);
+        self.check_acting_as(&request, "party_id", |r| &r.party_id)?;
         let r = request.into_inner();
         let (result, write) = self
             .barriers
@@ -219,6 +248,7 @@ impl CoordinationService for CoordinationApi {
         request: Request<pb::LeaveBarrierRequest>,
     ) -> Result<Response<pb::LeaveBarrierResponse>, Status> {
         forward_write!(self, request, leave_barrier);
+        self.check_acting_as(&request, "party_id", |r| &r.party_id)?;
         let r = request.into_inner();
         let (result, write) = self
             .barriers
@@ -320,6 +350,7 @@ impl CoordinationService for CoordinationApi {
         request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
         forward_write!(self, request, campaign);
+        self.check_acting_as(&request, "agent_id", |r| &r.agent_id)?;
         Ok(Response::new(
             self.elections.campaign(request.into_inner()).await?,
         ))
@@ -353,6 +384,7 @@ impl CoordinationService for CoordinationApi {
         request: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
         forward_write!(self, request, resign);
+        self.check_acting_as(&request, "agent_id", |r| &r.agent_id)?;
         Ok(Response::new(
             self.elections.resign(request.into_inner()).await?,
         ))
@@ -396,8 +428,9 @@ impl CoordinationService for CoordinationApi {
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
         forward_write!(self, request, publish);
+        let sender = self.caller(&request)?.sender();
         Ok(Response::new(
-            self.channels.publish(request.into_inner()).await?,
+            self.channels.publish(request.into_inner(), sender).await?,
         ))
     }
 
@@ -410,7 +443,14 @@ impl CoordinationService for CoordinationApi {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let linearizable = wants_linearizable(request.get_ref().consistency);
         let router = self.channels.router();
-        if let Some(leader) = router.route(&request, linearizable).await? {
+        // Best-effort messages exist only on the leader, whatever the consistency asked.
+        let best_effort =
+            self.channels.delivery_of(&request.get_ref().channel) == Some(Delivery::BestEffort);
+        let leader = match best_effort {
+            true => router.forward_target(&request)?,
+            false => router.route(&request, linearizable).await?,
+        };
+        if let Some(leader) = leader {
             let upstream = CoordinationServiceClient::new(leader)
                 .subscribe(router.forwarded(request))
                 .await?
@@ -423,17 +463,28 @@ impl CoordinationService for CoordinationApi {
         ))
     }
 
+    #[tracing::instrument(skip_all, fields(to = %request.get_ref().to_agent_id))]
     async fn send_direct(
         &self,
-        _: Request<pb::SendDirectRequest>,
+        request: Request<pb::SendDirectRequest>,
     ) -> Result<Response<pb::SendDirectResponse>, Status> {
-        Err(not_yet("SendDirect"))
+        forward_write!(self, request, send_direct);
+        let sender = self.caller(&request)?.sender();
+        let sent = self
+            .messages
+            .send_direct(request.into_inner(), sender)
+            .await?;
+        Ok(Response::new(sent))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn broadcast(
         &self,
-        _: Request<pb::BroadcastRequest>,
+        request: Request<pb::BroadcastRequest>,
     ) -> Result<Response<pb::BroadcastResponse>, Status> {
-        Err(not_yet("Broadcast"))
+        forward_write!(self, request, broadcast);
+        let sender = self.caller(&request)?.sender();
+        let sent = self.messages.broadcast(request.into_inner(), sender).await?;
+        Ok(Response::new(sent))
     }
 }

@@ -17,6 +17,13 @@ use crate::state::State;
 /// Metadata key marking a request already forwarded once.
 const FORWARDED_METADATA: &str = "synod-forwarded";
 
+/// Metadata a forwarded request keeps: its deadline and the caller's agent credentials.
+const CARRIED_METADATA: [&str; 3] = [
+    "grpc-timeout",
+    super::identity::AGENT_ID_METADATA,
+    super::identity::SESSION_TOKEN_METADATA,
+];
+
 /// Routes requests to the leader and serves local reads.
 #[derive(Clone)]
 pub struct LeaderRouter {
@@ -109,14 +116,17 @@ impl LeaderRouter {
 
     /// Rewraps `request` for forwarding, marking it as forwarded.
     pub fn forwarded<T>(&self, request: tonic::Request<T>) -> tonic::Request<T> {
-        let timeout = request.metadata().get("grpc-timeout").cloned();
+        let carried: Vec<_> = CARRIED_METADATA
+            .iter()
+            .filter_map(|key| Some((*key, request.metadata().get(*key)?.clone())))
+            .collect();
         let mut forwarded = tonic::Request::new(request.into_inner());
         let metadata = forwarded.metadata_mut();
         if let Ok(value) = self.node_id.to_string().parse() {
             metadata.insert(FORWARDED_METADATA, value);
         }
-        if let Some(timeout) = timeout {
-            metadata.insert("grpc-timeout", timeout);
+        for (key, value) in carried {
+            metadata.insert(key, value);
         }
         forwarded
     }

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The caller may not do this (e.g. a ballot by an agent that is not a voter).
     #[error("{0}")]
     PermissionDenied(String),
+    /// The caller's credentials are not valid.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// Something named by the request already exists.
     #[error("{0}")]
     AlreadyExists(String),
@@ -107,6 +110,7 @@ impl From<Rejection> for ApiError {
             | Rejection::UnknownAgent { .. }
             | Rejection::UnknownElection { .. }
             | Rejection::UnknownChannel { .. } => Self::NotFound(rejection.to_string()),
+            Rejection::InboxFull { .. } => Self::ResourceExhausted(rejection.to_string()),
             Rejection::NotEligible { .. } | Rejection::NotAParty { .. } => {
                 Self::PermissionDenied(rejection.to_string())
             }
@@ -123,6 +127,7 @@ impl ApiError {
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
+            ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::Unimplemented(_) => Code::Unimplemented,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::ResourceExhausted(_) => Code::ResourceExhausted,

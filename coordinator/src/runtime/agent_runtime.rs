@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::auctions::{Auctions, NoBidPolicy};
+use super::inbox_delivery::InboxDelivery;
 use super::messages;
 use super::sessions::SessionHub;
 use super::unsatisfiable::UnsatisfiableWatch;
@@ -95,6 +96,7 @@ struct Inner {
     cursor: Mutex<RoundRobinCursor>,
     auctions: Auctions,
     unsatisfiable: UnsatisfiableWatch,
+    inbox: InboxDelivery,
 }
 
 impl AgentRuntime {
@@ -118,6 +120,7 @@ impl AgentRuntime {
                 cursor: Mutex::new(RoundRobinCursor::default()),
                 auctions: Auctions::default(),
                 unsatisfiable: UnsatisfiableWatch::default(),
+                inbox: InboxDelivery::default(),
             }),
         }
     }
@@ -130,6 +133,11 @@ impl AgentRuntime {
     /// Open auctions.
     pub fn auctions(&self) -> &Auctions {
         &self.inner.auctions
+    }
+
+    /// Inbox delivery on open sessions.
+    pub fn inbox_delivery(&self) -> &InboxDelivery {
+        &self.inner.inbox
     }
 
     /// Session and loop timing.
@@ -182,6 +190,11 @@ impl AgentRuntime {
             Applied::AttemptEnded { effects, .. }
             | Applied::JobCancelled(effects)
             | Applied::SubtasksAdded { effects, .. } => self.carry_out(effects),
+            Applied::MessagesQueued { queued, .. } => {
+                for recipient in queued {
+                    self.inner.inbox.wake(&recipient.agent_id);
+                }
+            }
             _ => {}
         }
     }

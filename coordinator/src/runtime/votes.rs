@@ -2,37 +2,12 @@
 //! streams, and failing votes whose deadline passed (`ExpireVote`, decided on the leader's
 //! clock; the state machine checks it again).
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use synod_proto::v1 as pb;
 
 use super::messages;
 use super::{clock, AgentRuntime};
+use crate::state::agents::AgentSelector;
 use crate::state::Command;
-
-/// Which agents a selector picks: those offering every capability and carrying every label.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AgentSelector {
-    /// Capabilities the agent must all offer.
-    pub capabilities: BTreeSet<String>,
-    /// Labels the agent must carry with exactly these values.
-    pub labels: BTreeMap<String, String>,
-}
-
-impl AgentSelector {
-    /// Whether an agent with these capabilities and labels matches.
-    pub fn matches(
-        &self,
-        capabilities: &BTreeSet<String>,
-        labels: &BTreeMap<String, String>,
-    ) -> bool {
-        self.capabilities.is_subset(capabilities)
-            && self
-                .labels
-                .iter()
-                .all(|(key, value)| labels.get(key) == Some(value))
-    }
-}
 
 impl AgentRuntime {
     /// Sends a `VoteRequest` for `vote_id` to every eligible agent connected here that has not

@@ -13,6 +13,7 @@
 
 mod breaker;
 mod record;
+mod selector;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use breaker::{BreakerPolicy, Circuit, CircuitBreaker};
 pub use record::{AgentRecord, AgentStatus, Registration};
+pub use selector::AgentSelector;
 
 use super::jobs::TaskKey;
 use super::Rejection;

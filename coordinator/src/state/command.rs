@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::agents::Registration;
+use super::agents::{AgentSelector, Registration};
 use super::barriers::{BarrierSpec, Step};
 use super::channels::ChannelSpec;
 use super::checkpoints::Save;
@@ -247,6 +247,33 @@ pub enum Command {
         /// The channel.
         spec: ChannelSpec,
     },
+    /// Queues a message in one agent's inbox.
+    SendDirect {
+        /// The recipient.
+        to_agent_id: String,
+        /// Who sends, as authenticated by the API.
+        sender: String,
+        /// The payload.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// Queues a message in the inbox of every live agent matching a selector.
+    Broadcast {
+        /// The recipients.
+        selector: AgentSelector,
+        /// Who sends, as authenticated by the API.
+        sender: String,
+        /// The payload.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// An agent processed its inbox up to and including `offset`.
+    AckInbox {
+        /// The agent.
+        agent_id: String,
+        /// Highest offset processed.
+        offset: u64,
+    },
     /// Appends a message to a durable channel.
     Publish {
         /// The channel.
@@ -391,6 +418,21 @@ impl Command {
                 sender,
                 payload,
             } => 16 + channel.len() + sender.len() + payload.len(),
+            Command::SendDirect {
+                to_agent_id,
+                sender,
+                payload,
+            } => 16 + to_agent_id.len() + sender.len() + payload.len(),
+            Command::Broadcast {
+                selector,
+                sender,
+                payload,
+            } => {
+                let caps: usize = selector.capabilities.iter().map(String::len).sum();
+                let labels: usize = selector.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+                16 + caps + labels + sender.len() + payload.len()
+            }
+            Command::AckInbox { agent_id, .. } => 16 + agent_id.len(),
             Command::SaveCheckpoint(save) => {
                 let metadata: usize = save.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
                 64 + save.name.len() + save.data.len() + metadata + save.created_by.len()

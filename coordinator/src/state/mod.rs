@@ -26,6 +26,7 @@ pub mod checkpoints;
 mod command;
 pub mod effects;
 pub mod elections;
+pub mod inboxes;
 pub mod jobs;
 mod kv;
 mod outcome;
@@ -63,6 +64,8 @@ pub struct State {
     pub elections: elections::ElectionTable,
     /// Every channel, with the messages of durable ones.
     pub channels: channels::ChannelTable,
+    /// Every agent's inbox of direct and broadcast messages.
+    pub inboxes: inboxes::InboxTable,
     /// Number of commands applied (accepted or rejected) since the cluster began.
     pub commands_applied: u64,
     /// Leader timestamp of the last applied proposal, in Unix milliseconds.
@@ -125,6 +128,7 @@ impl State {
             }
             Command::DeregisterAgent { agent_id } => {
                 let tasks = agents.deregister(agent_id)?;
+                self.inboxes.agent_left(agent_id);
                 Ok(self.lose_agent(agent_id, &tasks, meta))
             }
             Command::DrainAgent { agent_id } => agents.drain(agent_id).map(|()| Applied::Done),
@@ -183,6 +187,21 @@ impl State {
                 sender,
                 payload,
             } => self.channels.publish(channel, sender, payload, meta),
+            Command::SendDirect {
+                to_agent_id,
+                sender,
+                payload,
+            } => self
+                .inboxes
+                .send_direct(to_agent_id, sender, payload, &self.agents, meta),
+            Command::Broadcast {
+                selector,
+                sender,
+                payload,
+            } => self
+                .inboxes
+                .broadcast(selector, sender, payload, &self.agents, meta),
+            Command::AckInbox { agent_id, offset } => self.inboxes.ack(agent_id, *offset),
             Command::SaveCheckpoint(save) => {
                 self.checkpoints.save(save, &self.jobs, &self.agents, meta)
             }
@@ -261,7 +280,10 @@ impl State {
             | Command::Withdraw { .. }
             | Command::Resign { .. }
             | Command::CreateChannel { .. }
-            | Command::Publish { .. } => Ok(Applied::Done),
+            | Command::Publish { .. }
+            | Command::SendDirect { .. }
+            | Command::Broadcast { .. }
+            | Command::AckInbox { .. } => Ok(Applied::Done),
         }
     }
 

@@ -84,6 +84,13 @@ pub enum Applied {
         /// The published message's offset; 0 for a creation.
         offset: u64,
     },
+    /// Messages were queued in agents' inboxes.
+    MessagesQueued {
+        /// Each recipient and the message's offset in its inbox.
+        queued: Vec<super::inboxes::Queued>,
+        /// Recipients of a broadcast whose inbox was full.
+        skipped_full: u32,
+    },
     /// An election's leader or queue changed (or a campaign was repeated).
     ElectionChanged {
         /// The election.
@@ -351,6 +358,12 @@ pub enum Rejection {
     NotDurable {
         /// The channel.
         name: String,
+    },
+    /// An agent's inbox holds as much as it may.
+    #[error("to_agent_id: the inbox of agent '{agent_id}' is full")]
+    InboxFull {
+        /// The agent.
+        agent_id: String,
     },
     /// No such election.
     #[error("election: no election '{election}'")]

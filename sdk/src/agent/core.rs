@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::handler::{Task, TaskOutcome, TaskRequest};
+use super::mailbox::Mailbox;
 use super::outbox::Outbox;
 use super::session::{run_session, SessionEnd};
 use super::AgentBuilder;
@@ -54,6 +55,8 @@ pub(crate) struct AgentCore {
     pub(crate) subtask_waits: HashMap<TaskKey, SubtaskWaiter>,
     /// The current session's connection, for reads a task needs (omitted dependency outputs).
     pub(crate) channel: Option<tonic::transport::Channel>,
+    /// Direct and broadcast messages.
+    pub(crate) mailbox: Mailbox,
 }
 
 impl AgentCore {
@@ -61,7 +64,9 @@ impl AgentCore {
         let capacity = config.max_concurrent as usize * 2 + 16;
         let (completions, completed) = mpsc::channel(capacity);
         let (requests, requested) = mpsc::channel(capacity);
+        let mailbox = Mailbox::new(config.message_handler.clone());
         Self {
+            mailbox,
             config,
             identity: None,
             running: HashMap::new(),

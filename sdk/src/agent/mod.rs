@@ -14,6 +14,7 @@
 
 mod core;
 mod handler;
+mod mailbox;
 mod outbox;
 mod session;
 
@@ -21,9 +22,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 pub use handler::{BallotHandler, BidHandler, BoxFuture, Offer, Task, TaskHandler, TaskOutcome};
+pub use mailbox::MessageHandler;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Client, ClientError, RetryPolicy};
+use crate::{AgentCredentials, Client, ClientError, RetryPolicy};
 
 /// Configures an agent.
 pub struct AgentBuilder {
@@ -37,6 +39,33 @@ pub struct AgentBuilder {
     pub(crate) fallback_handler: Option<Arc<dyn TaskHandler>>,
     pub(crate) bid_handler: Option<Arc<dyn BidHandler>>,
     pub(crate) ballot_handler: Option<Arc<dyn BallotHandler>>,
+    pub(crate) message_handler: Option<Arc<dyn MessageHandler>>,
+    pub(crate) credentials: tokio::sync::watch::Sender<Option<AgentCredentials>>,
+}
+
+/// A running agent's identity, for acting as it from outside its handlers: its id once
+/// registered, and clients whose calls carry its session credentials.
+#[derive(Clone)]
+pub struct AgentHandle {
+    endpoints: Vec<String>,
+    credentials: tokio::sync::watch::Receiver<Option<AgentCredentials>>,
+}
+
+impl AgentHandle {
+    /// The agent's id, once it has registered.
+    pub async fn agent_id(&self) -> String {
+        let mut credentials = self.credentials.clone();
+        let agent_id = match credentials.wait_for(Option::is_some).await {
+            Ok(current) => current.as_ref().map(|c| c.agent_id.clone()),
+            Err(_) => None,
+        };
+        agent_id.unwrap_or_default()
+    }
+
+    /// A client acting as this agent (see [`Client::acting_as`]).
+    pub fn client(&self) -> Result<Client, ClientError> {
+        Ok(Client::new(self.endpoints.clone())?.acting_as(self.credentials.clone()))
+    }
 }
 
 impl AgentBuilder {
@@ -56,7 +85,25 @@ impl AgentBuilder {
             fallback_handler: None,
             bid_handler: None,
             ballot_handler: None,
+            message_handler: None,
+            credentials: tokio::sync::watch::channel(None).0,
         }
+    }
+
+    /// A handle on the agent's identity, usable while it runs.
+    pub fn handle(&self) -> AgentHandle {
+        AgentHandle {
+            endpoints: self.endpoints.clone(),
+            credentials: self.credentials.subscribe(),
+        }
+    }
+
+    /// Handles the direct and broadcast messages sent to this agent, one at a time in offset
+    /// order, each acknowledged once handled (repeats after a reconnect are dropped). Without
+    /// a handler messages are acknowledged, and so dropped, as they arrive.
+    pub fn message_handler(mut self, handler: impl MessageHandler) -> Self {
+        self.message_handler = Some(Arc::new(handler));
+        self
     }
 
     /// Advertises a capability.

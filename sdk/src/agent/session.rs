@@ -54,6 +54,9 @@ pub(crate) async fn run_session(
     for pending in core.outbox.pending() {
         send(&outbound, pending).await?;
     }
+    if let Some(offset) = core.mailbox.resume_ack() {
+        send(&outbound, message(0, delivery_ack(offset))).await?;
+    }
     let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.max(10)));
     loop {
         tokio::select! {
@@ -73,6 +76,9 @@ pub(crate) async fn run_session(
                 }
             }
             Some(request) = core.requested.recv() => on_task_request(core, request, &outbound).await?,
+            Some(offset) = core.mailbox.handled() => {
+                send(&outbound, message(0, delivery_ack(offset))).await?;
+            }
             _ = heartbeat.tick() => {
                 let beat = pb::Heartbeat { running_tasks: core.running_refs(), ping_id: 0 };
                 send(&outbound, message(0, Out::Heartbeat(beat))).await?;
@@ -110,6 +116,13 @@ async fn first_message(inbound: &mut Streaming<pb::CoordinatorMessage>) -> Resul
 
 fn on_registered(core: &mut AgentCore, registered: pb::Registered) -> u64 {
     tracing::info!(agent_id = %registered.agent_id, resumed = registered.resumed, "agent registered");
+    core.mailbox.registered_as(&registered.agent_id);
+    core.config
+        .credentials
+        .send_replace(Some(crate::AgentCredentials {
+            agent_id: registered.agent_id.clone(),
+            session_token: registered.session_token.clone(),
+        }));
     core.identity = Some(Identity {
         agent_id: registered.agent_id,
         session_token: registered.session_token,
@@ -172,9 +185,21 @@ async fn on_message(
             core.draining = true;
         }
         In::LeaderChanged(moved) => return redirect(moved).map(Some),
+        In::MessageDelivery(delivery) => {
+            if let Some(mesh) = delivery.message.filter(|m| m.channel.is_empty()) {
+                core.mailbox.offer(mesh).await;
+            }
+        }
         other => tracing::debug!(message = ?other, "ignored coordinator message"),
     }
     Ok(None)
+}
+
+fn delivery_ack(offset: u64) -> Out {
+    Out::DeliveryAck(pb::DeliveryAck {
+        channel: String::new(),
+        offset,
+    })
 }
 
 fn bid(core: &AgentCore, call: &pb::CallForBids) -> pb::Bid {
