@@ -210,6 +210,7 @@ async fn serve(
         .register_encoded_file_descriptor_set(synod_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| NodeError::Raft(format!("reflection: {e}")))?;
+    let barriers = BarrierApi::new(proposer.clone(), router.clone());
     let forwarder = ActingForwarder::new(proposer.forward_handler(), agents.clone());
     let transport = RaftTransportService::new(raft.clone(), forwarder);
     tonic::transport::Server::builder()
@@ -238,7 +239,7 @@ async fn serve(
         .add_service(
             CoordinationServiceServer::new(CoordinationApi::new(CoordinationParts {
                 votes: VoteApi::new(proposer.clone(), router.clone(), agents.clone()),
-                barriers: BarrierApi::new(proposer.clone(), router.clone()),
+                barriers: barriers.clone(),
                 checkpoints: CheckpointApi::new(
                     proposer.clone(),
                     router.clone(),
@@ -252,7 +253,7 @@ async fn serve(
             .max_encoding_message_size(message_max),
         )
         .add_service(
-            AgentServiceServer::new(AgentApi::new(agents, router.clone()))
+            AgentServiceServer::new(AgentApi::new(agents, router.clone(), barriers))
                 .max_decoding_message_size(message_max)
                 .max_encoding_message_size(message_max),
         )

@@ -93,16 +93,23 @@ async fn a_killed_party_or_a_timeout_breaks_the_barrier_for_every_waiter() -> an
     let (cluster, client) = cluster_up(options()).await?;
     let (_dir, mut doomed) = start_agent_process(
         &cluster,
-        "[[agents]]\nname = \"doomed\"\n[[agents.handlers]]\nkind = \"*\"\ndemo = \"echo\"\n\n\
-         [[agents]]\nname = \"survivor\"\n[[agents.handlers]]\nkind = \"*\"\ndemo = \"echo\"\n",
+        "[[agents]]\nname = \"doomed\"\n[[agents.handlers]]\nkind = \"*\"\ndemo = \"echo\"\n",
     )?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let survivor = synod_sdk::agent::AgentBuilder::new("survivor", cluster.addrs());
+    let survivor_handle = survivor.handle();
+    let agent_stop = stop.clone();
+    tokio::spawn(async move { survivor.run(agent_stop).await });
     wait_for_agents(&client, 2).await?;
-    let ids: Vec<String> = client
+    let survivor_id = survivor_handle.agent_id().await;
+    let doomed_id = client
         .list_agents()
         .await?
         .into_iter()
         .map(|a| a.agent_id)
-        .collect();
+        .find(|id| *id != survivor_id)
+        .expect("the doomed agent");
+    let ids = vec![survivor_id.clone(), doomed_id];
     client
         .create_barrier(pb::CreateBarrierRequest {
             name: "listed".into(),
@@ -116,8 +123,11 @@ async fn a_killed_party_or_a_timeout_breaks_the_barrier_for_every_waiter() -> an
             cyclic: false,
         })
         .await?;
-    // One party waits at the barrier; the agents' process is killed (-9) before the other comes.
-    let waiter = arrive(&client, "listed", &ids[0]);
+    // A listed party arrives only as itself.
+    let impostor = client.arrive_barrier("listed", &ids[0]).await.unwrap_err();
+    assert_eq!(impostor.code(), Some(Code::PermissionDenied), "{impostor}");
+    // One party waits at the barrier; the other's process is killed (-9) before it comes.
+    let waiter = arrive(&survivor_handle.client()?, "listed", &ids[0]);
     wait_for_arrivals(&client, "listed", 1).await?;
     doomed.kill()?;
     doomed.wait()?;
@@ -144,6 +154,7 @@ async fn a_killed_party_or_a_timeout_breaks_the_barrier_for_every_waiter() -> an
         (pb::BarrierOutcome::Broken as i32, "timeout")
     );
     assert!(started.elapsed() >= Duration::from_millis(500));
+    stop.cancel();
     Ok(())
 }
 
@@ -219,5 +230,85 @@ async fn a_double_barrier_has_an_enter_and_a_leave_phase_and_bad_input_is_refuse
     assert_eq!(twice.code(), Some(Code::AlreadyExists), "{twice}");
     assert!(client.delete_barrier("double").await?);
     assert!(!client.delete_barrier("double").await?);
+    Ok(())
+}
+
+/// Opens a raw session (as an agent written against the generated stubs would) on whichever
+/// member leads; returns its sender and the coordinator's stream after Registered.
+async fn raw_session(
+    addrs: &[String],
+    name: &str,
+) -> anyhow::Result<(
+    tokio::sync::mpsc::Sender<pb::AgentMessage>,
+    tonic::Streaming<pb::CoordinatorMessage>,
+)> {
+    use pb::agent_service_client::AgentServiceClient;
+    wait_until(LEADER_TIMEOUT, "a session on the leader", || async {
+        for addr in addrs {
+            let (sender, receiver) = tokio::sync::mpsc::channel(16);
+            let register = pb::Register {
+                name: name.into(),
+                max_concurrent_tasks: 1,
+                ..Default::default()
+            };
+            let first = pb::AgentMessage {
+                request_id: 0,
+                kind: Some(pb::agent_message::Kind::Register(register)),
+            };
+            sender.send(first).await.ok()?;
+            let Ok(mut client) = AgentServiceClient::connect(format!("http://{addr}")).await else {
+                continue;
+            };
+            let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
+            let Ok(response) = client.session(stream).await else {
+                continue;
+            };
+            let mut inbound = response.into_inner();
+            if let Ok(Some(pb::CoordinatorMessage {
+                kind: Some(pb::coordinator_message::Kind::Registered(_)),
+                ..
+            })) = inbound.message().await
+            {
+                return Some((sender, inbound));
+            }
+        }
+        None
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_arriving_on_its_session_is_told_of_the_release_there() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let (cluster, client) = cluster_up(options()).await?;
+    client.create_barrier(counted("meet", 2, false, 0)).await?;
+    let (sender, mut inbound) = raw_session(&cluster.addrs(), "raw").await?;
+    let arrive = pb::AgentMessage {
+        request_id: 7,
+        kind: Some(pb::agent_message::Kind::BarrierArrive(pb::BarrierArrive {
+            name: "meet".into(),
+            generation: 0,
+        })),
+    };
+    sender.send(arrive).await?;
+    wait_for_arrivals(&client, "meet", 1).await?;
+    let other = client.arrive_barrier("meet", "other").await?;
+    assert_eq!(other.outcome, pb::BarrierOutcome::Released as i32);
+    let (mut released, mut acked) = (None, false);
+    while released.is_none() || !acked {
+        let message = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("the session ended"))?;
+        match message.kind {
+            Some(pb::coordinator_message::Kind::BarrierReleased(end)) => released = Some(end),
+            Some(pb::coordinator_message::Kind::RequestAck(ack)) => acked = ack.request_id == 7,
+            Some(pb::coordinator_message::Kind::BarrierBroken(broken)) => {
+                anyhow::bail!("broken: {}", broken.reason)
+            }
+            _ => {}
+        }
+    }
+    let released = released.unwrap_or_default();
+    assert_eq!((released.name.as_str(), released.generation), ("meet", 1));
     Ok(())
 }

@@ -79,12 +79,7 @@ async fn a_subscriber_that_comes_back_gets_every_message_once_in_order_from_its_
     assert_eq!(seen, names(41..=45));
     assert_eq!(last, 45);
 
-    // Best-effort publishing is not offered yet; an unknown channel is named.
-    client
-        .create_channel("live", pb::Delivery::BestEffort, 0)
-        .await?;
-    let live = client.publish("live", b"x").await.unwrap_err();
-    assert_eq!(live.code(), Some(Code::Unimplemented), "{live}");
+    // An unknown channel is named; a name taken with other settings is refused.
     let missing = client.publish("nope", b"x").await.unwrap_err();
     assert_eq!(missing.code(), Some(Code::NotFound), "{missing}");
     let clash = client

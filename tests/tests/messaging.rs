@@ -62,20 +62,28 @@ async fn direct_messages_arrive_once_in_order_across_a_leader_kill() -> anyhow::
     let (inbox_id, peer_id) = (inbox.agent_id().await, peer.agent_id().await);
 
     for i in 0..20 {
-        let offset = client.send_direct(&inbox_id, format!("m{i}").as_bytes()).await?;
+        let offset = client
+            .send_direct(&inbox_id, format!("m{i}").as_bytes())
+            .await?;
         assert_eq!(offset, i + 1);
     }
     wait_for_count(&seen, 10).await?;
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
     cluster.kill(leader)?;
     for i in 20..40 {
-        client.send_direct(&inbox_id, format!("m{i}").as_bytes()).await?;
+        client
+            .send_direct(&inbox_id, format!("m{i}").as_bytes())
+            .await?;
     }
     wait_for_count(&seen, 40).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got = seen.lock().unwrap().clone();
     let offsets: Vec<u64> = got.iter().map(|(offset, _, _)| *offset).collect();
-    assert_eq!(offsets, (1..=40).collect::<Vec<u64>>(), "once each, in order");
+    assert_eq!(
+        offsets,
+        (1..=40).collect::<Vec<u64>>(),
+        "once each, in order"
+    );
     let texts: Vec<&str> = got.iter().map(|(_, _, text)| text.as_str()).collect();
     let expected: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
     assert_eq!(texts, expected);
@@ -85,7 +93,11 @@ async fn direct_messages_arrive_once_in_order_across_a_leader_kill() -> anyhow::
     let as_peer = peer.client()?;
     as_peer.send_direct(&inbox_id, b"hello from peer").await?;
     wait_for_count(&seen, 41).await?;
-    assert_eq!(seen.lock().unwrap()[40].1, peer_id, "the sender is the agent");
+    assert_eq!(
+        seen.lock().unwrap()[40].1,
+        peer_id,
+        "the sender is the agent"
+    );
     assert!(peer_seen.lock().unwrap().is_empty());
     stop.cancel();
     Ok(())
@@ -98,7 +110,12 @@ async fn a_broadcast_reaches_every_matching_agent_and_no_other() -> anyhow::Resu
     let stop = CancellationToken::new();
     let mut trainers = Vec::new();
     for i in 0..3 {
-        trainers.push(recording_agent(&format!("trainer-{i}"), "gpu", cluster.addrs(), &stop));
+        trainers.push(recording_agent(
+            &format!("trainer-{i}"),
+            "gpu",
+            cluster.addrs(),
+            &stop,
+        ));
     }
     let (other, other_seen) = recording_agent("web", "http", cluster.addrs(), &stop);
     for (handle, _) in &trainers {
@@ -117,10 +134,16 @@ async fn a_broadcast_reaches_every_matching_agent_and_no_other() -> anyhow::Resu
         let texts: Vec<String> = seen.lock().unwrap().iter().map(|m| m.2.clone()).collect();
         assert_eq!(texts, ["round 1", "round 2"]);
     }
-    let everyone = client.broadcast(pb::AgentSelector::default(), b"all").await?;
+    let everyone = client
+        .broadcast(pb::AgentSelector::default(), b"all")
+        .await?;
     assert_eq!(everyone.recipient_count, 4);
     wait_for_count(&other_seen, 1).await?;
-    assert_eq!(other_seen.lock().unwrap()[0].2, "all", "only the broadcast to all");
+    assert_eq!(
+        other_seen.lock().unwrap()[0].2,
+        "all",
+        "only the broadcast to all"
+    );
     stop.cancel();
     Ok(())
 }

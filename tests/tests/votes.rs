@@ -307,26 +307,54 @@ async fn bad_votes_and_ballots_get_clear_errors() -> anyhow::Result<()> {
     let pair = client
         .open_vote(open_request(Some(ids[..2].to_vec()), majority(), 5_000))
         .await?;
-    let outsider = code_of(as_voter(&ids[2]).cast_ballot(&pair.vote_id, &ids[2], "yes").await);
+    let outsider = code_of(
+        as_voter(&ids[2])
+            .cast_ballot(&pair.vote_id, &ids[2], "yes")
+            .await,
+    );
     assert_eq!(outsider.0, Some(Code::PermissionDenied), "{}", outsider.1);
     // A ballot as another agent: refused for a client without credentials and for another
     // agent alike.
     let anonymous = code_of(client.cast_ballot(&pair.vote_id, &ids[0], "yes").await);
     assert_eq!(anonymous.0, Some(Code::PermissionDenied), "{}", anonymous.1);
-    assert!(anonymous.1.contains("session credentials"), "{}", anonymous.1);
-    let impostor = code_of(as_voter(&ids[1]).cast_ballot(&pair.vote_id, &ids[0], "yes").await);
+    assert!(
+        anonymous.1.contains("session credentials"),
+        "{}",
+        anonymous.1
+    );
+    let impostor = code_of(
+        as_voter(&ids[1])
+            .cast_ballot(&pair.vote_id, &ids[0], "yes")
+            .await,
+    );
     assert_eq!(impostor.0, Some(Code::PermissionDenied), "{}", impostor.1);
-    assert!(impostor.1.contains("may act only as itself"), "{}", impostor.1);
-    let option = code_of(as_voter(&ids[0]).cast_ballot(&pair.vote_id, &ids[0], "maybe").await);
+    assert!(
+        impostor.1.contains("may act only as itself"),
+        "{}",
+        impostor.1
+    );
+    let option = code_of(
+        as_voter(&ids[0])
+            .cast_ballot(&pair.vote_id, &ids[0], "maybe")
+            .await,
+    );
     assert_eq!(option.0, Some(Code::InvalidArgument), "{}", option.1);
 
     let vote = client
         .open_vote(open_request(Some(ids.clone()), majority(), 5_000))
         .await?;
-    as_voter(&ids[0]).cast_ballot(&vote.vote_id, &ids[0], "no").await?;
-    let done = as_voter(&ids[1]).cast_ballot(&vote.vote_id, &ids[1], "no").await?;
+    as_voter(&ids[0])
+        .cast_ballot(&vote.vote_id, &ids[0], "no")
+        .await?;
+    let done = as_voter(&ids[1])
+        .cast_ballot(&vote.vote_id, &ids[1], "no")
+        .await?;
     assert_eq!(done.state, pb::VoteState::Decided as i32);
-    let closed = code_of(as_voter(&ids[2]).cast_ballot(&vote.vote_id, &ids[2], "yes").await);
+    let closed = code_of(
+        as_voter(&ids[2])
+            .cast_ballot(&vote.vote_id, &ids[2], "yes")
+            .await,
+    );
     assert_eq!(closed.0, Some(Code::FailedPrecondition), "{}", closed.1);
     assert!(closed.1.contains("no longer open"), "{}", closed.1);
     stop.cancel();

@@ -20,11 +20,12 @@ use super::convert::{page_token, parse_page_token};
 use super::convert_agent::{agent, registration};
 use super::convert_job::task_spec;
 use super::leader::wants_linearizable;
-use super::{ApiError, LeaderRouter};
+use super::{ApiError, BarrierApi, LeaderRouter};
 use crate::runtime::clock;
 use crate::runtime::messages::{self, message};
 use crate::runtime::sessions::Outbound;
 use crate::runtime::AgentRuntime;
+use crate::state::barriers::Step;
 use crate::state::{Applied, Command, Rejection, TaskOutcome};
 
 /// Messages buffered towards one agent before it counts as too slow.
@@ -34,12 +35,17 @@ const SESSION_BUFFER: usize = 1024;
 pub struct AgentApi {
     runtime: AgentRuntime,
     router: LeaderRouter,
+    barriers: BarrierApi,
 }
 
 impl AgentApi {
-    /// A service over `runtime`.
-    pub fn new(runtime: AgentRuntime, router: LeaderRouter) -> Self {
-        Self { runtime, router }
+    /// A service over `runtime`; barrier arrivals on sessions go through `barriers`.
+    pub fn new(runtime: AgentRuntime, router: LeaderRouter, barriers: BarrierApi) -> Self {
+        Self {
+            runtime,
+            router,
+            barriers,
+        }
     }
 
     async fn register(
@@ -143,6 +149,7 @@ impl AgentService for AgentApi {
             .open_inbox(&agent_id, &session_id, outbound.clone());
         tracing::info!(%agent_id, %session_id, "agent session open");
         let session = Session {
+            barriers: self.barriers.clone(),
             runtime: self.runtime.clone(),
             agent_id,
             session_id,
@@ -300,6 +307,7 @@ const QUARANTINE_REASON_CHARS_MAX: usize = 1024;
 /// One open session after registration.
 struct Session {
     runtime: AgentRuntime,
+    barriers: BarrierApi,
     agent_id: String,
     session_id: String,
     outbound: Outbound,
@@ -343,6 +351,7 @@ impl Session {
             In::TaskAccepted(_) => return self.answer(request_id, Ok(None)),
             In::Bid(bid) => return self.bid(request_id, bid),
             In::DeliveryAck(ack) => return self.delivery_ack(request_id, ack),
+            In::BarrierArrive(arrive) => return self.barrier_arrive(request_id, arrive),
             In::Deregister(_) => {
                 let command = Command::DeregisterAgent {
                     agent_id: self.agent_id.clone(),
@@ -386,10 +395,11 @@ impl Session {
                 "kind",
                 "Register is only allowed as the first message",
             )),
-            _ => Err(ApiError::Unavailable {
-                message: "not supported by this version of Synod".into(),
-                leader: None,
-            }),
+            In::ChannelSubscribe(_) | In::ChannelUnsubscribe(_) => Err(ApiError::Unimplemented(
+                "channel subscriptions on sessions are not served; use \
+                 CoordinationService.Subscribe"
+                    .into(),
+            )),
         };
         match command {
             Ok(command) => self.spawn_command(request_id, command).await,
@@ -478,6 +488,39 @@ impl Session {
         })
     }
 
+    /// Arrives at a barrier as this agent; the generation's end is sent on the session as
+    /// BarrierReleased or BarrierBroken (and answers the request). Repeating the arrival after
+    /// a reconnect resumes the wait.
+    fn barrier_arrive(&self, request_id: u64, arrive: pb::BarrierArrive) -> bool {
+        let (barriers, outbound) = (self.barriers.clone(), self.outbound.clone());
+        let party = self.agent_id.clone();
+        tokio::spawn(async move {
+            let waited = barriers
+                .step(arrive.name, party, arrive.generation, Step::Arrive)
+                .await;
+            let answer = match waited {
+                Ok((result, write)) => {
+                    let end = match result.outcome == pb::BarrierOutcome::Released as i32 {
+                        true => Out::BarrierReleased(pb::BarrierReleased {
+                            name: result.name,
+                            generation: result.generation,
+                        }),
+                        false => Out::BarrierBroken(pb::BarrierBroken {
+                            name: result.name,
+                            generation: result.generation,
+                            reason: result.reason,
+                        }),
+                    };
+                    let _ = outbound.send(Ok(message(end))).await;
+                    Ok(Some(write))
+                }
+                Err(error) => Err(error),
+            };
+            send_answer(&outbound, request_id, answer);
+        });
+        false
+    }
+
     /// Inbox acknowledgements go to the inbox's pump, which commits them.
     fn delivery_ack(&self, request_id: u64, ack: pb::DeliveryAck) -> bool {
         if !ack.channel.is_empty() {
@@ -485,11 +528,9 @@ impl Session {
                            subscriptions are served by CoordinationService.Subscribe";
             return self.answer(request_id, Err(ApiError::Unimplemented(problem.into())));
         }
-        self.runtime.inbox_delivery().acknowledged(
-            &self.agent_id,
-            &self.session_id,
-            ack.offset,
-        );
+        self.runtime
+            .inbox_delivery()
+            .acknowledged(&self.agent_id, &self.session_id, ack.offset);
         self.answer(request_id, Ok(None))
     }
 

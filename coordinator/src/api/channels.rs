@@ -163,9 +163,9 @@ impl ChannelApi {
 
     /// The channel's delivery, as this replica knows it.
     pub fn delivery_of(&self, name: &str) -> Option<Delivery> {
-        let (delivery, _) = self
-            .router
-            .read_local(false, |state| state.channels.get(name).map(|c| c.spec.delivery));
+        let (delivery, _) = self.router.read_local(false, |state| {
+            state.channels.get(name).map(|c| c.spec.delivery)
+        });
         delivery
     }
 

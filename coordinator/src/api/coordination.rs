@@ -17,8 +17,8 @@ use super::channels::{ChannelApi, SubscribeStream};
 use super::checkpoints::{list_checkpoints, CheckpointApi, CheckpointStream};
 use super::elections::{leader, leadership_pb, ElectionApi, ObserveStream};
 use super::identity::Caller;
-use super::messages::MessageApi;
 use super::leader::wants_linearizable;
+use super::messages::MessageApi;
 use super::request::require;
 use super::votes::{list_votes, read_vote, VoteApi, VoteStream};
 use crate::state::barriers::Step;
@@ -484,7 +484,10 @@ impl CoordinationService for CoordinationApi {
     ) -> Result<Response<pb::BroadcastResponse>, Status> {
         forward_write!(self, request, broadcast);
         let sender = self.caller(&request)?.sender();
-        let sent = self.messages.broadcast(request.into_inner(), sender).await?;
+        let sent = self
+            .messages
+            .broadcast(request.into_inner(), sender)
+            .await?;
         Ok(Response::new(sent))
     }
 }

@@ -73,10 +73,11 @@ impl AgentRuntime {
     /// Starts delivering `agent_id`'s inbox on the session `session_id`.
     pub fn open_inbox(&self, agent_id: &str, session_id: &str, outbound: Outbound) {
         let signal = Arc::new(PumpSignal::default());
-        self.inbox_delivery().pumps.lock().expect("pumps lock").insert(
-            agent_id.to_owned(),
-            (session_id.to_owned(), signal.clone()),
-        );
+        self.inbox_delivery()
+            .pumps
+            .lock()
+            .expect("pumps lock")
+            .insert(agent_id.to_owned(), (session_id.to_owned(), signal.clone()));
         let pump = Pump {
             runtime: self.clone(),
             agent_id: agent_id.to_owned(),
@@ -105,7 +106,11 @@ impl Pump {
     async fn run(mut self) {
         let mut in_flight: Option<BoxFuture<'static, u64>> = None;
         loop {
-            let acknowledged = self.signal.acknowledged.load(Ordering::Relaxed).min(self.sent);
+            let acknowledged = self
+                .signal
+                .acknowledged
+                .load(Ordering::Relaxed)
+                .min(self.sent);
             if in_flight.is_none() && acknowledged > self.committed {
                 in_flight = Some(self.commit_ack(acknowledged));
             }

@@ -14,7 +14,7 @@ pub mod sessions;
 mod unsatisfiable;
 mod votes;
 
+pub use crate::state::agents::AgentSelector;
 pub use agent_runtime::{strategy_of, AgentRuntime, AgentSettings};
 pub use forwarded::ActingForwarder;
 pub use proposer::{BatchLimits, CommandResult, Proposer};
-pub use crate::state::agents::AgentSelector;

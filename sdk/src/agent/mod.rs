@@ -148,17 +148,30 @@ impl AgentBuilder {
         self
     }
 
-    /// Answers the votes this agent is eligible for (without a handler it abstains). Ballots
-    /// are re-sent until the coordinator acknowledges them.
+    /// Answers the votes this agent is eligible for (without a handler it abstains). A ballot
+    /// lost with its session is asked for again: every new session (after a reconnect or a
+    /// leader change) is sent the open votes the agent has not answered.
     pub fn ballot_handler(mut self, handler: impl BallotHandler) -> Self {
         self.ballot_handler = Some(Arc::new(handler));
         self
     }
 
-    /// Runs the agent until `shutdown` is cancelled, reconnecting as needed.
+    /// Runs the agent until `shutdown` is cancelled, reconnecting as needed, on a connection
+    /// of its own.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ClientError> {
         let policy = RetryPolicy::default();
         let client = Client::with_policy(self.endpoints.clone(), policy)?;
+        self.run_on(client, shutdown).await
+    }
+
+    /// Like [`AgentBuilder::run`], with the session on `client`'s connections: agents of one
+    /// process sharing a client multiplex their sessions over one HTTP/2 connection per
+    /// member, which saves a socket, and system calls, per agent.
+    pub async fn run_on(
+        self,
+        client: Client,
+        shutdown: CancellationToken,
+    ) -> Result<(), ClientError> {
         core::AgentCore::new(self).run(client, shutdown).await
     }
 }

@@ -167,7 +167,9 @@ async fn on_message(
                     vote_id: request.vote_id,
                     option,
                 });
-                send(outbound, core.outbox.track(ballot)).await?;
+                // Unacknowledged on purpose: a ballot lost with its session is asked for again,
+                // since every new session is sent the open votes the agent has not answered.
+                send(outbound, message(0, ballot)).await?;
             }
         }
         In::RequestAck(ack) => on_ack(core, ack.request_id),

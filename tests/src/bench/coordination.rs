@@ -35,6 +35,9 @@ pub struct CoordinationArgs {
     /// Measured rounds of each.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
+    /// Connections the agents' sessions share (0: one per agent, as separate processes have).
+    #[arg(long, default_value_t = 0)]
+    pub connections: usize,
     /// Also print the results as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -92,7 +95,7 @@ pub async fn run(args: &CoordinationArgs, binary: &Path) -> anyhow::Result<Coord
     let client = cluster.client()?;
     let stop = CancellationToken::new();
     eprintln!("starting {} voting agents", args.voters);
-    let voters = start_voters(&cluster, &client, args.voters, &stop).await?;
+    let voters = start_voters(&cluster, &client, args, &stop).await?;
     let mut vote_ms = Vec::new();
     for round in 1..=args.rounds {
         let ms = vote_round(&client, &voters)
@@ -134,14 +137,21 @@ pub async fn run(args: &CoordinationArgs, binary: &Path) -> anyhow::Result<Coord
 async fn start_voters(
     cluster: &LocalCluster,
     client: &Client,
-    count: usize,
+    args: &CoordinationArgs,
     stop: &CancellationToken,
 ) -> anyhow::Result<Vec<String>> {
+    let count = args.voters;
+    let shared: Vec<Client> = (0..args.connections)
+        .map(|_| cluster.client())
+        .collect::<Result<_, _>>()?;
     for i in 0..count {
         let agent = AgentBuilder::new(format!("voter-{i}"), cluster.addrs())
             .ballot_handler(|request: &pb::VoteRequest| request.options.first().cloned());
         let stop = stop.clone();
-        tokio::spawn(async move { agent.run(stop).await });
+        match shared.get(i % shared.len().max(1)).cloned() {
+            Some(client) => tokio::spawn(async move { agent.run_on(client, stop).await }),
+            None => tokio::spawn(async move { agent.run(stop).await }),
+        };
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -182,6 +192,10 @@ async fn vote_round(client: &Client, voters: &[String]) -> anyhow::Result<f64> {
     if closed.state != pb::VoteState::Decided as i32 {
         bail!("the vote ended {}: {}", closed.state, closed.state_reason);
     }
+    eprintln!(
+        "    opened → decided on the leader's clock: {} ms",
+        closed.closed_at_ms.saturating_sub(closed.opened_at_ms)
+    );
     Ok(elapsed.as_secs_f64() * 1000.0)
 }
 

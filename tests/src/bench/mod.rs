@@ -9,7 +9,9 @@
 //!        ├──────► synod | etcd  (a `System`: start, connect, kill, restart)
 //!        ├──────► report (table, ratios, JSON)
 //!        ├──────► tasks (agents and jobs end to end)
-//!        └──────► schedule (one scheduling pass over a large state, in process)
+//!        ├──────► schedule (one scheduling pass over a large state, in process)
+//!        ├──────► coordination (a large vote and barrier)
+//!        └──────► messaging (direct messages and channels with many agents)
 //! ```
 //! Everything talks to 127.0.0.1 only; the bench never installs anything.
 
@@ -21,6 +23,7 @@ pub mod etcd_proto;
 pub mod failover;
 pub mod level;
 pub mod load;
+pub mod messaging;
 pub mod report;
 pub mod schedule;
 pub mod synod;

@@ -5,7 +5,9 @@
 //! - `schedule`: one scheduling pass over up to thousands of agents and 100,000 pending tasks
 //!   with resources and constraints, in process (placements/s and how it grows);
 //! - `coordination`: decision latency of a 1,000-voter vote and release latency of a
-//!   1,000-party barrier.
+//!   1,000-party barrier;
+//! - `messaging`: messages/s and delivery latency of direct messages and pub/sub channels
+//!   (durable and best-effort) with 100 agents.
 //!
 //! ```text
 //!   cargo build --release -p synod-coordinator --bin synod
@@ -25,6 +27,7 @@ use synod_coordinator::local_cluster::NodeOptions;
 use synod_tests::bench::coordination::CoordinationArgs;
 use synod_tests::bench::etcd::{find_etcd, EtcdOptions, EtcdSystem};
 use synod_tests::bench::load::LoadPlan;
+use synod_tests::bench::messaging::MessagingArgs;
 use synod_tests::bench::report::{machine, Report, SystemReport};
 use synod_tests::bench::schedule::ScheduleArgs;
 use synod_tests::bench::synod::SynodSystem;
@@ -50,6 +53,8 @@ enum BenchCommand {
     Schedule(ScheduleArgs),
     /// Decision latency of a vote among many agents and release latency of a large barrier.
     Coordination(CoordinationArgs),
+    /// Messages/s and delivery latency of direct messages and channels with many agents.
+    Messaging(MessagingArgs),
 }
 
 /// Flags of `bench cluster`.
@@ -143,6 +148,7 @@ async fn main() -> ExitCode {
         BenchCommand::Tasks(args) => run_tasks(args).await,
         BenchCommand::Schedule(args) => run_schedule(&args),
         BenchCommand::Coordination(args) => run_coordination(args).await,
+        BenchCommand::Messaging(args) => run_messaging(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -182,6 +188,15 @@ async fn run_tasks(args: TasksArgs) -> anyhow::Result<()> {
 
 async fn run_coordination(args: CoordinationArgs) -> anyhow::Result<()> {
     let report = synod_tests::bench::coordination::run(&args, &synod_binary()?).await?;
+    println!("{}", report.render());
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+async fn run_messaging(args: MessagingArgs) -> anyhow::Result<()> {
+    let report = synod_tests::bench::messaging::run(&args, &synod_binary()?).await?;
     println!("{}", report.render());
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

@@ -69,7 +69,11 @@ fn direct_messages_count_up_per_inbox_until_acknowledged() {
     assert_eq!(offsets(&h, "a"), [3]);
     assert_eq!(h.state.inboxes.get("a").unwrap().bytes, 2);
     h.ok(ack("a", 1));
-    assert_eq!(offsets(&h, "a"), [3], "an older acknowledgement changes nothing");
+    assert_eq!(
+        offsets(&h, "a"),
+        [3],
+        "an older acknowledgement changes nothing"
+    );
     let past = h.rejected(ack("a", 4));
     assert!(past.to_string().contains("offset"), "{past}");
     h.ok(ack("a", 3));
@@ -82,7 +86,10 @@ fn direct_messages_count_up_per_inbox_until_acknowledged() {
 fn an_unknown_or_deregistered_recipient_or_an_oversized_payload_is_refused() {
     let mut h = Harness::new();
     let unknown = h.rejected(direct("nobody", "x"));
-    assert!(matches!(unknown, Rejection::UnknownAgent { .. }), "{unknown}");
+    assert!(
+        matches!(unknown, Rejection::UnknownAgent { .. }),
+        "{unknown}"
+    );
     h.ok(register("a", &[], 1));
     let big = Command::SendDirect {
         to_agent_id: "a".into(),
@@ -161,5 +168,8 @@ fn broadcasts_reach_live_matching_agents_only_and_are_bounded_in_total() {
         payload: vec![0; PAYLOAD_BYTES_MAX],
     };
     let refused = h.rejected(huge);
-    assert!(refused.to_string().contains("publish on a channel"), "{refused}");
+    assert!(
+        refused.to_string().contains("publish on a channel"),
+        "{refused}"
+    );
 }
