@@ -54,7 +54,8 @@ pub struct CoordinationReport {
     pub barrier_ms: Vec<f64>,
 }
 
-fn median(values: &[f64]) -> f64 {
+/// The middle value of `values` (the upper one of an even count).
+pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)

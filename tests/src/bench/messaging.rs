@@ -81,9 +81,8 @@ pub struct MessagingReport {
 }
 
 fn median_of(runs: &[Run], pick: impl Fn(&Run) -> f64) -> f64 {
-    let mut values: Vec<f64> = runs.iter().map(pick).collect();
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
+    let values: Vec<f64> = runs.iter().map(pick).collect();
+    super::coordination::median(&values)
 }
 
 impl MessagingReport {
