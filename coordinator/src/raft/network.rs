@@ -1,5 +1,16 @@
 //! Outgoing node-to-node traffic: openraft's network factory over tonic, and the shared pool of
 //! gRPC channels to peers (also used to forward client requests to the leader).
+//!
+//! openraft gives every AppendEntries one heartbeat interval before it drops the call and
+//! retries the same entries. A large entry (a checkpoint) can take longer than that to ship and
+//! persist, so an append carrying entries runs in a task of its own: when openraft gives up on
+//! it, it keeps going, and openraft's retry of the same entries waits for that transfer instead
+//! of starting another one that would be cut short again.
+//!
+//! ```text
+//!   append_entries(entries a..b) ─► in flight for a..b? ─yes─► wait for it (may outlive calls)
+//!                                                       └no──► spawn the RPC, wait for it
+//! ```
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -82,6 +93,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         PeerConnection {
             target,
             client: self.peers.transport(&node.addr).map_err(|e| e.to_string()),
+            in_flight: None,
         }
     }
 }
@@ -90,7 +102,17 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerConnection {
     target: NodeId,
     client: Result<RaftTransportClient<Channel>, String>,
+    /// The append carrying entries that is being sent, by what it carries.
+    in_flight: Option<(AppendKey, tokio::task::JoinHandle<AppendResult>)>,
 }
+
+/// What identifies a retry of the same append: the leader's vote and the entries it carries.
+type AppendKey = (
+    openraft::Vote<NodeId>,
+    Option<openraft::LogId<NodeId>>,
+    Option<openraft::LogId<NodeId>>,
+);
+type AppendResult = PeerResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible>;
 
 #[derive(Clone, Copy)]
 enum Rpc {
@@ -113,31 +135,91 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let client = self.client.as_mut().map_err(|e| {
-            RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone())))
-        })?;
-        let payload = encode("raft request", request)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        // Large entries (checkpoints) take longer than a heartbeat to ship and persist.
-        let transfer = Duration::from_millis((payload.len() / TRANSFER_BYTES_PER_MS) as u64);
-        let mut grpc_request = tonic::Request::new(RaftPayload {
-            ok: payload.into(),
-            error: Default::default(),
-        });
-        grpc_request.set_timeout(option.hard_ttl() + transfer);
-        let reply = match rpc {
-            Rpc::AppendEntries => client.append_entries(grpc_request).await,
-            Rpc::Vote => client.vote(grpc_request).await,
-            Rpc::InstallSnapshot => client.install_snapshot(grpc_request).await,
-        };
-        let reply = reply.map_err(status_to_rpc_error)?.into_inner();
-        if !reply.error.is_empty() {
-            let error: RaftError<NodeId, E> = decode("raft error", &reply.error)
-                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-            return Err(RPCError::RemoteError(RemoteError::new(self.target, error)));
-        }
-        decode("raft reply", &reply.ok).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+        let client = self.client().map_err(RPCError::Unreachable)?;
+        send(client, self.target, rpc, request, option.hard_ttl()).await
     }
+
+    fn client(&self) -> Result<RaftTransportClient<Channel>, Unreachable> {
+        self.client
+            .clone()
+            .map_err(|e| Unreachable::new(&std::io::Error::other(e)))
+    }
+
+    /// Sends an append carrying entries from a task of its own, or waits for the one already
+    /// sending the same entries.
+    async fn append_in_task(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> AppendResult {
+        let key = (
+            request.vote,
+            request.prev_log_id,
+            request.entries.last().map(|entry| entry.log_id),
+        );
+        match &self.in_flight {
+            Some((pending, _)) if *pending == key => {}
+            _ => {
+                if let Some((_, stale)) = self.in_flight.take() {
+                    stale.abort();
+                }
+                let client = self.client().map_err(RPCError::Unreachable)?;
+                let (target, ttl) = (self.target, option.hard_ttl());
+                let task = tokio::spawn(async move {
+                    send(client, target, Rpc::AppendEntries, &request, ttl).await
+                });
+                self.in_flight = Some((key, task));
+            }
+        }
+        let Some((_, task)) = self.in_flight.as_mut() else {
+            unreachable!("an append was just put in flight");
+        };
+        // Dropped by openraft's timeout here, the task goes on and the retry waits for it.
+        let result = task.await;
+        self.in_flight = None;
+        match result {
+            Ok(answer) => answer,
+            Err(joined) => Err(RPCError::Network(NetworkError::new(
+                &std::io::Error::other(joined.to_string()),
+            ))),
+        }
+    }
+}
+
+/// One RPC to `target`: the request, its reply or error.
+async fn send<Req, Resp, E>(
+    mut client: RaftTransportClient<Channel>,
+    target: NodeId,
+    rpc: Rpc,
+    request: &Req,
+    ttl: Duration,
+) -> PeerResult<Resp, E>
+where
+    Req: Serialize,
+    Resp: DeserializeOwned,
+    E: std::error::Error + DeserializeOwned,
+{
+    let payload =
+        encode("raft request", request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    // Large entries (checkpoints) take longer than a heartbeat to ship and persist.
+    let transfer = Duration::from_millis((payload.len() / TRANSFER_BYTES_PER_MS) as u64);
+    let mut grpc_request = tonic::Request::new(RaftPayload {
+        ok: payload.into(),
+        error: Default::default(),
+    });
+    grpc_request.set_timeout(ttl + transfer);
+    let reply = match rpc {
+        Rpc::AppendEntries => client.append_entries(grpc_request).await,
+        Rpc::Vote => client.vote(grpc_request).await,
+        Rpc::InstallSnapshot => client.install_snapshot(grpc_request).await,
+    };
+    let reply = reply.map_err(status_to_rpc_error)?.into_inner();
+    if !reply.error.is_empty() {
+        let error: RaftError<NodeId, E> = decode("raft error", &reply.error)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        return Err(RPCError::RemoteError(RemoteError::new(target, error)));
+    }
+    decode("raft reply", &reply.ok).map_err(|e| RPCError::Network(NetworkError::new(&e)))
 }
 
 fn status_to_rpc_error<E: std::error::Error>(
@@ -176,7 +258,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
                 return Err(PayloadTooLarge::new_entries_hint(hint).into());
             }
         }
-        self.call(Rpc::AppendEntries, &request, &option).await
+        if request.entries.is_empty() {
+            return self.call(Rpc::AppendEntries, &request, &option).await;
+        }
+        self.append_in_task(request, &option).await
     }
 
     async fn install_snapshot(
