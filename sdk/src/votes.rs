@@ -24,10 +24,10 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.call(|channel| {
-            let client = CoordinationServiceClient::new(channel)
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX);
-            method(client, self.request(request.clone()))
+            method(
+                CoordinationServiceClient::new(channel),
+                self.request(request.clone()),
+            )
         })
         .await
     }

@@ -12,49 +12,57 @@ use synod_tests::jobs::{cluster_up, options, LEADER_TIMEOUT};
 use synod_tests::serial;
 use tokio_util::sync::CancellationToken;
 
+/// Started voters: their ids by name, and a client acting as each (by id), to cast its
+/// ballot by hand.
+struct Voters {
+    ids: BTreeMap<String, String>,
+    clients: BTreeMap<String, Client>,
+}
+
+impl Voters {
+    /// A client acting as voter `agent_id`.
+    fn client(&self, agent_id: &str) -> Client {
+        self.clients[agent_id].clone()
+    }
+}
+
 /// Starts agents `voter-0..` answering every vote with their entry of `choices` (`None`
-/// abstains); returns their ids by name once all are connected.
+/// abstains); returns them once all are connected.
 async fn start_voters(
     cluster: &LocalCluster,
     client: &Client,
     choices: &[Option<&'static str>],
     stop: &CancellationToken,
-) -> anyhow::Result<BTreeMap<String, String>> {
+) -> anyhow::Result<Voters> {
+    let mut handles = Vec::new();
     for (i, choice) in choices.iter().enumerate() {
         let choice = *choice;
         let agent = AgentBuilder::new(format!("voter-{i}"), cluster.addrs())
             .capability("voter")
             .ballot_handler(move |_: &pb::VoteRequest| choice.map(str::to_owned));
-        let handle = agent.handle();
-        tokio::spawn(async move {
-            let id = handle.agent_id().await;
-            let client = handle.client().expect("voter client");
-            VOTER_CLIENTS.lock().expect("voters").insert(id, client);
-        });
+        handles.push(agent.handle());
         let stop = stop.clone();
         tokio::spawn(async move { agent.run(stop).await });
     }
-    synod_coordinator::local_cluster::wait_until(LEADER_TIMEOUT, "voters to connect", || async {
-        let agents = client.list_agents().await.ok()?;
-        let voters: BTreeMap<String, String> = agents
-            .into_iter()
-            .filter(|a| a.state == pb::AgentState::Connected as i32)
-            .map(|a| (a.name, a.agent_id))
-            .collect();
-        let known = VOTER_CLIENTS.lock().expect("voters");
-        let all_known = voters.values().all(|id| known.contains_key(id));
-        (voters.len() >= choices.len() && all_known).then_some(voters)
-    })
-    .await
-}
-
-/// Clients acting as each voter started here, by agent id.
-static VOTER_CLIENTS: std::sync::Mutex<BTreeMap<String, Client>> =
-    std::sync::Mutex::new(BTreeMap::new());
-
-/// A client acting as voter `agent_id`, to cast its ballot by hand.
-fn as_voter(agent_id: &str) -> Client {
-    VOTER_CLIENTS.lock().expect("voters")[agent_id].clone()
+    let mut clients = BTreeMap::new();
+    for handle in handles {
+        clients.insert(handle.agent_id().await, handle.client()?);
+    }
+    let ids = synod_coordinator::local_cluster::wait_until(
+        LEADER_TIMEOUT,
+        "voters to connect",
+        || async {
+            let agents = client.list_agents().await.ok()?;
+            let voters: BTreeMap<String, String> = agents
+                .into_iter()
+                .filter(|a| a.state == pb::AgentState::Connected as i32)
+                .map(|a| (a.name, a.agent_id))
+                .collect();
+            (voters.len() >= choices.len()).then_some(voters)
+        },
+    )
+    .await?;
+    Ok(Voters { ids, clients })
 }
 
 fn open_request(
@@ -102,7 +110,7 @@ async fn every_decision_rule_decides_on_agent_ballots_and_a_deadline_fails_an_op
         Some("yes"),
         Some("yes"),
     ];
-    let voters = start_voters(&cluster, &client, &choices, &stop).await?;
+    let voters = start_voters(&cluster, &client, &choices, &stop).await?.ids;
     let weights: std::collections::HashMap<String, f64> = voters
         .iter()
         .map(|(name, id)| (id.clone(), if name == "voter-2" { 10.0 } else { 1.0 }))
@@ -228,19 +236,25 @@ async fn a_vote_survives_a_leader_kill_with_every_ballot_counted_once() -> anyho
     let stop = CancellationToken::new();
     // Agents that never answer on their own: a client casts their ballots.
     let voters = start_voters(&cluster, &client, &[None; 5], &stop).await?;
-    let ids: Vec<String> = voters.values().cloned().collect();
+    let ids: Vec<String> = voters.ids.values().cloned().collect();
     let rule = pb::vote_rule::Rule::Unanimous(pb::UnanimousRule {});
     let vote = client
         .open_vote(open_request(Some(ids.clone()), rule, 60_000))
         .await?;
     for id in &ids[..2] {
-        as_voter(id).cast_ballot(&vote.vote_id, id, "yes").await?;
+        voters
+            .client(id)
+            .cast_ballot(&vote.vote_id, id, "yes")
+            .await?;
     }
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
     cluster.kill(leader)?;
     // The same ballot again after the kill is counted once; the rest decide the vote.
     for id in &ids[1..] {
-        as_voter(id).cast_ballot(&vote.vote_id, id, "yes").await?;
+        voters
+            .client(id)
+            .cast_ballot(&vote.vote_id, id, "yes")
+            .await?;
     }
     let done = client.get_vote(&vote.vote_id).await?;
     assert_eq!(
@@ -251,7 +265,8 @@ async fn a_vote_survives_a_leader_kill_with_every_ballot_counted_once() -> anyho
     let expected: Vec<&str> = ids.iter().map(String::as_str).collect();
     assert_eq!(cast, expected, "every ballot, once, in the order cast");
     // Closed for good: a changed ballot is refused, the result stays.
-    let late = as_voter(&ids[0])
+    let late = voters
+        .client(&ids[0])
         .cast_ballot(&vote.vote_id, &ids[0], "no")
         .await
         .unwrap_err();
@@ -269,7 +284,7 @@ async fn bad_votes_and_ballots_get_clear_errors() -> anyhow::Result<()> {
     let (cluster, client) = cluster_up(options()).await?;
     let stop = CancellationToken::new();
     let voters = start_voters(&cluster, &client, &[None; 3], &stop).await?;
-    let ids: Vec<String> = voters.values().cloned().collect();
+    let ids: Vec<String> = voters.ids.values().cloned().collect();
     let majority = || pb::vote_rule::Rule::Majority(pb::MajorityRule {});
     let code_of = |result: Result<pb::Vote, synod_sdk::ClientError>| {
         let error = result.unwrap_err();
@@ -308,7 +323,8 @@ async fn bad_votes_and_ballots_get_clear_errors() -> anyhow::Result<()> {
         .open_vote(open_request(Some(ids[..2].to_vec()), majority(), 5_000))
         .await?;
     let outsider = code_of(
-        as_voter(&ids[2])
+        voters
+            .client(&ids[2])
             .cast_ballot(&pair.vote_id, &ids[2], "yes")
             .await,
     );
@@ -323,7 +339,8 @@ async fn bad_votes_and_ballots_get_clear_errors() -> anyhow::Result<()> {
         anonymous.1
     );
     let impostor = code_of(
-        as_voter(&ids[1])
+        voters
+            .client(&ids[1])
             .cast_ballot(&pair.vote_id, &ids[0], "yes")
             .await,
     );
@@ -334,7 +351,8 @@ async fn bad_votes_and_ballots_get_clear_errors() -> anyhow::Result<()> {
         impostor.1
     );
     let option = code_of(
-        as_voter(&ids[0])
+        voters
+            .client(&ids[0])
             .cast_ballot(&pair.vote_id, &ids[0], "maybe")
             .await,
     );
@@ -343,15 +361,18 @@ async fn bad_votes_and_ballots_get_clear_errors() -> anyhow::Result<()> {
     let vote = client
         .open_vote(open_request(Some(ids.clone()), majority(), 5_000))
         .await?;
-    as_voter(&ids[0])
+    voters
+        .client(&ids[0])
         .cast_ballot(&vote.vote_id, &ids[0], "no")
         .await?;
-    let done = as_voter(&ids[1])
+    let done = voters
+        .client(&ids[1])
         .cast_ballot(&vote.vote_id, &ids[1], "no")
         .await?;
     assert_eq!(done.state, pb::VoteState::Decided as i32);
     let closed = code_of(
-        as_voter(&ids[2])
+        voters
+            .client(&ids[2])
             .cast_ballot(&vote.vote_id, &ids[2], "yes")
             .await,
     );

@@ -25,8 +25,8 @@ use super::{ApiError, LeaderRouter};
 use crate::runtime::clock;
 use crate::runtime::live_channels::LiveChannels;
 use crate::runtime::Proposer;
-use crate::state::channels::{ChannelRecord, ChannelSpec, Delivery, Message};
-use crate::state::{Applied, Command, State};
+use crate::state::channels::{check_payload, ChannelRecord, ChannelSpec, Delivery, Message};
+use crate::state::{Applied, Command, Rejection, State};
 
 /// How long a subscriber may leave its stream unread before it is dropped.
 const SUBSCRIBE_STALL_MS: u64 = 10_000;
@@ -130,11 +130,7 @@ impl ChannelApi {
         request: pb::PublishRequest,
         sender: String,
     ) -> Result<pb::PublishResponse, ApiError> {
-        let limit = crate::state::channels::PAYLOAD_BYTES_MAX;
-        if request.payload.len() > limit {
-            let problem = format!("{} bytes, the limit is {limit}", request.payload.len());
-            return Err(ApiError::invalid("payload", problem));
-        }
+        check_payload(&request.payload).map_err(Rejection::InvalidSpec)?;
         let term = self.leader_term()?;
         let offset = self.live.publish(
             &request.channel,

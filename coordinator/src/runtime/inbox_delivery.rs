@@ -21,6 +21,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use synod_proto::v1 as pb;
 use synod_proto::v1::coordinator_message::Kind;
+use tokio_util::sync::CancellationToken;
 
 use super::sessions::Outbound;
 use super::AgentRuntime;
@@ -35,6 +36,8 @@ pub const WINDOW: u64 = 256;
 struct PumpSignal {
     wake: tokio::sync::Notify,
     acknowledged: AtomicU64,
+    /// Cancelled when the session ends, so the pump lets go of its stream.
+    closed: CancellationToken,
 }
 
 /// The pumps of the sessions open on this leader, by agent id.
@@ -64,7 +67,9 @@ impl InboxDelivery {
     pub fn close(&self, agent_id: &str, session_id: &str) {
         let mut pumps = self.pumps.lock().expect("pumps lock");
         if pumps.get(agent_id).is_some_and(|(s, _)| s == session_id) {
-            pumps.remove(agent_id);
+            if let Some((_, signal)) = pumps.remove(agent_id) {
+                signal.closed.cancel();
+            }
         }
     }
 }
@@ -73,11 +78,15 @@ impl AgentRuntime {
     /// Starts delivering `agent_id`'s inbox on the session `session_id`.
     pub fn open_inbox(&self, agent_id: &str, session_id: &str, outbound: Outbound) {
         let signal = Arc::new(PumpSignal::default());
-        self.inbox_delivery()
+        let replaced = self
+            .inbox_delivery()
             .pumps
             .lock()
             .expect("pumps lock")
             .insert(agent_id.to_owned(), (session_id.to_owned(), signal.clone()));
+        if let Some((_, old)) = replaced {
+            old.closed.cancel();
+        }
         let pump = Pump {
             runtime: self.clone(),
             agent_id: agent_id.to_owned(),
@@ -130,6 +139,7 @@ impl Pump {
                     in_flight = None;
                 }
                 () = self.outbound.closed() => return,
+                () = self.signal.closed.cancelled() => return,
             }
         }
     }
@@ -151,7 +161,11 @@ impl Pump {
         });
         for message in batch {
             self.sent = message.offset;
-            if self.outbound.send(Ok(delivery(message))).await.is_err() {
+            let sent = tokio::select! {
+                sent = self.outbound.send(Ok(delivery(message))) => sent.is_ok(),
+                () = self.signal.closed.cancelled() => false,
+            };
+            if !sent {
                 return false;
             }
         }

@@ -134,10 +134,7 @@ impl ChannelTable {
                 name: name.to_owned(),
             });
         }
-        if payload.len() > PAYLOAD_BYTES_MAX {
-            let problem = format!("{} bytes, the limit is {PAYLOAD_BYTES_MAX}", payload.len());
-            return Err(Rejection::InvalidSpec(SpecError::new("payload", problem)));
-        }
+        check_payload(payload).map_err(Rejection::InvalidSpec)?;
         let offset = channel.next_offset;
         channel.messages.push_back(Message {
             offset,
@@ -173,6 +170,15 @@ fn unknown(name: &str) -> Rejection {
     Rejection::UnknownChannel {
         name: name.to_owned(),
     }
+}
+
+/// The size rule of every mesh message: channel, direct and broadcast alike.
+pub fn check_payload(payload: &[u8]) -> Result<(), SpecError> {
+    if payload.len() > PAYLOAD_BYTES_MAX {
+        let problem = format!("{} bytes, the limit is {PAYLOAD_BYTES_MAX}", payload.len());
+        return Err(SpecError::new("payload", problem));
+    }
+    Ok(())
 }
 
 /// The rules a new channel must satisfy.

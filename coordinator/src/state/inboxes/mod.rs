@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::agents::{AgentRegistry, AgentSelector, AgentStatus};
-use super::channels::{Message, PAYLOAD_BYTES_MAX};
+use super::channels::{check_payload, Message};
 use super::jobs::SpecError;
 use super::{Applied, Meta, Outcome, Rejection};
 
@@ -32,7 +32,7 @@ pub const INBOX_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const BROADCAST_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// One agent's unacknowledged messages.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inbox {
     /// Messages not yet acknowledged, oldest first.
     pub messages: VecDeque<Message>,
@@ -42,13 +42,23 @@ pub struct Inbox {
     pub bytes: usize,
 }
 
+impl Default for Inbox {
+    fn default() -> Self {
+        Self {
+            messages: VecDeque::new(),
+            next_offset: 1,
+            bytes: 0,
+        }
+    }
+}
+
 impl Inbox {
     fn has_room_for(&self, payload: usize) -> bool {
         self.messages.len() < INBOX_MESSAGES_MAX && self.bytes + payload <= INBOX_BYTES_MAX
     }
 
     fn push(&mut self, sender: &str, payload: &[u8], meta: Meta) -> u64 {
-        let offset = self.next_offset.max(1);
+        let offset = self.next_offset;
         self.messages.push_back(Message {
             offset,
             sender: sender.to_owned(),
@@ -93,7 +103,7 @@ impl InboxTable {
         agents: &AgentRegistry,
         meta: Meta,
     ) -> Outcome {
-        check_payload(payload)?;
+        check_payload(payload).map_err(Rejection::InvalidSpec)?;
         let agent = agents.get(to).ok_or_else(|| Rejection::UnknownAgent {
             agent_id: to.to_owned(),
         })?;
@@ -128,7 +138,7 @@ impl InboxTable {
         agents: &AgentRegistry,
         meta: Meta,
     ) -> Outcome {
-        check_payload(payload)?;
+        check_payload(payload).map_err(Rejection::InvalidSpec)?;
         let recipients: Vec<&str> = agents
             .live()
             .filter(|agent| selector.matches(&agent.capabilities, &agent.labels))
@@ -192,12 +202,4 @@ impl InboxTable {
     pub fn get(&self, agent_id: &str) -> Option<&Inbox> {
         self.inboxes.get(agent_id)
     }
-}
-
-fn check_payload(payload: &[u8]) -> Result<(), Rejection> {
-    if payload.len() > PAYLOAD_BYTES_MAX {
-        let problem = format!("{} bytes, the limit is {PAYLOAD_BYTES_MAX}", payload.len());
-        return Err(Rejection::InvalidSpec(SpecError::new("payload", problem)));
-    }
-    Ok(())
 }

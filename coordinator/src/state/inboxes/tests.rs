@@ -2,6 +2,7 @@
 //! skipped, broadcasts by selector to live agents only, a deregistered agent's inbox dropped.
 
 use super::*;
+use crate::state::channels::PAYLOAD_BYTES_MAX;
 use crate::state::testing::{register, Harness, START_MS};
 use crate::state::Command;
 
