@@ -3,13 +3,14 @@
 //!
 //! openraft gives every AppendEntries one heartbeat interval before it drops the call and
 //! retries the same entries. A large entry (a checkpoint) can take longer than that to ship and
-//! persist, so an append carrying entries runs in a task of its own: when openraft gives up on
+//! persist, so a large append runs in a task of its own: when openraft gives up on
 //! it, it keeps going, and openraft's retry of the same entries waits for that transfer instead
 //! of starting another one that would be cut short again.
 //!
 //! ```text
-//!   append_entries(entries a..b) ─► in flight for a..b? ─yes─► wait for it (may outlive calls)
-//!                                                       └no──► spawn the RPC, wait for it
+//!   append_entries(entries a..b) ─► small? ─yes─► send inline
+//!                                   └no─► in flight for a..b? ─yes─► wait for it (may outlive calls)
+//!                                                            └no──► spawn the RPC, wait for it
 //! ```
 
 use std::collections::HashMap;
@@ -36,6 +37,8 @@ use super::types::{NodeId, TypeConfig};
 
 /// Largest message exchanged between nodes (log batches and snapshot chunks stay below it).
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Appends of at least this many bytes are sent from a task of their own (see the module doc).
+const IN_TASK_BYTES_MIN: usize = 256 * 1024;
 /// Bytes a peer is given a millisecond to receive and persist, on top of the RPC's own timeout.
 const TRANSFER_BYTES_PER_MS: usize = 16 * 1024;
 
@@ -222,6 +225,22 @@ where
     decode("raft reply", &reply.ok).map_err(|e| RPCError::Network(NetworkError::new(&e)))
 }
 
+/// Approximate bytes of the entries an append carries.
+fn entries_bytes(request: &AppendEntriesRequest<TypeConfig>) -> usize {
+    request
+        .entries
+        .iter()
+        .map(|entry| match &entry.payload {
+            openraft::EntryPayload::Normal(proposal) => proposal
+                .commands
+                .iter()
+                .map(crate::state::Command::size_bytes)
+                .sum(),
+            _ => 64,
+        })
+        .sum()
+}
+
 fn status_to_rpc_error<E: std::error::Error>(
     status: tonic::Status,
 ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
@@ -239,26 +258,13 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> PeerResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         // Too many bytes for one peer message: ask Raft to send fewer entries at a time.
-        let entries = request.entries.len() as u64;
-        if entries > 1 {
-            let bytes: usize = request
-                .entries
-                .iter()
-                .map(|entry| match &entry.payload {
-                    openraft::EntryPayload::Normal(proposal) => proposal
-                        .commands
-                        .iter()
-                        .map(crate::state::Command::size_bytes)
-                        .sum(),
-                    _ => 64,
-                })
-                .sum();
-            if bytes > PEER_MESSAGE_BYTES_MAX / 2 {
-                let hint = (entries / 2).max(1);
-                return Err(PayloadTooLarge::new_entries_hint(hint).into());
-            }
+        let (entries, bytes) = (request.entries.len() as u64, entries_bytes(&request));
+        if entries > 1 && bytes > PEER_MESSAGE_BYTES_MAX / 2 {
+            let hint = (entries / 2).max(1);
+            return Err(PayloadTooLarge::new_entries_hint(hint).into());
         }
-        if request.entries.is_empty() {
+        // Only a large append risks outliving openraft's timeout; the rest go inline.
+        if bytes < IN_TASK_BYTES_MIN {
             return self.call(Rpc::AppendEntries, &request, &option).await;
         }
         self.append_in_task(request, &option).await
