@@ -10,11 +10,13 @@
 //! - [`raft`]: openraft adapters (disk, network, transport service).
 //! - [`runtime`]: leader-side live parts (batching proposer, clock).
 //! - [`scheduler`]: pure placement strategies (round-robin, least-loaded, capability, auction).
+//! - [`aggregation`]: federated aggregation strategies and the privacy accountant (pure maths).
 //! - [`api`]: thin gRPC services and the one place errors become statuses.
 //! - [`node`]: wiring of one coordinator node; [`config`]: its settings.
 
 #![forbid(unsafe_code)]
 
+pub mod aggregation;
 pub mod api;
 pub mod cli;
 pub mod config;

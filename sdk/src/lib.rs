@@ -20,6 +20,8 @@ mod messages;
 mod put_pipeline;
 mod relay;
 mod retry;
+pub mod secagg;
+pub mod tensors;
 mod votes;
 
 pub use channels::Subscription;

@@ -104,12 +104,14 @@ impl From<Rejection> for ApiError {
             Rejection::JobExists { .. }
             | Rejection::VoteExists { .. }
             | Rejection::BarrierExists { .. }
-            | Rejection::ChannelExists { .. } => Self::AlreadyExists(rejection.to_string()),
+            | Rejection::ChannelExists { .. }
+            | Rejection::FederationExists { .. } => Self::AlreadyExists(rejection.to_string()),
             Rejection::UnknownVote { .. }
             | Rejection::UnknownBarrier { .. }
             | Rejection::UnknownAgent { .. }
             | Rejection::UnknownElection { .. }
-            | Rejection::UnknownChannel { .. } => Self::NotFound(rejection.to_string()),
+            | Rejection::UnknownChannel { .. }
+            | Rejection::UnknownFederation { .. } => Self::NotFound(rejection.to_string()),
             Rejection::InboxFull { .. } => Self::ResourceExhausted(rejection.to_string()),
             Rejection::NotEligible { .. } | Rejection::NotAParty { .. } => {
                 Self::PermissionDenied(rejection.to_string())

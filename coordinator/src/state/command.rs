@@ -6,6 +6,10 @@ use super::agents::{AgentSelector, Registration};
 use super::barriers::{BarrierSpec, Step};
 use super::channels::ChannelSpec;
 use super::checkpoints::Save;
+use super::federations::secure::SecureStep;
+use super::federations::{
+    EncryptedShare, FederationSpec, RoundCommit, RoundStart, RoundState, StoredModel, UpdateReceipt,
+};
 use super::jobs::{JobSpec, TaskSpec};
 use super::votes::VoteSpec;
 
@@ -223,6 +227,123 @@ pub enum Command {
     },
     /// Saves a new version of a checkpoint.
     SaveCheckpoint(Save),
+    /// Starts a federation (validated again at apply).
+    StartFederation {
+        /// Id chosen by the leader.
+        federation_id: String,
+        /// The federation.
+        spec: Box<FederationSpec>,
+        /// Idempotency key, if any.
+        idempotency_key: String,
+        /// The initial model when it came inline.
+        initial_model: Option<StoredModel>,
+    },
+    /// Appends bytes to the model being staged for a round (0: the initial model).
+    StageModel {
+        /// Federation.
+        federation_id: String,
+        /// Round.
+        round: u32,
+        /// Attempt (0 for the initial model).
+        attempt: u32,
+        /// Where the bytes go; 0 starts over.
+        offset: u64,
+        /// The bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// The staged initial model is complete.
+    CommitInitialModel {
+        /// Federation.
+        federation_id: String,
+        /// SHA-256 of the staged bytes, checked by the API.
+        sha256: String,
+    },
+    /// Opens a round attempt with the leader's sample.
+    StartRound(RoundStart),
+    /// A participant's update was received and folded in by the leader.
+    RecordUpdate(UpdateReceipt),
+    /// The leader refused a participant's update.
+    RejectUpdate {
+        /// Federation.
+        federation_id: String,
+        /// Round.
+        round: u32,
+        /// Attempt.
+        attempt: u32,
+        /// Participant.
+        agent_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Participants missed a deadline or lost their session.
+    DropParticipants {
+        /// Federation.
+        federation_id: String,
+        /// Round.
+        round: u32,
+        /// Attempt.
+        attempt: u32,
+        /// Who.
+        agent_ids: Vec<String>,
+        /// Why.
+        reason: String,
+    },
+    /// The staged global model is the round's result.
+    CommitRound(RoundCommit),
+    /// The open attempt failed.
+    FailRound {
+        /// Federation.
+        federation_id: String,
+        /// Round.
+        round: u32,
+        /// Attempt.
+        attempt: u32,
+        /// Why.
+        reason: String,
+    },
+    /// Cancels a federation.
+    CancelFederation {
+        /// Federation.
+        federation_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Secure aggregation: a participant's public key.
+    AdvertiseKey {
+        /// Attempt and participant.
+        step: SecureStep,
+        /// X25519 public key.
+        #[serde(with = "serde_bytes")]
+        public_key: Vec<u8>,
+    },
+    /// Secure aggregation: a participant's encrypted key shares.
+    ShareKeys {
+        /// Attempt and participant.
+        step: SecureStep,
+        /// One per other peer.
+        shares: Vec<EncryptedShare>,
+    },
+    /// Secure aggregation: a survivor's shares of dropped participants' keys.
+    RevealShares {
+        /// Attempt and participant.
+        step: SecureStep,
+        /// (dropped participant, share plaintext).
+        shares: Vec<(String, serde_bytes::ByteBuf)>,
+    },
+    /// Secure aggregation: the attempt moves to its next phase.
+    AdvancePhase {
+        /// Federation.
+        federation_id: String,
+        /// Round.
+        round: u32,
+        /// Attempt.
+        attempt: u32,
+        /// The next phase.
+        to: RoundState,
+        /// When it ends.
+        phase_deadline_at_ms: u64,
+    },
     /// A live agent campaigns to lead an election.
     Campaign {
         /// The election.
@@ -437,6 +558,7 @@ impl Command {
                 let metadata: usize = save.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
                 64 + save.name.len() + save.data.len() + metadata + save.created_by.len()
             }
+            command => super::federations::command_bytes(command),
         }
     }
 }

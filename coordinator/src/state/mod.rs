@@ -26,6 +26,7 @@ pub mod checkpoints;
 mod command;
 pub mod effects;
 pub mod elections;
+pub mod federations;
 pub mod inboxes;
 pub mod jobs;
 mod kv;
@@ -66,6 +67,8 @@ pub struct State {
     pub channels: channels::ChannelTable,
     /// Every agent's inbox of direct and broadcast messages.
     pub inboxes: inboxes::InboxTable,
+    /// Every federation and its rounds.
+    pub federations: federations::FederationTable,
     /// Number of commands applied (accepted or rejected) since the cluster began.
     pub commands_applied: u64,
     /// Leader timestamp of the last applied proposal, in Unix milliseconds.
@@ -102,6 +105,9 @@ impl State {
                 .put(key, value, *condition, meta.index)
                 .map(Applied::Kv),
             Command::KvDelete { key } => Ok(Applied::Deleted(self.kv.delete(key))),
+            command if federations::is_federation_command(command) => {
+                federations::apply(&mut self.federations, command, &self.agents, meta)
+            }
             command => self.apply_coordination(command, meta),
         }
     }
@@ -284,6 +290,8 @@ impl State {
             | Command::SendDirect { .. }
             | Command::Broadcast { .. }
             | Command::AckInbox { .. } => Ok(Applied::Done),
+            // Federation commands are dispatched by `apply`.
+            _ => Ok(Applied::Done),
         }
     }
 
@@ -300,6 +308,7 @@ impl State {
             .lose_agent(agent_id, tasks, &mut self.agents, meta);
         self.barriers.party_lost(agent_id, meta);
         self.elections.agent_lost(agent_id, meta);
+        self.federations.agent_lost(agent_id, meta);
         Applied::AgentLost {
             agent_id: agent_id.to_owned(),
             ended,

@@ -108,6 +108,32 @@ pub enum Applied {
         /// The generation the command was about.
         generation: u64,
     },
+    /// A federation changed.
+    FederationChanged {
+        /// The federation.
+        federation_id: String,
+    },
+    /// A round attempt started: invite its participants.
+    RoundStarted {
+        /// The federation.
+        federation_id: String,
+        /// Round.
+        round: u32,
+        /// Attempt.
+        attempt: u32,
+    },
+    /// An update's receipt was recorded (`duplicate`: the same update again).
+    UpdateRecorded {
+        /// True when it had been recorded before.
+        duplicate: bool,
+    },
+    /// Participants were dropped from an attempt.
+    ParticipantsDropped {
+        /// The federation.
+        federation_id: String,
+        /// How many were still active.
+        dropped: u32,
+    },
     /// A report on a stale attempt: refused, but recorded as event `sequence` of the job.
     StaleReport {
         /// Why the report was refused.
@@ -416,6 +442,34 @@ pub enum Rejection {
         name: String,
         /// The would-be party.
         party: String,
+    },
+    /// No such federation.
+    #[error("federation_id: no federation '{federation_id}'")]
+    UnknownFederation {
+        /// The federation.
+        federation_id: String,
+    },
+    /// A federation id already in use.
+    #[error("federation '{federation_id}' already exists")]
+    FederationExists {
+        /// The federation.
+        federation_id: String,
+    },
+    /// A federation command its current state does not allow.
+    #[error("federation '{federation_id}': {problem}")]
+    FederationConflict {
+        /// The federation.
+        federation_id: String,
+        /// Why.
+        problem: String,
+    },
+    /// A well-formed update (or step) the round cannot use.
+    #[error("{reason}")]
+    UpdateRefused {
+        /// The participant.
+        agent_id: String,
+        /// Why, e.g. "not selected", "stale attempt".
+        reason: String,
     },
     /// No such vote.
     #[error("vote_id: no vote '{vote_id}'")]
