@@ -15,6 +15,7 @@ use openraft::{BasicNode, SnapshotPolicy};
 use synod_proto::v1::agent_service_server::AgentServiceServer;
 use synod_proto::v1::cluster_service_server::ClusterServiceServer;
 use synod_proto::v1::coordination_service_server::CoordinationServiceServer;
+use synod_proto::v1::federation_service_server::FederationServiceServer;
 use synod_proto::v1::job_service_server::JobServiceServer;
 use synod_proto::v1::kv_service_server::KvServiceServer;
 use synod_proto::v1::raft_transport_server::RaftTransportServer;
@@ -25,14 +26,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{
     AgentApi, BarrierApi, ChannelApi, CheckpointApi, ClusterApi, CoordinationApi,
-    CoordinationParts, ElectionApi, JobApi, KvApi, LeaderRouter, MessageApi, VoteApi,
+    CoordinationParts, ElectionApi, FederationApi, JobApi, KvApi, LeaderRouter, MessageApi,
+    VoteApi,
 };
 use crate::config::NodeConfig;
 use crate::raft::{
     open_disk, DiskError, LogStore, NetworkFactory, PeerClients, Raft, RaftTransportService,
     StateMachineStore,
 };
-use crate::runtime::{ActingForwarder, AgentRuntime, AgentSettings, BatchLimits, Proposer};
+use crate::runtime::{
+    ActingForwarder, AgentRuntime, AgentSettings, BatchLimits, FederationRuntime, Proposer,
+};
 
 /// The node could not start or failed while running.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +99,10 @@ pub async fn run(
         agent_settings(&config.agents),
     );
     tokio::spawn(agents.clone().run(shutdown.clone()));
+    let spill_dir = config.data_dir.join("spill");
+    let _ = std::fs::create_dir_all(&spill_dir);
+    let federations = FederationRuntime::new(agents.clone(), spill_dir);
+    tokio::spawn(federations.clone().run(shutdown.clone()));
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -117,6 +125,7 @@ pub async fn run(
         router,
         log: log.clone(),
         agents,
+        federations,
     };
     let served = serve(listener, &config, &raft, services, shutdown.clone()).await;
     // In-flight requests have been answered; stop Raft (a leader stops heartbeating, so the
@@ -174,6 +183,7 @@ struct Services {
     router: LeaderRouter,
     log: LogStore,
     agents: AgentRuntime,
+    federations: FederationRuntime,
 }
 
 async fn serve(
@@ -188,6 +198,7 @@ async fn serve(
         router,
         log,
         agents,
+        federations,
     } = services;
     let message_max = config.limits.message_bytes_max;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -205,6 +216,9 @@ async fn serve(
         .await;
     health_reporter
         .set_serving::<CoordinationServiceServer<CoordinationApi>>()
+        .await;
+    health_reporter
+        .set_serving::<FederationServiceServer<FederationApi>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(synod_proto::FILE_DESCRIPTOR_SET)
@@ -256,6 +270,15 @@ async fn serve(
             AgentServiceServer::new(AgentApi::new(agents, router.clone(), barriers))
                 .max_decoding_message_size(message_max)
                 .max_encoding_message_size(message_max),
+        )
+        .add_service(
+            FederationServiceServer::new(FederationApi::new(
+                proposer.clone(),
+                router.clone(),
+                federations,
+            ))
+            .max_decoding_message_size(message_max)
+            .max_encoding_message_size(message_max),
         )
         .add_service(health_service)
         .add_service(reflection)

@@ -17,6 +17,9 @@ pub enum ClientError {
     /// The cluster answered with an error that retrying cannot fix.
     #[error("{}: {}", .0.code(), .0.message())]
     Rejected(tonic::Status),
+    /// The cluster's answer was malformed.
+    #[error("malformed answer: {0}")]
+    Protocol(String),
     /// No member could serve the call before the retry deadline.
     #[error("cluster unavailable after {attempts} attempts: {last}")]
     Unavailable {

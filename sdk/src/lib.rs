@@ -14,6 +14,7 @@ pub mod checkpoints;
 mod client;
 mod elections;
 mod error;
+pub mod federation;
 pub mod job_file;
 mod jobs;
 mod messages;

@@ -145,6 +145,12 @@ impl AgentService for AgentApi {
         for request in self.runtime.pending_ballots(&agent_id) {
             let _ = outbound.try_send(Ok(request));
         }
+        let invitations = self
+            .runtime
+            .read(|state| crate::runtime::federations::invitations::pending(state, &agent_id));
+        for invitation in invitations {
+            let _ = outbound.try_send(Ok(invitation));
+        }
         self.runtime
             .open_inbox(&agent_id, &session_id, outbound.clone());
         tracing::info!(%agent_id, %session_id, "agent session open");

@@ -8,21 +8,18 @@
 //!   GetCheckpoint  ─► CheckpointInfo, then 1 MiB chunks
 //! ```
 
-use sha2::{Digest, Sha256};
 use synod_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+use super::chunks;
 use super::convert::write_meta;
 use super::request::{next_token, page_position, page_size, require};
 use super::{ApiError, LeaderRouter};
 use crate::runtime::Proposer;
 use crate::state::checkpoints::{Save, Scope, Version};
 use crate::state::{Applied, Command, State};
-
-/// Bytes per chunk of a read.
-const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// The checkpoint part of `synod.v1.CoordinationService`.
 #[derive(Clone)]
@@ -57,7 +54,7 @@ impl CheckpointApi {
         mut stream: Streaming<pb::SaveCheckpointRequest>,
     ) -> Result<pb::SaveCheckpointResponse, ApiError> {
         use pb::save_checkpoint_request::Part;
-        let header = match stream.message().await.map_err(stream_error)? {
+        let header = match stream.message().await.map_err(chunks::stream_error)? {
             Some(pb::SaveCheckpointRequest {
                 part: Some(Part::Header(header)),
             }) => header,
@@ -79,54 +76,17 @@ impl CheckpointApi {
         let declared = header
             .blob
             .ok_or_else(|| ApiError::invalid("header.blob", "required"))?;
-        if declared.size_bytes > self.bytes_max as u64 {
-            return Err(too_large(declared.size_bytes, self.bytes_max));
-        }
-        let mut data = Vec::with_capacity(declared.size_bytes as usize);
-        let mut hasher = Sha256::new();
-        let mut last = false;
-        while !last {
-            let chunk = match stream.message().await.map_err(stream_error)? {
-                Some(pb::SaveCheckpointRequest {
-                    part: Some(Part::Chunk(chunk)),
-                }) => chunk,
-                Some(_) => return Err(ApiError::invalid("chunk", "the header may come only once")),
-                None => {
-                    return Err(ApiError::invalid(
-                        "chunk",
-                        "the stream ended before the last chunk",
-                    ))
-                }
-            };
-            if chunk.offset != data.len() as u64 {
-                return Err(ApiError::invalid(
-                    "chunk.offset",
-                    format!("{}, expected {}", chunk.offset, data.len()),
-                ));
-            }
-            if data.len() + chunk.data.len() > self.bytes_max {
-                return Err(too_large(
-                    (data.len() + chunk.data.len()) as u64,
-                    self.bytes_max,
-                ));
-            }
-            hasher.update(&chunk.data);
-            data.extend_from_slice(&chunk.data);
-            last = chunk.last;
-        }
-        let sha256 = hex(&hasher.finalize());
-        if data.len() as u64 != declared.size_bytes {
-            return Err(ApiError::invalid(
-                "blob.size_bytes",
-                format!("{} declared, {} received", declared.size_bytes, data.len()),
-            ));
-        }
-        if sha256 != declared.sha256.to_lowercase() {
-            return Err(ApiError::invalid(
-                "blob.sha256",
-                format!("{} declared, {sha256} received", declared.sha256),
-            ));
-        }
+        let (data, sha256) = chunks::receive(
+            &mut stream,
+            &declared,
+            self.bytes_max as u64,
+            "limits.checkpoint_bytes_max",
+            |message| match message.part {
+                Some(Part::Chunk(chunk)) => Some(chunk),
+                _ => None,
+            },
+        )
+        .await?;
         let save = Save {
             scope,
             name: header.name,
@@ -185,21 +145,14 @@ impl CheckpointApi {
                 request.name
             ))
         })?;
-        let chunks = data.len().div_ceil(CHUNK_BYTES).max(1);
-        let (sender, receiver) = mpsc::channel(chunks + 1);
+        let parts = chunks::chunks(&data, 0);
+        let (sender, receiver) = mpsc::channel(data.len().div_ceil(chunks::CHUNK_BYTES) + 2);
         let first = pb::GetCheckpointResponse {
             part: Some(pb::get_checkpoint_response::Part::Checkpoint(info)),
             read: Some(read),
         };
         let _ = sender.try_send(Ok(first));
-        for i in 0..chunks {
-            let start = i * CHUNK_BYTES;
-            let end = (start + CHUNK_BYTES).min(data.len());
-            let chunk = pb::Chunk {
-                offset: start as u64,
-                data: data[start..end].to_vec(),
-                last: i + 1 == chunks,
-            };
+        for chunk in parts {
             let _ = sender.try_send(Ok(pb::GetCheckpointResponse {
                 part: Some(pb::get_checkpoint_response::Part::Chunk(chunk)),
                 read: None,
@@ -305,19 +258,4 @@ pub fn info(scope: &Scope, name: &str, version: &Version) -> pb::CheckpointInfo 
         created_by: version.created_by.clone(),
         created_at_ms: version.created_at_ms,
     }
-}
-
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn too_large(size: u64, max: usize) -> ApiError {
-    ApiError::ResourceExhausted(format!(
-        "blob.size_bytes: {size} bytes, the limit (limits.checkpoint_bytes_max) is {max}"
-    ))
-}
-
-fn stream_error(status: Status) -> ApiError {
-    ApiError::invalid("stream", status.message().to_owned())
 }

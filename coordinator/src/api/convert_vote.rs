@@ -17,6 +17,22 @@ pub enum Voters {
     Selected(AgentSelector),
 }
 
+/// A selector from the wire.
+pub fn domain_selector(selector: pb::AgentSelector) -> AgentSelector {
+    AgentSelector {
+        capabilities: selector.capabilities.into_iter().collect(),
+        labels: selector.labels.into_iter().collect(),
+    }
+}
+
+/// A selector on the wire.
+pub fn proto_selector(selector: &AgentSelector) -> pb::AgentSelector {
+    pb::AgentSelector {
+        capabilities: selector.capabilities.iter().cloned().collect(),
+        labels: selector.labels.clone().into_iter().collect(),
+    }
+}
+
 /// The request's voters.
 pub fn voters(voters: Option<pb::open_vote_request::Voters>) -> Result<Voters, ApiError> {
     match voters {
@@ -28,10 +44,7 @@ pub fn voters(voters: Option<pb::open_vote_request::Voters>) -> Result<Voters, A
             "at least one agent id is needed",
         )),
         Some(pb::open_vote_request::Voters::Selector(selector)) => {
-            Ok(Voters::Selected(AgentSelector {
-                capabilities: selector.capabilities.into_iter().collect(),
-                labels: selector.labels.into_iter().collect(),
-            }))
+            Ok(Voters::Selected(domain_selector(selector)))
         }
         None => Err(ApiError::invalid("voters", "set agent_ids or selector")),
     }

@@ -13,7 +13,6 @@ use super::convert::write_meta;
 use super::request::require;
 use super::ApiError;
 use crate::runtime::{AgentRuntime, CommandResult};
-use crate::state::agents::AgentSelector;
 use crate::state::{Applied, Command};
 
 /// The direct and broadcast part of `synod.v1.CoordinationService`.
@@ -55,10 +54,7 @@ impl MessageApi {
     ) -> Result<pb::BroadcastResponse, ApiError> {
         let selector = request.selector.unwrap_or_default();
         let command = Command::Broadcast {
-            selector: AgentSelector {
-                capabilities: selector.capabilities.into_iter().collect(),
-                labels: selector.labels.into_iter().collect(),
-            },
+            selector: super::convert_vote::domain_selector(selector),
             sender,
             payload: request.payload,
         };

@@ -5,6 +5,7 @@ mod agent_runtime;
 pub mod auctions;
 mod barriers;
 pub mod clock;
+pub mod federations;
 mod forwarded;
 pub mod inbox_delivery;
 pub mod live_channels;
@@ -16,5 +17,6 @@ mod votes;
 
 pub use crate::state::agents::AgentSelector;
 pub use agent_runtime::{strategy_of, AgentRuntime, AgentSettings};
+pub use federations::FederationRuntime;
 pub use forwarded::ActingForwarder;
 pub use proposer::{BatchLimits, CommandResult, Proposer};

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::handler::{Task, TaskOutcome, TaskRequest};
 use super::mailbox::Mailbox;
 use super::outbox::Outbox;
+use super::participant::Rounds;
 use super::session::{run_session, SessionEnd};
 use super::AgentBuilder;
 use crate::{Client, ClientError};
@@ -57,6 +58,8 @@ pub(crate) struct AgentCore {
     pub(crate) channel: Option<tonic::transport::Channel>,
     /// Direct and broadcast messages.
     pub(crate) mailbox: Mailbox,
+    /// Federated rounds, when the agent is a participant.
+    pub(crate) rounds: Option<Rounds>,
 }
 
 impl AgentCore {
@@ -79,6 +82,7 @@ impl AgentCore {
             requested,
             subtask_requests: HashMap::new(),
             subtask_waits: HashMap::new(),
+            rounds: None,
         }
     }
 
@@ -90,6 +94,10 @@ impl AgentCore {
         shutdown: CancellationToken,
     ) -> Result<(), ClientError> {
         let mut backoff = Duration::from_millis(50);
+        if let Some(participant) = self.config.participant.clone() {
+            let acting = client.acting_as(self.config.credentials.subscribe());
+            self.rounds = Some(Rounds::new(participant, acting));
+        }
         loop {
             let addr = client.current_addr();
             let channel = client.channel(&addr)?;

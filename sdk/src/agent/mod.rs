@@ -16,6 +16,7 @@ mod core;
 mod handler;
 mod mailbox;
 mod outbox;
+mod participant;
 mod session;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +24,7 @@ use std::sync::Arc;
 
 pub use handler::{BallotHandler, BidHandler, BoxFuture, Offer, Task, TaskHandler, TaskOutcome};
 pub use mailbox::MessageHandler;
+pub use participant::{Evaluation, FitRequest, FitResult, Participant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{AgentCredentials, Client, ClientError, RetryPolicy};
@@ -40,6 +42,7 @@ pub struct AgentBuilder {
     pub(crate) bid_handler: Option<Arc<dyn BidHandler>>,
     pub(crate) ballot_handler: Option<Arc<dyn BallotHandler>>,
     pub(crate) message_handler: Option<Arc<dyn MessageHandler>>,
+    pub(crate) participant: Option<Arc<dyn Participant>>,
     pub(crate) credentials: tokio::sync::watch::Sender<Option<AgentCredentials>>,
 }
 
@@ -86,6 +89,7 @@ impl AgentBuilder {
             bid_handler: None,
             ballot_handler: None,
             message_handler: None,
+            participant: None,
             credentials: tokio::sync::watch::channel(None).0,
         }
     }
@@ -103,6 +107,14 @@ impl AgentBuilder {
     /// a handler messages are acknowledged, and so dropped, as they arrive.
     pub fn message_handler(mut self, handler: impl MessageHandler) -> Self {
         self.message_handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Takes part in federated rounds: each round this agent is selected for downloads the
+    /// global model, runs `participant` and submits its update (masked when the round uses
+    /// secure aggregation). An invitation repeated after a reconnect runs once.
+    pub fn participant(mut self, participant: impl Participant) -> Self {
+        self.participant = Some(Arc::new(participant));
         self
     }
 

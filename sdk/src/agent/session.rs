@@ -117,6 +117,9 @@ async fn first_message(inbound: &mut Streaming<pb::CoordinatorMessage>) -> Resul
 fn on_registered(core: &mut AgentCore, registered: pb::Registered) -> u64 {
     tracing::info!(agent_id = %registered.agent_id, resumed = registered.resumed, "agent registered");
     core.mailbox.registered_as(&registered.agent_id);
+    if let Some(rounds) = &core.rounds {
+        rounds.registered_as(&registered.agent_id);
+    }
     core.config
         .credentials
         .send_replace(Some(crate::AgentCredentials {
@@ -190,6 +193,11 @@ async fn on_message(
         In::MessageDelivery(delivery) => {
             if let Some(mesh) = delivery.message.filter(|m| m.channel.is_empty()) {
                 core.mailbox.offer(mesh).await;
+            }
+        }
+        In::RoundInvitation(invitation) => {
+            if let Some(rounds) = &mut core.rounds {
+                rounds.invited(invitation);
             }
         }
         other => tracing::debug!(message = ?other, "ignored coordinator message"),

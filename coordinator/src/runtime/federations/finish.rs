@@ -1,0 +1,306 @@
+//! The end of a round attempt on the leader: the aggregate becomes the next global model
+//! (unmasked first under secure aggregation, with the privacy spent accounted under central
+//! DP), which is staged in chunks and committed; any failure fails the attempt instead.
+//!
+//! ```text
+//!   wait for in-flight folds ─► take the aggregate ─► [remove dropped masks] ─► strategy step
+//!   ─► payload = model ‖ server state ─► StageModel × ⌈size / chunk⌉ ─► CommitRound
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use synod_sdk::secagg::{reconstruct_private_key, MaskedSum, MaskingParams};
+use synod_sdk::tensors::{f32_extend_le, sha256_hex};
+
+use super::live::{Aggregate, LiveRound};
+use super::FederationRuntime;
+use crate::aggregation::{
+    self, CentralDp, PrivacyAccountant, RoundAggregator, ServerState, Strategy,
+};
+use crate::state::federations::spec::{FederationSpec, StrategySpec};
+use crate::state::federations::{FederationRecord, RoundCommit, RoundState};
+use crate::state::Command;
+
+/// Bytes per `StageModel` command.
+const STAGE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// The aggregation strategy of a spec (FedProx aggregates as FedAvg).
+pub fn strategy_of(spec: &StrategySpec) -> Strategy {
+    match *spec {
+        StrategySpec::FedAvg | StrategySpec::FedProx { .. } => Strategy::FedAvg,
+        StrategySpec::FedAvgM {
+            server_learning_rate,
+            momentum,
+        } => Strategy::FedAvgM {
+            server_learning_rate,
+            momentum,
+        },
+        StrategySpec::FedAdam(a) => Strategy::FedAdam(adaptive(a)),
+        StrategySpec::FedYogi(a) => Strategy::FedYogi(adaptive(a)),
+        StrategySpec::FedMedian => Strategy::FedMedian,
+        StrategySpec::FedTrimmedAvg { beta } => Strategy::FedTrimmedAvg { beta },
+        StrategySpec::Krum { f, multi_m } => Strategy::Krum { f, multi_m },
+    }
+}
+
+fn adaptive(a: crate::state::federations::spec::Adaptive) -> aggregation::Adaptive {
+    aggregation::Adaptive {
+        eta: a.eta,
+        beta1: a.beta1,
+        beta2: a.beta2,
+        tau: a.tau,
+    }
+}
+
+/// Central DP as the aggregator applies it.
+fn dp_of(spec: &FederationSpec) -> Option<CentralDp> {
+    spec.central_dp.map(|dp| CentralDp {
+        clip_norm: dp.clip_norm,
+        noise_multiplier: dp.noise_multiplier,
+    })
+}
+
+/// An empty aggregate for one attempt of a federation with `spec`.
+pub fn new_aggregate(
+    spec: &FederationSpec,
+    dim: usize,
+    spill_dir: &Path,
+) -> Result<Aggregate, String> {
+    match spec.secure_aggregation {
+        Some(secure) => {
+            let params =
+                MaskingParams::new(secure.modulus_bits, secure.scale).map_err(|e| e.to_string())?;
+            MaskedSum::new(dim, params)
+                .map(Aggregate::Masked)
+                .map_err(|e| e.to_string())
+        }
+        None => RoundAggregator::new_in(&strategy_of(&spec.strategy), dim, dp_of(spec), spill_dir)
+            .map(Aggregate::Plain)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Epsilon spent after every committed round plus `extra` more at `sampling_rate`.
+pub fn epsilon_after(federation: &FederationRecord, sampling_rate: f64, extra: u64) -> f64 {
+    let Some(dp) = federation.spec.central_dp else {
+        return 0.0;
+    };
+    let mut accountant = PrivacyAccountant::new();
+    let committed = federation
+        .rounds
+        .values()
+        .filter(|r| r.state == RoundState::Committed)
+        .map(|r| r.sampling_rate);
+    for rate in committed.chain(std::iter::repeat_n(sampling_rate, extra as usize)) {
+        if accountant.compose(dp.noise_multiplier, rate, 1).is_err() {
+            return f64::INFINITY;
+        }
+    }
+    accountant
+        .spent(dp.delta)
+        .map_or(f64::INFINITY, |spent| spent.epsilon)
+}
+
+/// What the finisher reads from the state.
+struct Inputs {
+    spec: FederationSpec,
+    server_state: Vec<u8>,
+    epsilon_spent: f64,
+    budget_exhausted: bool,
+    submitted: Vec<(String, [u8; 32])>,
+    unmasking: Vec<Unmask>,
+}
+
+/// A dropped participant's masks to remove.
+struct Unmask {
+    agent_id: String,
+    public_key: [u8; 32],
+    shares: Vec<Vec<u8>>,
+}
+
+impl FederationRuntime {
+    /// Aggregates and commits the attempt `live`, or fails it.
+    pub(super) async fn finish(&self, federation_id: &str, live: Arc<LiveRound>) {
+        let (round, attempt) = (live.round, live.attempt);
+        match self.aggregate_and_commit(federation_id, &live).await {
+            Ok(()) => tracing::info!(federation_id, round, attempt, "round committed"),
+            Err(reason) => self.fail(federation_id, round, attempt, &reason).await,
+        }
+        self.forget(federation_id, round, attempt);
+        self.wake();
+    }
+
+    async fn aggregate_and_commit(
+        &self,
+        federation_id: &str,
+        live: &Arc<LiveRound>,
+    ) -> Result<(), String> {
+        while live.in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let inputs = self.inputs(federation_id, live)?;
+        let aggregate = live.take().ok_or("the aggregate was already taken")?;
+        let global = live.global.clone();
+        let computed = tokio::task::spawn_blocking(move || compute(aggregate, &global, inputs))
+            .await
+            .map_err(|e| format!("aggregation task: {e}"))??;
+        let (payload, commit_fields) = computed;
+        let sha256 = sha256_hex(&payload[..live.global.len() * 4]);
+        let mut pending = Vec::new();
+        for (i, chunk) in payload.chunks(STAGE_CHUNK_BYTES).enumerate() {
+            let command = Command::StageModel {
+                federation_id: federation_id.to_owned(),
+                round: live.round,
+                attempt: live.attempt,
+                offset: (i * STAGE_CHUNK_BYTES) as u64,
+                data: chunk.to_vec(),
+            };
+            pending.push(
+                self.agents()
+                    .enqueue(command)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        drop(payload);
+        let commit = Command::CommitRound(RoundCommit {
+            federation_id: federation_id.to_owned(),
+            round: live.round,
+            attempt: live.attempt,
+            sha256,
+            epsilon_spent: commit_fields.0,
+            budget_exhausted: commit_fields.1,
+        });
+        pending.push(
+            self.agents()
+                .enqueue(commit)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        for result in futures::future::join_all(pending).await {
+            let result = result.map_err(|e| e.to_string())?;
+            result.outcome.map_err(|rejection| rejection.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn inputs(&self, federation_id: &str, live: &LiveRound) -> Result<Inputs, String> {
+        let folded = live.folded();
+        self.agents().read(|state| {
+            let federation = state
+                .federations
+                .get(federation_id)
+                .ok_or("the federation is gone")?;
+            let open = federation
+                .open_round()
+                .filter(|r| r.round == live.round && r.attempt == live.attempt)
+                .ok_or("the attempt is no longer open")?;
+            let min = federation.spec.selection.min_participants as usize;
+            let submitted: Vec<(String, [u8; 32])> = open
+                .submitted()
+                .map(|(id, p)| (id.clone(), key_of(&p.public_key)))
+                .collect();
+            if submitted.len() < min {
+                return Err(format!(
+                    "{} updates, at least {min} needed",
+                    submitted.len()
+                ));
+            }
+            if submitted.iter().any(|(id, _)| !folded.contains(id)) {
+                return Err("an accepted update is missing from the aggregate".into());
+            }
+            let unmasking = open
+                .dropped_after_sharing()
+                .map(|id| Unmask {
+                    agent_id: id.clone(),
+                    public_key: key_of(&open.participants[id].public_key),
+                    shares: open
+                        .unmask_shares
+                        .get(id)
+                        .map(|by| by.values().map(|s| s.to_vec()).collect())
+                        .unwrap_or_default(),
+                })
+                .collect();
+            let epsilon_spent = epsilon_after(federation, open.sampling_rate, 1);
+            let budget_exhausted = federation.spec.central_dp.is_some_and(|dp| {
+                dp.max_epsilon > 0.0
+                    && epsilon_after(federation, open.sampling_rate, 2) > dp.max_epsilon
+            });
+            Ok(Inputs {
+                spec: federation.spec.clone(),
+                server_state: federation.server_state.clone(),
+                epsilon_spent,
+                budget_exhausted,
+                submitted,
+                unmasking,
+            })
+        })
+    }
+}
+
+fn key_of(bytes: &[u8]) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    if bytes.len() == 32 {
+        key.copy_from_slice(bytes);
+    }
+    key
+}
+
+/// The payload (model ‖ server state) and (epsilon, budget exhausted). CPU-bound.
+fn compute(
+    aggregate: Aggregate,
+    global: &[f32],
+    inputs: Inputs,
+) -> Result<(Vec<u8>, (f64, bool)), String> {
+    let mut server_state = match inputs.server_state.is_empty() {
+        true => ServerState::default(),
+        false => ServerState::from_bytes(&inputs.server_state).map_err(|e| e.to_string())?,
+    };
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let model = match aggregate {
+        Aggregate::Plain(aggregator) => aggregator
+            .finish(global, &mut server_state, &mut rng)
+            .map_err(|e| e.to_string())?,
+        Aggregate::Masked(mut sum) => {
+            unmask(&mut sum, &inputs)?;
+            let strategy = strategy_of(&inputs.spec.strategy);
+            let total = sum.decode();
+            let count = inputs.submitted.len();
+            aggregation::apply_summed(
+                &strategy,
+                &total,
+                count,
+                dp_of(&inputs.spec),
+                global,
+                &mut server_state,
+                &mut rng,
+            )
+            .map_err(|e| e.to_string())?
+        }
+    };
+    let state_bytes = server_state.to_bytes();
+    let mut payload = Vec::with_capacity(model.len() * 4 + state_bytes.len());
+    f32_extend_le(&model, &mut payload);
+    if server_state != ServerState::default() {
+        payload.extend_from_slice(&state_bytes);
+    }
+    Ok((payload, (inputs.epsilon_spent, inputs.budget_exhausted)))
+}
+
+/// Removes every dropped participant's masks from the survivors' sum.
+fn unmask(sum: &mut MaskedSum, inputs: &Inputs) -> Result<(), String> {
+    let threshold = inputs
+        .spec
+        .secure_aggregation
+        .map_or(2, |secure| secure.threshold);
+    for dropped in &inputs.unmasking {
+        let secret = reconstruct_private_key(&dropped.shares, threshold, &dropped.public_key)
+            .map_err(|e| format!("unmasking '{}': {e}", dropped.agent_id))?;
+        sum.remove_dropped_masks(&dropped.agent_id, secret, &inputs.submitted)
+            .map_err(|e| format!("unmasking '{}': {e}", dropped.agent_id))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,382 @@
+//! The leader's part in federated learning: it samples each round's participants, invites
+//! them, folds their updates into a running aggregate, drives the secure-aggregation phases and
+//! deadlines, and commits each global model; a round it finds open without its aggregate (it
+//! was started by a previous leader) is failed and restarted as a new attempt.
+//!
+//! ```text
+//!   every tick, per running federation, on the leader only:
+//!     no open round   ─► enough eligible connected agents? ─► sample ─► StartRound ─► invite
+//!     open, not ours  ─► FailRound("leader changed") ─► next tick starts attempt + 1
+//!     key phases      ─► everyone in, or the phase deadline ─► AdvancePhase
+//!     training        ─► everyone in, or the deadline ─► DropParticipants ─► finish
+//!     finish          ─► aggregate (blocking pool) ─► StageModel × n ─► CommitRound
+//! ```
+
+mod finish;
+pub mod invitations;
+mod live;
+mod updates;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::seq::IndexedRandom;
+use rand::SeedableRng;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+pub use live::{Decoded, LiveRound};
+pub use updates::{finite_metrics, HeaderCheck, UpdateAnswer, UpdateError, UpdateSubmission};
+
+use super::{clock, AgentRuntime, CommandResult};
+use crate::state::federations::{
+    spec::PHASE_TIMEOUT_MS_DEFAULT, FederationRecord, ParticipantState, RoundStart, RoundState,
+};
+use crate::state::{Applied, Command};
+
+/// How often the leader looks at every running federation.
+const TICK: Duration = Duration::from_millis(25);
+/// Updates received into memory at once (each holds one model-sized buffer).
+pub const UPLOADS_IN_MEMORY_MAX: usize = 4;
+
+/// The leader's federation runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct FederationRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    agents: AgentRuntime,
+    live: Mutex<HashMap<String, Arc<LiveRound>>>,
+    uploads: Semaphore,
+    wake: Notify,
+    spill_dir: PathBuf,
+}
+
+/// What the driver decided for one federation on one pass.
+enum Step {
+    Nothing,
+    Start,
+    Fail(u32, u32, String),
+    Advance(u32, u32, RoundState, u64),
+    Close(u32, u32, Vec<String>),
+    Finish(u32, u32),
+}
+
+impl FederationRuntime {
+    /// A runtime proposing through `agents`, spilling robust aggregation under `spill_dir`.
+    pub fn new(agents: AgentRuntime, spill_dir: PathBuf) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                agents,
+                live: Mutex::new(HashMap::new()),
+                uploads: Semaphore::new(UPLOADS_IN_MEMORY_MAX),
+                wake: Notify::new(),
+                spill_dir,
+            }),
+        }
+    }
+
+    /// The agent runtime (sessions, proposals, state).
+    pub fn agents(&self) -> &AgentRuntime {
+        &self.inner.agents
+    }
+
+    /// Asks the driver for a pass now (an update arrived, a round ended).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// The open attempt of `federation_id` this leader aggregates, if any.
+    pub fn live(&self, federation_id: &str) -> Option<Arc<LiveRound>> {
+        self.inner
+            .live
+            .lock()
+            .expect("live lock")
+            .get(federation_id)
+            .cloned()
+    }
+
+    fn forget(&self, federation_id: &str, round: u32, attempt: u32) {
+        let mut live = self.inner.live.lock().expect("live lock");
+        if live
+            .get(federation_id)
+            .is_some_and(|l| l.round == round && l.attempt == attempt)
+        {
+            live.remove(federation_id);
+        }
+    }
+
+    /// Runs the driver until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+                _ = self.inner.wake.notified() => {}
+            }
+            if self.inner.agents.is_leader() {
+                self.pass().await;
+            }
+        }
+    }
+
+    async fn pass(&self) {
+        let now_ms = clock::now_ms();
+        let steps: Vec<(String, Step)> = self.inner.agents.read(|state| {
+            state
+                .federations
+                .running()
+                .map(|f| (f.id.clone(), self.decide(f, now_ms)))
+                .collect()
+        });
+        for (federation_id, step) in steps {
+            self.carry_out(&federation_id, step, now_ms).await;
+        }
+    }
+
+    /// What to do next for `federation` (a read-only decision on the current state).
+    fn decide(&self, federation: &FederationRecord, now_ms: u64) -> Step {
+        let Some(open) = federation.open_round() else {
+            return Step::Start;
+        };
+        let (round, attempt) = (open.round, open.attempt);
+        let ours = self
+            .live(&federation.id)
+            .is_some_and(|l| l.round == round && l.attempt == attempt);
+        if !ours {
+            return Step::Fail(round, attempt, "leader changed; the round restarts".into());
+        }
+        if self.live(&federation.id).is_some_and(|l| l.is_finishing()) {
+            return Step::Nothing;
+        }
+        let waiting_on =
+            |state: ParticipantState| open.participants.values().any(|p| p.state == state);
+        let phase_over = now_ms >= open.phase_deadline_at_ms;
+        let phase_timeout_ms = federation
+            .spec
+            .secure_aggregation
+            .map_or(PHASE_TIMEOUT_MS_DEFAULT, |s| s.phase_timeout_ms);
+        match open.state {
+            RoundState::AdvertisingKeys
+                if phase_over || !waiting_on(ParticipantState::Selected) =>
+            {
+                Step::Advance(
+                    round,
+                    attempt,
+                    RoundState::SharingKeys,
+                    now_ms + phase_timeout_ms,
+                )
+            }
+            RoundState::SharingKeys
+                if phase_over || !waiting_on(ParticipantState::KeysAdvertised) =>
+            {
+                Step::Advance(round, attempt, RoundState::Training, open.deadline_at_ms)
+            }
+            RoundState::Training if now_ms >= open.deadline_at_ms => {
+                let late = open.active().map(|(id, _)| id.clone()).collect();
+                Step::Close(round, attempt, late)
+            }
+            RoundState::Training if open.active().next().is_none() => {
+                match open.dropped_after_sharing().next() {
+                    Some(_) => Step::Advance(
+                        round,
+                        attempt,
+                        RoundState::Unmasking,
+                        now_ms + phase_timeout_ms,
+                    ),
+                    None => Step::Finish(round, attempt),
+                }
+            }
+            RoundState::Unmasking
+                if phase_over || open.submitted().all(|(_, p)| p.unmask_submitted) =>
+            {
+                Step::Finish(round, attempt)
+            }
+            _ => Step::Nothing,
+        }
+    }
+
+    async fn carry_out(&self, federation_id: &str, step: Step, now_ms: u64) {
+        match step {
+            Step::Nothing => {}
+            Step::Start => self.start_round(federation_id, now_ms).await,
+            Step::Fail(round, attempt, reason) => {
+                self.fail(federation_id, round, attempt, &reason).await
+            }
+            Step::Advance(round, attempt, to, phase_deadline_at_ms) => {
+                let command = Command::AdvancePhase {
+                    federation_id: federation_id.to_owned(),
+                    round,
+                    attempt,
+                    to,
+                    phase_deadline_at_ms,
+                };
+                if let Err(reason) = self.propose(command).await {
+                    self.fail(federation_id, round, attempt, &reason).await;
+                }
+            }
+            Step::Close(round, attempt, late) => {
+                if !late.is_empty() {
+                    let command = Command::DropParticipants {
+                        federation_id: federation_id.to_owned(),
+                        round,
+                        attempt,
+                        agent_ids: late,
+                        reason: "deadline passed".into(),
+                    };
+                    let _ = self.propose(command).await;
+                }
+                self.wake();
+            }
+            Step::Finish(round, attempt) => {
+                if let Some(live) = self.live(federation_id) {
+                    if live.claim_finish() {
+                        let runtime = self.clone();
+                        let id = federation_id.to_owned();
+                        tokio::spawn(async move { runtime.finish(&id, live).await });
+                    }
+                } else {
+                    self.fail(federation_id, round, attempt, "aggregate lost")
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Samples and opens the next attempt when enough eligible agents are connected.
+    async fn start_round(&self, federation_id: &str, now_ms: u64) {
+        let Some(plan) = self.plan_start(federation_id, now_ms) else {
+            return;
+        };
+        let (start, live) = plan;
+        let (round, attempt) = (start.round, start.attempt);
+        self.inner
+            .live
+            .lock()
+            .expect("live lock")
+            .insert(federation_id.to_owned(), live);
+        match self.inner.agents.propose(Command::StartRound(start)).await {
+            Ok(CommandResult {
+                outcome: Ok(Applied::RoundStarted { .. }),
+                ..
+            }) => self.invite(federation_id),
+            Ok(CommandResult {
+                outcome: Err(rejection),
+                ..
+            }) => {
+                tracing::debug!(%rejection, federation_id, "round not started");
+                self.forget(federation_id, round, attempt);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(%error, federation_id, "round start not committed");
+                self.forget(federation_id, round, attempt);
+            }
+        }
+    }
+
+    /// The sample and the live attempt for the next round, if it can start.
+    fn plan_start(&self, federation_id: &str, now_ms: u64) -> Option<(RoundStart, Arc<LiveRound>)> {
+        let read = self.inner.agents.read(|state| {
+            let federation = state.federations.get(federation_id)?;
+            let (model_round, model) = federation.latest_model()?;
+            let global = synod_sdk::tensors::f32_from_le(&model.data);
+            let round = federation.committed_round + 1;
+            let attempt = federation.rounds.get(&round).map_or(0, |r| r.attempt) + 1;
+            Some((federation.spec.clone(), round, attempt, model_round, global))
+        });
+        let (spec, round, attempt, model_round, global) = read?;
+        let eligible = self
+            .inner
+            .agents
+            .connected_matching(&spec.selection.selector);
+        let size = spec.selection.sample_size(eligible.len())?;
+        let mut rng = rand::rngs::StdRng::from_os_rng();
+        let mut participants: Vec<String> =
+            eligible.choose_multiple(&mut rng, size).cloned().collect();
+        participants.sort();
+        let aggregate = match finish::new_aggregate(&spec, global.len(), &self.inner.spill_dir) {
+            Ok(aggregate) => aggregate,
+            Err(error) => {
+                tracing::warn!(%error, federation_id, "cannot aggregate this federation");
+                return None;
+            }
+        };
+        let deadline_at_ms = now_ms + spec.round_timeout_ms;
+        let phase_deadline_at_ms = match spec.secure_aggregation {
+            Some(secure) => now_ms + secure.phase_timeout_ms,
+            None => deadline_at_ms,
+        };
+        let start = RoundStart {
+            federation_id: federation_id.to_owned(),
+            round,
+            attempt,
+            sampling_rate: size as f64 / eligible.len() as f64,
+            participants,
+            phase_deadline_at_ms,
+            deadline_at_ms,
+        };
+        let live = LiveRound::new(round, attempt, model_round, Arc::new(global), aggregate);
+        Some((start, Arc::new(live)))
+    }
+
+    /// Sends the open attempt's invitation to each participant connected here.
+    fn invite(&self, federation_id: &str) {
+        let invitations: Vec<(String, synod_proto::v1::CoordinatorMessage)> =
+            self.inner.agents.read(|state| {
+                let Some(federation) = state.federations.get(federation_id) else {
+                    return Vec::new();
+                };
+                let Some(open) = federation.open_round() else {
+                    return Vec::new();
+                };
+                let message = invitations::invitation(federation, open);
+                open.participants
+                    .keys()
+                    .map(|id| (id.clone(), message.clone()))
+                    .collect()
+            });
+        for (agent_id, message) in invitations {
+            self.inner.agents.hub().send(&agent_id, message);
+        }
+    }
+
+    async fn fail(&self, federation_id: &str, round: u32, attempt: u32, reason: &str) {
+        tracing::info!(
+            federation_id,
+            round,
+            attempt,
+            reason,
+            "round attempt failed"
+        );
+        let command = Command::FailRound {
+            federation_id: federation_id.to_owned(),
+            round,
+            attempt,
+            reason: reason.to_owned(),
+        };
+        let _ = self.propose(command).await;
+        self.forget(federation_id, round, attempt);
+        self.wake();
+    }
+
+    /// Proposes `command`; the rejection or commit failure as text.
+    async fn propose(&self, command: Command) -> Result<Applied, String> {
+        match self.inner.agents.propose(command).await {
+            Ok(CommandResult {
+                outcome: Ok(applied),
+                ..
+            }) => Ok(applied),
+            Ok(CommandResult {
+                outcome: Err(rejection),
+                ..
+            }) => Err(rejection.to_string()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Participants' updates on the leader: the header is checked against the open attempt before
+//! any payload is read; a complete, checksummed payload is decoded and checked, receipted
+//! through Raft, and only then folded into the attempt's aggregate. An unusable update is
+//! refused without touching the aggregate.
+//!
+//! ```text
+//!   header ─► check_header (federation, specs, masking, attempt, participant)
+//!   payload (API: order, size, SHA-256) ─► decode, finite / in range ─► RecordUpdate ─► fold
+//!                                                     └─ not finite ─► RejectUpdate
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use synod_sdk::secagg::i64s_from_le_bytes;
+use synod_sdk::tensors::{self, Dtype, TensorSpec};
+use tokio::sync::SemaphorePermit;
+
+use super::live::{Decoded, LiveRound};
+use super::FederationRuntime;
+use crate::runtime::CommandResult;
+use crate::state::federations::{ParticipantState, UpdateReceipt};
+use crate::state::{Applied, Command, Rejection};
+
+/// Why an update was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// Malformed: a field is wrong.
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// No such federation.
+    #[error("federation_id: no federation '{0}'")]
+    UnknownFederation(String),
+    /// The proposal could not be committed.
+    #[error("{0}")]
+    NotCommitted(#[from] crate::raft::ProposeError),
+}
+
+/// A received update, checked for order, size and checksum by the API.
+pub struct UpdateSubmission {
+    /// Federation, round, attempt and participant.
+    pub receipt: UpdateReceipt,
+    /// Masked (secure aggregation) or plain.
+    pub masked: bool,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// The answer to an update: accepted, or refused with a reason.
+pub struct UpdateAnswer {
+    /// Whether it is in the aggregate.
+    pub accepted: bool,
+    /// Why not.
+    pub reason: String,
+    /// Where the receipt or refusal was committed, when it was.
+    pub committed: Option<CommandResult>,
+}
+
+impl UpdateAnswer {
+    fn refused(reason: impl Into<String>) -> Self {
+        Self {
+            accepted: false,
+            reason: reason.into(),
+            committed: None,
+        }
+    }
+}
+
+/// The attempt an update header is for, and the payload size it must have.
+pub enum HeaderCheck {
+    /// Read the payload: it must be `expected_bytes` long.
+    Receive {
+        /// The attempt.
+        live: Arc<LiveRound>,
+        /// Payload size.
+        expected_bytes: u64,
+    },
+    /// Well-formed, but the round cannot use it.
+    Refused(String),
+}
+
+impl FederationRuntime {
+    /// Waits for room to hold one more update in memory.
+    pub async fn upload_permit(&self) -> SemaphorePermit<'_> {
+        self.inner
+            .uploads
+            .acquire()
+            .await
+            .expect("upload semaphore is never closed")
+    }
+
+    /// Checks an update header before its payload is read.
+    pub fn check_header(
+        &self,
+        receipt: &UpdateReceipt,
+        specs: &[TensorSpec],
+        masked: bool,
+    ) -> Result<HeaderCheck, UpdateError> {
+        let id = &receipt.federation_id;
+        let checked = self.agents().read(|state| {
+            let federation = state
+                .federations
+                .get(id)
+                .ok_or_else(|| UpdateError::UnknownFederation(id.clone()))?;
+            let secure = federation.spec.secure_aggregation.is_some();
+            if masked != secure {
+                return Err(invalid(
+                    "header.masked",
+                    match secure {
+                        true => "this federation uses secure aggregation: updates must be masked",
+                        false => "this federation does not use secure aggregation",
+                    },
+                ));
+            }
+            tensors::check_update_specs(&federation.spec.tensors, specs, masked)
+                .map_err(|e| invalid(&format!("header.{}", e.field), &e.problem))?;
+            let elements = tensors::elements(&federation.spec.tensors);
+            let size = match masked {
+                true => Dtype::I64.size_bytes(),
+                false => Dtype::F32.size_bytes(),
+            };
+            let participant = federation
+                .rounds
+                .get(&receipt.round)
+                .filter(|r| r.attempt == receipt.attempt)
+                .and_then(|r| r.participants.get(&receipt.agent_id))
+                .map(|p| p.state);
+            Ok((elements * size, participant, federation.state.is_terminal()))
+        })?;
+        let (expected_bytes, participant, finished) = checked;
+        let live = self
+            .live(id)
+            .filter(|l| l.round == receipt.round && l.attempt == receipt.attempt);
+        let refusal = match (participant, live.is_some()) {
+            _ if finished => Some("round closed"),
+            (None, _) if live.is_some() => Some("not selected"),
+            (_, false) => Some("stale attempt"),
+            (Some(ParticipantState::Dropped), _) => Some("participant dropped"),
+            (Some(ParticipantState::Rejected), _) => Some("participant's update was rejected"),
+            _ => None,
+        };
+        match (refusal, live) {
+            (Some(reason), _) => Ok(HeaderCheck::Refused(reason.into())),
+            (None, Some(live)) => Ok(HeaderCheck::Receive {
+                live,
+                expected_bytes,
+            }),
+            (None, None) => Ok(HeaderCheck::Refused("round closed".into())),
+        }
+    }
+
+    /// Decodes, receipts and folds a received update.
+    pub async fn accept(
+        &self,
+        live: Arc<LiveRound>,
+        submission: UpdateSubmission,
+    ) -> Result<UpdateAnswer, UpdateError> {
+        let UpdateSubmission {
+            receipt,
+            masked,
+            payload,
+        } = submission;
+        let decoded = match decode(&payload, masked, self, &receipt.federation_id) {
+            Ok(decoded) => decoded,
+            Err(reason) => return self.reject(&receipt, &reason).await,
+        };
+        drop(payload);
+        let guard = live.begin();
+        let result = self
+            .agents()
+            .propose(Command::RecordUpdate(receipt.clone()))
+            .await?;
+        let answer = match &result.outcome {
+            Ok(Applied::UpdateRecorded { .. }) => {
+                if let Err(error) = live.fold(&receipt.agent_id, &decoded, receipt.num_examples) {
+                    tracing::error!(%error, agent_id = %receipt.agent_id, "receipted update not folded");
+                }
+                UpdateAnswer {
+                    accepted: true,
+                    reason: String::new(),
+                    committed: None,
+                }
+            }
+            Err(Rejection::UpdateRefused { reason, .. }) => UpdateAnswer::refused(reason.clone()),
+            Err(rejection) => UpdateAnswer::refused(rejection.to_string()),
+            Ok(other) => UpdateAnswer::refused(format!("unexpected outcome {other:?}")),
+        };
+        drop(guard);
+        self.wake();
+        Ok(UpdateAnswer {
+            committed: Some(result),
+            ..answer
+        })
+    }
+
+    async fn reject(
+        &self,
+        receipt: &UpdateReceipt,
+        reason: &str,
+    ) -> Result<UpdateAnswer, UpdateError> {
+        let command = Command::RejectUpdate {
+            federation_id: receipt.federation_id.clone(),
+            round: receipt.round,
+            attempt: receipt.attempt,
+            agent_id: receipt.agent_id.clone(),
+            reason: reason.to_owned(),
+        };
+        let result = self.agents().propose(command).await?;
+        self.wake();
+        Ok(UpdateAnswer {
+            committed: Some(result),
+            ..UpdateAnswer::refused(reason)
+        })
+    }
+}
+
+/// The update's values, or why they cannot be used.
+fn decode(
+    payload: &[u8],
+    masked: bool,
+    runtime: &FederationRuntime,
+    federation_id: &str,
+) -> Result<Decoded, String> {
+    if !masked {
+        let values = tensors::f32_from_le(payload);
+        return match values.iter().all(|v| v.is_finite()) {
+            true => Ok(Decoded::Plain(values)),
+            false => Err("update norm is not finite".into()),
+        };
+    }
+    let bits = runtime.agents().read(|state| {
+        state
+            .federations
+            .get(federation_id)
+            .and_then(|f| f.spec.secure_aggregation)
+            .map_or(32, |s| s.modulus_bits)
+    });
+    let values = i64s_from_le_bytes(payload).map_err(|e| e.to_string())?;
+    let group = 1i64 << bits;
+    match values.iter().all(|v| (0..group).contains(v)) {
+        true => Ok(Decoded::Masked(values)),
+        false => Err(format!("masked values must lie in [0, 2^{bits})")),
+    }
+}
+
+fn invalid(field: &str, problem: &str) -> UpdateError {
+    UpdateError::Invalid {
+        field: field.to_owned(),
+        problem: problem.to_owned(),
+    }
+}
+
+/// Metrics from the wire, finite values only.
+pub fn finite_metrics(metrics: &std::collections::HashMap<String, f64>) -> BTreeMap<String, f64> {
+    metrics
+        .iter()
+        .filter(|(_, v)| v.is_finite())
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}

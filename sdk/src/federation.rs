@@ -1,0 +1,334 @@
+//! Federations from a client: start one, upload its initial model, follow it, download
+//! committed models (checked against their size, tensors and SHA-256), and — for participants —
+//! submit updates and the secure-aggregation steps. Updates go to the leader (the client
+//! follows its hint); everything else works through any member.
+//!
+//! ```text
+//!   start_federation ─► [upload_model] ─► watch_federation … ─► download_model(latest)
+//!   participant: download_model(invitation.model_round) ─► fit ─► submit_update
+//! ```
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use synod_proto::v1 as pb;
+use synod_proto::v1::federation_service_client::FederationServiceClient;
+use tonic::transport::Channel;
+use tonic::Status;
+
+use crate::tensors::{hex, specs_from_proto, specs_to_proto, Model, TensorSpec};
+use crate::{Client, ClientError};
+
+/// Bytes per chunk of an upload.
+const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// What a participant submits for a round.
+#[derive(Debug, Clone)]
+pub struct UpdateUpload {
+    /// Federation, round, attempt, agent, examples, metrics, tensors and masking; `blob` is
+    /// filled in from `payload`.
+    pub header: pb::UpdateHeader,
+    /// The payload.
+    pub payload: Arc<Vec<u8>>,
+}
+
+fn federations(channel: Channel) -> FederationServiceClient<Channel> {
+    FederationServiceClient::new(channel)
+}
+
+/// `data` as chunk messages built by `wrap`.
+fn chunk_messages<T>(data: &[u8], wrap: impl Fn(pb::Chunk) -> T) -> Vec<T> {
+    let count = data.len().div_ceil(CHUNK_BYTES).max(1);
+    (0..count)
+        .map(|i| {
+            let start = i * CHUNK_BYTES;
+            let end = (start + CHUNK_BYTES).min(data.len());
+            wrap(pb::Chunk {
+                offset: start as u64,
+                data: data[start..end].to_vec(),
+                last: i + 1 == count,
+            })
+        })
+        .collect()
+}
+
+fn blob_of(data: &[u8]) -> pb::BlobInfo {
+    pb::BlobInfo {
+        size_bytes: data.len() as u64,
+        sha256: hex(&Sha256::digest(data)),
+    }
+}
+
+impl Client {
+    /// Starts a federation.
+    pub async fn start_federation(
+        &self,
+        spec: pb::FederationSpec,
+        idempotency_key: impl Into<String>,
+    ) -> Result<pb::StartFederationResponse, ClientError> {
+        let request = pb::StartFederationRequest {
+            spec: Some(spec),
+            idempotency_key: idempotency_key.into(),
+        };
+        self.call(|channel| {
+            let request = request.clone();
+            async move { federations(channel).start_federation(request).await }
+        })
+        .await
+    }
+
+    /// Uploads a federation's initial model.
+    pub async fn upload_model(
+        &self,
+        federation_id: &str,
+        model: &Model,
+    ) -> Result<pb::UploadModelResponse, ClientError> {
+        use pb::upload_model_request::Part;
+        let payload = Arc::new(model.payload());
+        let header = pb::ModelHeader {
+            federation_id: federation_id.to_owned(),
+            round: 0,
+            tensors: specs_to_proto(&model.specs),
+            blob: Some(blob_of(&payload)),
+        };
+        self.call(|channel| {
+            let mut messages = vec![pb::UploadModelRequest {
+                part: Some(Part::Header(header.clone())),
+            }];
+            messages.extend(chunk_messages(&payload, |c| pb::UploadModelRequest {
+                part: Some(Part::Chunk(c)),
+            }));
+            async move {
+                federations(channel)
+                    .upload_model(tokio_stream::iter(messages))
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Reads a federation.
+    pub async fn get_federation(&self, federation_id: &str) -> Result<pb::Federation, ClientError> {
+        let request = pb::GetFederationRequest {
+            federation_id: federation_id.to_owned(),
+            ..Default::default()
+        };
+        let response = self
+            .call(|channel| {
+                let request = request.clone();
+                async move { federations(channel).get_federation(request).await }
+            })
+            .await?;
+        response
+            .federation
+            .ok_or(ClientError::Protocol("federation missing".into()))
+    }
+
+    /// Reads a round (0: the current or latest).
+    pub async fn get_round(
+        &self,
+        federation_id: &str,
+        round: u32,
+    ) -> Result<pb::Round, ClientError> {
+        let request = pb::GetRoundRequest {
+            federation_id: federation_id.to_owned(),
+            round,
+            ..Default::default()
+        };
+        let response = self
+            .call(|channel| {
+                let request = request.clone();
+                async move { federations(channel).get_round(request).await }
+            })
+            .await?;
+        response
+            .round
+            .ok_or(ClientError::Protocol("round missing".into()))
+    }
+
+    /// Cancels a federation.
+    pub async fn cancel_federation(
+        &self,
+        federation_id: &str,
+        reason: &str,
+    ) -> Result<pb::CancelFederationResponse, ClientError> {
+        let request = pb::CancelFederationRequest {
+            federation_id: federation_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.call(|channel| {
+            let request = request.clone();
+            async move { federations(channel).cancel_federation(request).await }
+        })
+        .await
+    }
+
+    /// Follows a federation's events from the start (or after `after_sequence`).
+    pub async fn watch_federation(
+        &self,
+        federation_id: &str,
+        after_sequence: u64,
+    ) -> Result<tonic::Streaming<pb::FederationEvent>, ClientError> {
+        let request = pb::WatchFederationRequest {
+            federation_id: federation_id.to_owned(),
+            from_start: after_sequence == 0,
+            after_sequence,
+            ..Default::default()
+        };
+        self.call(|channel| {
+            let request = request.clone();
+            async move { federations(channel).watch_federation(request).await }
+        })
+        .await
+    }
+
+    /// Downloads a committed model (`None`: the latest), checked against its header.
+    pub async fn download_model(
+        &self,
+        federation_id: &str,
+        round: Option<u32>,
+    ) -> Result<(u32, Model), ClientError> {
+        let request = pb::DownloadModelRequest {
+            federation_id: federation_id.to_owned(),
+            round,
+            ..Default::default()
+        };
+        self.call(|channel| {
+            let request = request.clone();
+            async move {
+                download_on(channel, request)
+                    .await
+                    .map(tonic::Response::new)
+            }
+        })
+        .await
+    }
+
+    /// Submits a participant's update to the leader.
+    pub async fn submit_update(
+        &self,
+        upload: UpdateUpload,
+    ) -> Result<pb::SubmitUpdateResponse, ClientError> {
+        use pb::submit_update_request::Part;
+        let header = pb::UpdateHeader {
+            blob: Some(blob_of(&upload.payload)),
+            ..upload.header
+        };
+        let payload = upload.payload;
+        self.call(|channel| {
+            let mut messages = vec![pb::SubmitUpdateRequest {
+                part: Some(Part::Header(header.clone())),
+            }];
+            messages.extend(chunk_messages(&payload, |c| pb::SubmitUpdateRequest {
+                part: Some(Part::Chunk(c)),
+            }));
+            let request = self.request(tokio_stream::iter(messages));
+            async move { federations(channel).submit_update(request).await }
+        })
+        .await
+    }
+
+    /// Secure aggregation: advertises this participant's public key.
+    pub async fn advertise_keys(
+        &self,
+        request: pb::AdvertiseKeysRequest,
+    ) -> Result<pb::AdvertiseKeysResponse, ClientError> {
+        self.call(|channel| {
+            let request = self.request(request.clone());
+            async move { federations(channel).advertise_keys(request).await }
+        })
+        .await
+    }
+
+    /// Secure aggregation: reads the peer keys and the shares addressed to `agent_id`.
+    pub async fn get_peer_keys(
+        &self,
+        federation_id: &str,
+        round: u32,
+        agent_id: &str,
+    ) -> Result<pb::GetPeerKeysResponse, ClientError> {
+        let request = pb::GetPeerKeysRequest {
+            federation_id: federation_id.to_owned(),
+            round,
+            agent_id: agent_id.to_owned(),
+            ..Default::default()
+        };
+        self.call(|channel| {
+            let request = self.request(request.clone());
+            async move { federations(channel).get_peer_keys(request).await }
+        })
+        .await
+    }
+
+    /// Secure aggregation: uploads the encrypted shares of this participant's key.
+    pub async fn submit_key_shares(
+        &self,
+        request: pb::SubmitKeySharesRequest,
+    ) -> Result<pb::SubmitKeySharesResponse, ClientError> {
+        self.call(|channel| {
+            let request = self.request(request.clone());
+            async move { federations(channel).submit_key_shares(request).await }
+        })
+        .await
+    }
+
+    /// Secure aggregation: reveals shares of dropped participants' keys.
+    pub async fn submit_unmask_shares(
+        &self,
+        request: pb::SubmitUnmaskSharesRequest,
+    ) -> Result<pb::SubmitUnmaskSharesResponse, ClientError> {
+        self.call(|channel| {
+            let request = self.request(request.clone());
+            async move { federations(channel).submit_unmask_shares(request).await }
+        })
+        .await
+    }
+}
+
+/// Downloads and checks one model over `channel`.
+async fn download_on(
+    channel: Channel,
+    request: pb::DownloadModelRequest,
+) -> Result<(u32, Model), Status> {
+    use pb::download_model_response::Part;
+    let mut stream = federations(channel)
+        .download_model(request)
+        .await?
+        .into_inner();
+    let header = match stream.message().await? {
+        Some(pb::DownloadModelResponse {
+            part: Some(Part::Header(header)),
+            ..
+        }) => header,
+        _ => {
+            return Err(Status::data_loss(
+                "model stream did not start with its header",
+            ))
+        }
+    };
+    let blob = header.blob.unwrap_or_default();
+    let mut data = Vec::with_capacity(blob.size_bytes as usize);
+    let mut hasher = Sha256::new();
+    while let Some(message) = stream.message().await? {
+        let Some(Part::Chunk(chunk)) = message.part else {
+            return Err(Status::data_loss("a second model header"));
+        };
+        if chunk.offset != data.len() as u64 {
+            return Err(Status::data_loss("model chunks out of order"));
+        }
+        hasher.update(&chunk.data);
+        data.extend_from_slice(&chunk.data);
+        if chunk.last {
+            break;
+        }
+    }
+    if data.len() as u64 != blob.size_bytes || hex(&hasher.finalize()) != blob.sha256 {
+        return Err(Status::data_loss(
+            "model size or SHA-256 does not match its header",
+        ));
+    }
+    let specs: Vec<TensorSpec> = specs_from_proto(&header.tensors, "tensors")
+        .map_err(|e| Status::data_loss(e.to_string()))?;
+    let model = Model::from_payload(specs, &data).map_err(|e| Status::data_loss(e.to_string()))?;
+    Ok((header.round, model))
+}

