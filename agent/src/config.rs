@@ -18,6 +18,8 @@
 //! election = "summarizer-lead"               # campaign once registered, lead until gone
 //! value = "summarizer:9000"
 //! ```
+//! An agent with `participant = { step = 0.5, examples = 20 }` also takes part in federated
+//! rounds (see [`participant`](crate::participant)).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -26,6 +28,7 @@ use serde::Deserialize;
 use synod_sdk::agent::{AgentBuilder, Offer, Task};
 
 use crate::demo;
+use crate::participant::{ParticipantSection, StepParticipant};
 use crate::shell::ShellHandler;
 
 /// The whole agents file.
@@ -66,6 +69,8 @@ pub struct AgentSection {
     /// Elections to campaign in once registered (the agent then leads until it is gone).
     #[serde(default)]
     pub campaigns: Vec<CampaignSection>,
+    /// Takes part in federated rounds with the built-in step trainer.
+    pub participant: Option<ParticipantSection>,
 }
 
 /// One `[[agents.campaigns]]` entry.
@@ -200,6 +205,9 @@ impl AgentSection {
         }
         for handler in &self.handlers {
             builder = attach(builder, handler)?;
+        }
+        if let Some(participant) = self.participant {
+            builder = builder.participant(StepParticipant(participant));
         }
         Ok(builder)
     }

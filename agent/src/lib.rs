@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod participant;
 pub mod shell;
 pub mod triage;
 

@@ -282,3 +282,132 @@ async fn bad_specs_and_malformed_updates_are_refused_without_poisoning_the_round
     stop.cancel();
     Ok(())
 }
+
+/// Every event of a federation so far.
+async fn history(client: &Client, id: &str) -> anyhow::Result<Vec<pb::FederationEvent>> {
+    let last = client.get_federation(id).await?.last_sequence;
+    let mut stream = client.watch_federation(id, 0).await?;
+    let mut events = Vec::new();
+    while (events.len() as u64) < last {
+        match stream.message().await? {
+            Some(event) => events.push(event),
+            None => break,
+        }
+    }
+    Ok(events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_survives_the_leaders_kill_with_every_committed_round_intact() -> anyhow::Result<()>
+{
+    let _serial = serial().await;
+    let (mut cluster, client) = cluster_up(options()).await?;
+    let stop = CancellationToken::new();
+    let steppers = [(1.0, 10), (2.0, 30), (4.0, 60)]
+        .map(|(step, examples)| Stepper {
+            step,
+            examples,
+            delay: Duration::from_millis(1000),
+        })
+        .into();
+    start_participants(&cluster, steppers, &stop);
+    wait_for_agents(&client, 3).await?;
+    let id = client
+        .start_federation(spec(4, 3, 30_000), "")
+        .await?
+        .federation
+        .unwrap()
+        .federation_id;
+    // Let two rounds commit, then kill the leader while round 3 trains.
+    wait_until(FEDERATION_TIMEOUT, "round 3 to train", || async {
+        let round = client.get_round(&id, 3).await.ok()?;
+        (round.state == pb::RoundState::Training as i32).then_some(())
+    })
+    .await?;
+    let before = committed_rounds(&client, &id, 2).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    cluster.kill(leader)?;
+    let done = wait_finished(&client, &id).await?;
+    assert_eq!(
+        done.state,
+        pb::FederationState::Completed as i32,
+        "{done:?}"
+    );
+    assert_eq!(done.committed_round, 4);
+    let after = committed_rounds(&client, &id, 4).await?;
+    for (old, new) in before.iter().zip(&after) {
+        assert_eq!(old.model, new.model, "round {} changed", old.round);
+        assert_eq!(old.attempt, new.attempt);
+    }
+    // Four rounds of 3.1 each, however many attempts they took.
+    let (_, model) = client.download_model(&id, None).await?;
+    for value in &model.values {
+        assert!((value - 12.4).abs() < 1e-4, "{:?}", model.values);
+    }
+    let events = history(&client, &id).await?;
+    let restarted = events.iter().any(|e| {
+        matches!(&e.kind, Some(pb::federation_event::Kind::RoundFailed(f))
+            if f.round == 3 && f.reason.contains("leader changed") && f.will_retry)
+    });
+    assert!(
+        restarted,
+        "round 3 restarts under the new leader: {events:#?}"
+    );
+    assert!(after[2].attempt >= 2, "{:?}", after[2]);
+    stop.cancel();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_killed_mid_round_is_dropped_and_the_round_completes() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let (cluster, client) = cluster_up(options()).await?;
+    let stop = CancellationToken::new();
+    let steppers = [(1.0, 10), (3.0, 10)]
+        .map(|(step, examples)| Stepper {
+            step,
+            examples,
+            delay: Duration::ZERO,
+        })
+        .into();
+    start_participants(&cluster, steppers, &stop);
+    let (_dir, mut slow) = synod_tests::jobs::start_agent_process(
+        &cluster,
+        "[[agents]]\nname = \"slow\"\ncapabilities = [\"fl\"]\n\
+         participant = { step = 100.0, examples = 1000, delay_ms = 20000 }\n",
+    )?;
+    wait_for_agents(&client, 3).await?;
+    let id = client
+        .start_federation(spec(2, 2, 40_000), "")
+        .await?
+        .federation
+        .unwrap()
+        .federation_id;
+    let first = wait_until(Duration::from_secs(10), "round 1 to start", || async {
+        client.get_round(&id, 1).await.ok()
+    })
+    .await?;
+    assert_eq!(first.participants.len(), 3);
+    slow.kill()?;
+    let _ = slow.wait();
+    let done = wait_finished(&client, &id).await?;
+    assert_eq!(
+        done.state,
+        pb::FederationState::Completed as i32,
+        "{done:?}"
+    );
+    let round = client.get_round(&id, 1).await?;
+    assert_eq!(round.attempt, 1, "the round completed without a retry");
+    let dropped: Vec<_> = round
+        .participants
+        .iter()
+        .filter(|p| p.state == pb::ParticipantState::Dropped as i32)
+        .collect();
+    assert_eq!(dropped.len(), 1, "{round:?}");
+    assert_eq!(dropped[0].reason, "agent lost");
+    // Two rounds of (1 + 3) / 2: the killed participant's step never counts.
+    let (_, model) = client.download_model(&id, None).await?;
+    assert_eq!(model.values, vec![4.0; 6]);
+    stop.cancel();
+    Ok(())
+}
