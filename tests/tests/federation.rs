@@ -411,3 +411,161 @@ async fn a_participant_killed_mid_round_is_dropped_and_the_round_completes() -> 
     stop.cancel();
     Ok(())
 }
+
+fn steppers(steps: &[(f32, u64)]) -> Vec<Stepper> {
+    steps
+        .iter()
+        .map(|&(step, examples)| Stepper {
+            step,
+            examples,
+            delay: Duration::ZERO,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_aggregation_sums_survivors_after_a_participant_drops_out() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let (cluster, client) = cluster_up(options()).await?;
+    let stop = CancellationToken::new();
+    start_participants(&cluster, steppers(&[(1.0, 1), (2.0, 1), (3.0, 1)]), &stop);
+    let (_dir, mut dropout) = synod_tests::jobs::start_agent_process(
+        &cluster,
+        "[[agents]]\nname = \"dropout\"\ncapabilities = [\"fl\"]\n\
+         participant = { step = 100.0, examples = 1, delay_ms = 30000 }\n",
+    )?;
+    wait_for_agents(&client, 4).await?;
+    let mut secure = spec(1, 3, 60_000);
+    secure.privacy = Some(pb::PrivacyConfig {
+        secure_aggregation: Some(pb::SecureAggregation {
+            threshold: 2,
+            phase_timeout_ms: 10_000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = client
+        .start_federation(secure, "")
+        .await?
+        .federation
+        .unwrap()
+        .federation_id;
+    // Once every key is shared the dropout's masks are in the others' updates: kill it.
+    wait_until(
+        Duration::from_secs(20),
+        "training with 4 key holders",
+        || async {
+            let round = client.get_round(&id, 1).await.ok()?;
+            let training = round.state == pb::RoundState::Training as i32;
+            (training && round.participants.len() == 4).then_some(())
+        },
+    )
+    .await?;
+    dropout.kill()?;
+    let _ = dropout.wait();
+    let done = wait_finished(&client, &id).await?;
+    assert_eq!(
+        done.state,
+        pb::FederationState::Completed as i32,
+        "{done:?}"
+    );
+    let round = client.get_round(&id, 1).await?;
+    assert_eq!(round.attempt, 1, "{round:?}");
+    let revealed = round
+        .participants
+        .iter()
+        .filter(|p| p.unmask_shares_submitted)
+        .count();
+    assert!(
+        revealed >= 2,
+        "survivors revealed the dropout's shares: {round:?}"
+    );
+    // Equal weights: (1 + 2 + 3) / 3 = 2, up to the fixed-point step of 1/65536 per update.
+    let (_, model) = client.download_model(&id, None).await?;
+    for value in &model.values {
+        assert!((value - 2.0).abs() < 1e-3, "{:?}", model.values);
+    }
+    stop.cancel();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fed_median_resists_a_poisoned_participant() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let (cluster, client) = cluster_up(options()).await?;
+    let stop = CancellationToken::new();
+    start_participants(
+        &cluster,
+        steppers(&[(1.0, 1), (2.0, 1), (1000.0, 1000)]),
+        &stop,
+    );
+    wait_for_agents(&client, 3).await?;
+    let mut robust = spec(2, 3, 20_000);
+    robust.strategy = Some(pb::AggregationStrategy {
+        strategy: Some(pb::aggregation_strategy::Strategy::FedMedian(
+            pb::FedMedian {},
+        )),
+    });
+    let id = client
+        .start_federation(robust, "")
+        .await?
+        .federation
+        .unwrap()
+        .federation_id;
+    let done = wait_finished(&client, &id).await?;
+    assert_eq!(
+        done.state,
+        pb::FederationState::Completed as i32,
+        "{done:?}"
+    );
+    // The median of (1, 2, 1000) is 2 each round; FedAvg would have moved ~999 per round.
+    let (_, model) = client.download_model(&id, None).await?;
+    assert_eq!(model.values, vec![4.0; 6]);
+    stop.cancel();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn central_dp_reports_the_privacy_spent_and_stops_at_its_budget() -> anyhow::Result<()> {
+    use synod_coordinator::aggregation::epsilon;
+    let _serial = serial().await;
+    let (cluster, client) = cluster_up(options()).await?;
+    let stop = CancellationToken::new();
+    start_participants(&cluster, steppers(&[(0.1, 1), (0.2, 1)]), &stop);
+    wait_for_agents(&client, 2).await?;
+    let (sigma, delta) = (1.5, 1e-5);
+    let (two, three) = (epsilon(sigma, 1.0, 2, delta), epsilon(sigma, 1.0, 3, delta));
+    let mut private = spec(10, 2, 20_000);
+    private.privacy = Some(pb::PrivacyConfig {
+        central_dp: Some(pb::CentralDp {
+            clip_norm: 1.0,
+            noise_multiplier: sigma,
+            delta,
+            max_epsilon: (two + three) / 2.0,
+        }),
+        ..Default::default()
+    });
+    let id = client
+        .start_federation(private, "")
+        .await?
+        .federation
+        .unwrap()
+        .federation_id;
+    let done = wait_finished(&client, &id).await?;
+    assert_eq!(
+        done.state,
+        pb::FederationState::Completed as i32,
+        "{done:?}"
+    );
+    assert_eq!(
+        done.committed_round, 2,
+        "a third round would pass the budget"
+    );
+    assert_eq!(done.state_reason, "privacy budget reached");
+    let rounds = committed_rounds(&client, &id, 2).await?;
+    assert!((rounds[0].epsilon_spent - epsilon(sigma, 1.0, 1, delta)).abs() < 1e-9);
+    assert!((rounds[1].epsilon_spent - two).abs() < 1e-9, "{rounds:?}");
+    assert!((done.epsilon_spent - two).abs() < 1e-9);
+    stop.cancel();
+    Ok(())
+}

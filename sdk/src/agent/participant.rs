@@ -4,10 +4,10 @@
 //! through the secure-aggregation steps, when the round asks for it).
 //!
 //! ```text
-//!   RoundInvitation ─► download model (checked) ─► [evaluate] ─► fit ─► Δ = local − global
-//!     ─► [clip to clip_norm] ─► plain: SubmitUpdate
-//!                            └► secure: AdvertiseKeys ─► peers ─► SubmitKeyShares ─► masks
-//!                                       ─► SubmitUpdate(masked) ─► [SubmitUnmaskShares]
+//!   RoundInvitation ─► download model (checked)
+//!     ─► [secure: AdvertiseKeys ─► peers ─► SubmitKeyShares ─► mask peers]
+//!     ─► [evaluate] ─► fit ─► Δ = local − global ─► [clip to clip_norm]
+//!     ─► plain: SubmitUpdate │ secure: mask ─► SubmitUpdate(masked) ─► [SubmitUnmaskShares]
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -170,6 +170,10 @@ impl RoundRun {
             config: inv.config.clone().unwrap_or_default(),
             proximal_mu: inv.proximal_mu,
         };
+        let keyed = match inv.secure_aggregation {
+            Some(secure) => Some(self.share_keys(secure).await?),
+            None => None,
+        };
         let participant = self.participant.clone();
         let evaluate = inv.evaluate;
         let (fit, evaluation, request) = tokio::task::spawn_blocking(move || {
@@ -194,14 +198,22 @@ impl RoundRun {
             blob: None,
             masked: false,
         };
-        let Some(secure) = inv.secure_aggregation else {
+        let Some((secure, keyed)) = inv.secure_aggregation.zip(keyed) else {
             let payload = Arc::new(f32_to_le(&update));
             return Ok(self
                 .client
                 .submit_update(UpdateUpload { header, payload })
                 .await?);
         };
-        let masked = self.secure_mask(&update, secure).await?;
+        let params = MaskingParams::from_proto(secure.modulus_bits, secure.scale)?;
+        let values = secagg::mask_update(
+            &self.agent_id,
+            &keyed.keys,
+            &update,
+            &keyed.mask_peers,
+            params,
+        )?;
+        let masked = Masked { values, ..keyed };
         header.masked = true;
         header.tensors = request
             .model
@@ -220,12 +232,9 @@ impl RoundRun {
         Ok(answer)
     }
 
-    /// Runs key advertisement and sharing, then masks `update`.
-    async fn secure_mask(
-        &self,
-        update: &[f32],
-        secure: pb::SecureAggregation,
-    ) -> Result<Masked, RoundError> {
+    /// Runs key advertisement and sharing before training, so the key phases' deadlines do
+    /// not depend on how long training takes; returns the keys and the peers to mask for.
+    async fn share_keys(&self, secure: pb::SecureAggregation) -> Result<Masked, RoundError> {
         let inv = &self.invitation;
         let keys = KeyPair::generate(&mut rand::rng());
         self.client
@@ -270,11 +279,10 @@ impl RoundRun {
             .filter_map(|s| Some((s.from_agent_id.clone(), *publics.get(&s.from_agent_id)?)))
             .collect();
         mask_peers.sort();
-        let params = MaskingParams::from_proto(secure.modulus_bits, secure.scale)?;
-        let values = secagg::mask_update(&self.agent_id, &keys, update, &mask_peers, params)?;
         Ok(Masked {
-            values,
+            values: Vec::new(),
             keys,
+            mask_peers,
             shares: training.shares,
             publics,
         })
@@ -363,10 +371,11 @@ impl RoundRun {
     }
 }
 
-/// A masked update and what revealing shares later needs.
+/// A masked update (empty until training is done) and what masking and revealing need.
 struct Masked {
     values: Vec<i64>,
     keys: KeyPair,
+    mask_peers: Vec<(String, [u8; 32])>,
     shares: Vec<pb::EncryptedShare>,
     publics: BTreeMap<String, [u8; 32]>,
 }
