@@ -61,6 +61,11 @@ pub enum NodeError {
     Serve(#[from] tonic::transport::Error),
 }
 
+/// HTTP/2 receive window of a whole client connection.
+const CONNECTION_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
+/// HTTP/2 receive window of one stream.
+const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+
 /// Runs a node until `shutdown` is cancelled. `ready` receives the bound address once serving.
 pub async fn run(
     config: NodeConfig,
@@ -229,6 +234,12 @@ async fn serve(
     let transport = RaftTransportService::new(raft.clone(), forwarder);
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        // Agents may multiplex their sessions with bulk model transfers on one connection: a
+        // large connection window keeps updates waiting for an upload slot from stalling the
+        // connection (and with it every session's heartbeats), while the per-stream window
+        // bounds what each waiting update buffers here.
+        .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
+        .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
         .add_service(
             RaftTransportServer::new(transport)
                 .max_decoding_message_size(crate::raft::PEER_MESSAGE_BYTES_MAX)

@@ -388,7 +388,11 @@ fn endpoint(addr: &str, policy: &RetryPolicy) -> Result<Endpoint, ClientError> {
         .map_err(|e| bad(e.to_string()))?
         .connect_timeout(std::time::Duration::from_millis(300))
         .timeout(policy.attempt_timeout)
-        .tcp_nodelay(true))
+        .tcp_nodelay(true)
+        // Sessions share connections with model downloads: wide windows keep one slow stream
+        // from stalling the rest.
+        .initial_connection_window_size(64 * 1024 * 1024)
+        .initial_stream_window_size(1024 * 1024))
 }
 
 fn kv(channel: Channel) -> KvServiceClient<Channel> {

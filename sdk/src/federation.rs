@@ -21,6 +21,8 @@ use crate::{Client, ClientError};
 
 /// Bytes per chunk of an upload.
 const CHUNK_BYTES: usize = 1024 * 1024;
+/// Largest initial model sent inline with the start.
+const INLINE_BYTES_MAX: usize = 1024 * 1024;
 
 /// What a participant submits for a round.
 #[derive(Debug, Clone)]
@@ -75,6 +77,33 @@ impl Client {
             async move { federations(channel).start_federation(request).await }
         })
         .await
+    }
+
+    /// Starts a federation from `model`: inline when it is at most 1 MiB, uploaded otherwise.
+    pub async fn start_federation_with_model(
+        &self,
+        mut spec: pb::FederationSpec,
+        model: &Model,
+        idempotency_key: impl Into<String>,
+    ) -> Result<pb::Federation, ClientError> {
+        let payload = model.payload();
+        let inline = payload.len() <= INLINE_BYTES_MAX;
+        spec.initial_model = Some(pb::InitialModel {
+            tensors: specs_to_proto(&model.specs),
+            inline_data: if inline { payload } else { Vec::new() },
+        });
+        let started = self.start_federation(spec, idempotency_key).await?;
+        let federation = started
+            .federation
+            .ok_or(ClientError::Protocol("federation missing".into()))?;
+        let awaiting = federation.state == pb::FederationState::AwaitingModel as i32;
+        if inline || !awaiting {
+            return Ok(federation);
+        }
+        let uploaded = self.upload_model(&federation.federation_id, model).await?;
+        uploaded
+            .federation
+            .ok_or(ClientError::Protocol("federation missing".into()))
     }
 
     /// Uploads a federation's initial model.

@@ -15,6 +15,7 @@ mod client;
 mod elections;
 mod error;
 pub mod federation;
+pub mod federation_file;
 pub mod job_file;
 mod jobs;
 mod messages;

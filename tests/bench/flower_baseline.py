@@ -1,32 +1,39 @@
 #!/usr/bin/env python3
 """Flower baseline of the `federated` bench: seconds per FedAvg round and server peak memory.
 
-Runs Flower's legacy gRPC bidi-streaming path (``flwr.server.start_server`` and
-``flwr.client.start_client``, deprecated since flwr 1.13 but still shipped in 1.41) on
-127.0.0.1 with N participants and a model of P float32 parameters, and prints one JSON line on
-stdout. Everything else goes to stderr.
+Runs Flower's legacy gRPC bidi-streaming path on 127.0.0.1 with N participants and a model of
+P float32 parameters (one tensor), and prints one JSON line on stdout; progress goes to stderr.
+The path is ``flwr.server.start_server`` + ``flwr.client.start_client``: deprecated since
+flwr 1.13, still shipped in 1.41 (implemented in ``flwr.compat``, re-exported under the old
+names). Both sides get ``grpc_max_message_length`` explicitly; 1.41's default is already
+2 GiB - 1 (its docstrings still say 512 MB), far above the ~4 MB a 1M-parameter round needs.
 
 Process layout (the parent only supervises and samples; it imports neither flwr nor numpy)::
 
-    parent ──spawn──► server  (this file, `_server`): start_server + TimedFedAvg, alone in its
-       │                        process so its RSS is the server's own
-       ├──spawn──► clients 0  (this file, `_clients`): ceil(N/K) start_client threads
-       ├──spawn──► clients …    one gRPC channel each, K processes in all (--client-procs)
-       └── polls /proc/<server>/status (VmHWM, VmRSS) until the server exits
+    parent ──spawn──► server   (this file, `_server`): start_server + TimedFedAvg, alone in
+       │                         its process, so its RSS is the server's own
+       ├──spawn──► clients 0   (this file, `_clients`): ceil(N/K) start_client threads,
+       ├──spawn──► clients …     one gRPC channel each; K processes (--client-procs)
+       └── every 20 ms: /proc/<server>/status (VmHWM, VmRSS), CPU ticks of all of them
 
-Round time is measured inside the server: the strategy stamps the end of every aggregate_fit;
-round r lasts from the end of aggregate_fit(r-1) to the end of aggregate_fit(r) (round 1 from
-the return of configure_fit(1), i.e. once all N clients are connected). This covers everything
+Round time is measured inside the server: the strategy stamps the end of every aggregate_fit,
+and round r lasts from the end of aggregate_fit(r-1) to the end of aggregate_fit(r) (round 1
+from the return of configure_fit(1), i.e. once all N clients are connected). That covers all
 the server does per round: broadcast, client work, upload, aggregation, the (empty) evaluate
-phase. The first --warmup rounds are dropped.
+phase. The first --warmup rounds are dropped. The server's CPU per round, the clients' CPU per
+round and the CPU used by other processes meanwhile are reported for the timed rounds too.
 
 Local training is trivial: a client returns the weights it received plus a constant delta and
-reports num_examples = 100. Clients run as threads in a few processes rather than one process
-each: one Python process per client costs ~100 MB and ~1 s of imports, which on a 2-core
-machine would take CPU from the server being measured; see --client-procs.
+reports num_examples = 100; the server checks the final model equals rounds × delta.
+
+Client placement. Clients are threads in K processes (default: one per CPU) rather than one
+process each, which costs ~100 MB and ~1 s of imports per client and, on 2 cores, nearly doubled the
+round time at 50 clients. Flower's client stack costs more CPU per round than its server, so
+with clients on the same small machine the run is CPU-bound; K from 1 to 10 and --pin (server
+alone on the first CPU) changed the round time by less than the run-to-run noise.
 
 Every child gets PR_SET_PDEATHSIG(SIGKILL) and the parent kills them all on any exit, so a
-killed or failed run leaves no process behind.
+killed or failed run leaves no process behind. Linux only (/proc, sched_setaffinity, prctl).
 """
 
 import argparse
@@ -50,7 +57,7 @@ GRPC_MAX_MESSAGE_LENGTH = 2_147_483_647
 NUM_EXAMPLES = 100
 # What "local training" adds to every weight.
 DELTA = 1e-3
-# How often the parent samples the server's memory.
+# How often the parent samples the server's memory and everyone's CPU counters.
 SAMPLE_INTERVAL_S = 0.02
 # How long the server may take to listen, clients to finish after the server.
 STARTUP_TIMEOUT_S = 120.0
@@ -79,6 +86,12 @@ def parse_args(argv):
         default=0,
         help="processes hosting the client threads (0: one per CPU, at most N)",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run the server alone on the first CPU and the clients on the others "
+        "(default: let the scheduler place everything)",
+    )
     parser.add_argument("--timeout-s", type=float, default=0, help="abort after this (0: never)")
     parser.add_argument("--verbose", action="store_true", help="pass Flower's own logs through")
     args = parser.parse_args(argv)
@@ -87,10 +100,20 @@ def parse_args(argv):
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0 or args.client_procs < 0:
         parser.error("--warmup and --client-procs must not be negative")
+    args.server_cpus, args.client_cpus = split_cpus(pin=args.pin)
     if args.client_procs == 0:
-        args.client_procs = os.cpu_count() or 1
+        args.client_procs = len(args.client_cpus)
     args.client_procs = min(args.client_procs, args.participants)
     return args
+
+
+def split_cpus(pin):
+    """(server CPUs, client CPUs): the first allowed CPU for the server and the rest for the
+    clients when pinning and there are two or more, else all CPUs for everyone."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if pin and len(allowed) >= 2:
+        return allowed[:1], allowed[1:]
+    return allowed, allowed
 
 
 def free_port():
@@ -130,11 +153,13 @@ class Children:
         self.procs = []
         self.verbose = verbose
 
-    def spawn(self, role_args, quiet):
-        command = [sys.executable, os.path.abspath(__file__), *role_args, "--parent", str(os.getpid())]
+    def spawn(self, role_args, cpus, quiet):
+        command = [sys.executable, os.path.abspath(__file__), *role_args,
+                   "--parent", str(os.getpid()), "--cpus", ",".join(map(str, cpus))]
         env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONUNBUFFERED="1")
         stderr = None if self.verbose or not quiet else subprocess.DEVNULL
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=stderr, env=env)
         self.procs.append(proc)
         return proc
 
@@ -150,14 +175,16 @@ class Children:
 
 
 def machine_ticks():
-    """(busy, total) clock ticks of the whole machine since boot, from /proc/stat."""
+    """(process, busy, total) clock ticks of the whole machine since boot, from /proc/stat:
+    process = user + nice + system, the time that shows up in processes' own counters;
+    busy adds interrupt time (where loopback networking is often accounted)."""
     try:
         with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:8]]
+            user, nice, system, idle, iowait, irq, softirq = map(int, stat.readline().split()[1:8])
     except (OSError, ValueError):
         return None
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
+    process = user + nice + system
+    return process, process + irq + softirq, process + irq + softirq + idle + iowait
 
 
 def process_ticks(pid):
@@ -190,21 +217,22 @@ class CpuSampler:
     def window(self, start, end, rounds):
         """Usage between the monotonic times `start` and `end`, or {} without samples."""
         inside = [sample for sample in self.samples if start <= sample[0] <= end]
-        if len(inside) < 2 or inside[-1][1][1] <= inside[0][1][1]:
+        if len(inside) < 2 or inside[-1][1][2] <= inside[0][1][2]:
             return {}
         (_, m0, s0, c0, o0), (_, m1, s1, c1, o1) = inside[0], inside[-1]
-        hz, total = os.sysconf("SC_CLK_TCK"), m1[1] - m0[1]
+        process, busy, total = (after - before for before, after in zip(m0, m1))
         ours = (s1 - s0) + (c1 - c0) + (o1 - o0)
         return {
-            "clients_cpu_seconds_per_round": (c1 - c0) / hz / rounds,
-            "machine_busy_percent": 100.0 * (m1[0] - m0[0]) / total,
-            "foreign_cpu_percent": max(0.0, 100.0 * (m1[0] - m0[0] - ours) / total),
+            "clients_cpu_seconds_per_round": (c1 - c0) / os.sysconf("SC_CLK_TCK") / rounds,
+            "machine_busy_percent": 100.0 * busy / total,
+            "foreign_cpu_percent": max(0.0, 100.0 * (process - ours) / total),
         }
 
 
 def client_slices(participants, procs):
     per_proc = math.ceil(participants / procs)
-    return [(first, min(per_proc, participants - first)) for first in range(0, participants, per_proc)]
+    return [(first, min(per_proc, participants - first))
+            for first in range(0, participants, per_proc)]
 
 
 def supervise(server, clients, sampler, deadline):
@@ -240,13 +268,15 @@ def run(args, result_path):
         started = time.monotonic()
         deadline = started + args.timeout_s if args.timeout_s > 0 else None
         port = free_port()
-        server = children.spawn(server_args(args, port, result_path), quiet=False)
+        os.sched_setaffinity(0, args.client_cpus)
+        server = children.spawn(server_args(args, port, result_path), args.server_cpus, quiet=False)
         wait_listening(port, server, time.monotonic() + STARTUP_TIMEOUT_S)
-        log(f"server pid {server.pid} listening; starting {args.participants} clients "
-            f"in {args.client_procs} process(es)")
+        log(f"server pid {server.pid} listening (CPUs {args.server_cpus}); starting "
+            f"{args.participants} clients in {args.client_procs} process(es) "
+            f"(CPUs {args.client_cpus})")
         clients = [
             children.spawn(["_clients", "--port", str(port), "--first", str(first),
-                            "--count", str(count)], quiet=True)
+                            "--count", str(count)], args.client_cpus, quiet=True)
             for first, count in client_slices(args.participants, args.client_procs)
         ]
         sampler = CpuSampler(server, clients)
@@ -292,6 +322,7 @@ def report(args, server_result, hwm_sampled, rss_sampled):
         "rounds": args.rounds,
         "warmup": args.warmup,
         "client_procs": args.client_procs,
+        "pinned": args.server_cpus != args.client_cpus,
         "seconds_per_round_median": statistics.median(rounds),
         "seconds_per_round": rounds,
         "server_cpu_seconds_per_round_median": statistics.median(cpu),
@@ -319,8 +350,10 @@ def parent_main(argv):
 # --- children -----------------------------------------------------------------------------
 
 
-def die_with_parent(parent_pid):
-    """Asks the kernel to SIGKILL this process when the parent dies (Linux only)."""
+def child_setup(parent_pid, cpus):
+    """Runs on `cpus` (a comma-separated list) and asks the kernel to SIGKILL this process when
+    the parent dies (Linux only). Called before any thread exists, so all threads inherit both."""
+    os.sched_setaffinity(0, {int(cpu) for cpu in cpus.split(",")})
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -338,10 +371,11 @@ def server_main(argv):
     parser = argparse.ArgumentParser()
     for name in ("--port", "--participants", "--params", "--total-rounds", "--parent"):
         parser.add_argument(name, type=int, required=True)
+    parser.add_argument("--cpus", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    die_with_parent(args.parent)
+    child_setup(args.parent, args.cpus)
 
     import logging
 
@@ -437,8 +471,9 @@ def clients_main(argv):
     parser = argparse.ArgumentParser()
     for name in ("--port", "--first", "--count", "--parent"):
         parser.add_argument(name, type=int, required=True)
+    parser.add_argument("--cpus", required=True)
     args = parser.parse_args(argv)
-    die_with_parent(args.parent)
+    child_setup(args.parent, args.cpus)
 
     import logging
 

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod jobs;
+pub mod python_env;
 
 use std::path::PathBuf;
 

@@ -1,11 +1,10 @@
 //! `synod.v1.FederationService`: start, upload, read, watch and cancel federations, move
 //! models, and take participants' updates and secure-aggregation steps.
 //!
-//! Writes reaching a follower are forwarded whole to the leader; streamed uploads of the
-//! initial model are received by any node (their chunks are proposed through the leader),
-//! while updates must reach the leader, which holds the round's aggregate (`UNAVAILABLE`
-//! with the leader's address otherwise; the SDK follows it). Committed models are read from
-//! any node.
+//! Writes reaching a follower are forwarded whole to the leader; streamed uploads (the initial
+//! model, whose chunks must reach the log in order, and updates, which the leader folds into
+//! the round's aggregate) must reach the leader itself (`UNAVAILABLE` with the leader's
+//! address otherwise; the SDK follows it). Committed models are read from any node.
 //!
 //! ```text
 //!   StartFederation ─► spec checked ─► StartFederation command (inline model ≤ 1 MiB)
@@ -16,7 +15,9 @@
 //!   DownloadModel   ─► ModelHeader ─► chunks from offset_bytes
 //! ```
 
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use synod_proto::v1 as pb;
 use synod_proto::v1::federation_service_client::FederationServiceClient;
@@ -56,7 +57,12 @@ pub struct FederationApi {
     proposer: Proposer,
     router: LeaderRouter,
     runtime: FederationRuntime,
+    models: ModelCache,
 }
+
+/// The models being downloaded, shared by their downloads instead of copied out of the state
+/// for each: (federation, round) → (SHA-256, payload). One entry per federation.
+type ModelCache = Arc<Mutex<HashMap<String, (u32, String, Arc<Vec<u8>>)>>>;
 
 impl FederationApi {
     /// A service proposing through `proposer`, reading through `router`, aggregating in
@@ -66,7 +72,31 @@ impl FederationApi {
             proposer,
             router,
             runtime,
+            models: ModelCache::default(),
         }
+    }
+
+    /// The payload of `federation_id`'s model of `round` with `sha256`, copied out of `state`
+    /// once per model.
+    fn cached_model(
+        &self,
+        state: &State,
+        federation_id: &str,
+        round: u32,
+    ) -> Option<(String, Arc<Vec<u8>>)> {
+        let stored = state.federations.get(federation_id)?.models.get(&round)?;
+        let mut cache = self.models.lock().expect("model cache lock");
+        if let Some((r, sha, data)) = cache.get(federation_id) {
+            if *r == round && *sha == stored.sha256 {
+                return Some((sha.clone(), data.clone()));
+            }
+        }
+        let data = Arc::new(stored.data.clone());
+        cache.insert(
+            federation_id.to_owned(),
+            (round, stored.sha256.clone(), data.clone()),
+        );
+        Some((stored.sha256.clone(), data))
     }
 
     async fn start(
@@ -135,6 +165,10 @@ impl FederationApi {
         mut stream: Streaming<pb::UploadModelRequest>,
     ) -> Result<pb::UploadModelResponse, ApiError> {
         use pb::upload_model_request::Part;
+        // Staged chunks must reach the log in order, which only the leader's proposer keeps.
+        if let Some(leader) = self.not_leader() {
+            return Err(leader);
+        }
         let header = match stream.message().await.map_err(chunks::stream_error)? {
             Some(pb::UploadModelRequest {
                 part: Some(Part::Header(header)),
@@ -329,7 +363,11 @@ impl FederationApi {
         let (found, read) = self.router.read_local(linearizable, |state| {
             let f = state.federations.get(&id)?;
             let round = request.round.unwrap_or(f.committed_round);
-            Some((round, f.models.get(&round).cloned(), f.spec.tensors.clone()))
+            Some((
+                round,
+                self.cached_model(state, &id, round),
+                f.spec.tensors.clone(),
+            ))
         });
         let (round, model, tensors) = found
             .ok_or_else(|| ApiError::NotFound(format!("federation_id: no federation '{id}'")))?;
@@ -338,11 +376,12 @@ impl FederationApi {
                 "round: federation '{id}' keeps no model of round {round} (only the initial and the latest committed)"
             ))
         })?;
+        let (sha256, data) = model;
         let offset = request.offset_bytes as usize;
-        if offset > model.data.len() {
+        if offset > data.len() {
             return Err(ApiError::invalid(
                 "offset_bytes",
-                format!("{offset}, the model has {} bytes", model.data.len()),
+                format!("{offset}, the model has {} bytes", data.len()),
             ));
         }
         let header = pb::ModelHeader {
@@ -350,8 +389,8 @@ impl FederationApi {
             round,
             tensors: specs_to_proto(&tensors),
             blob: Some(pb::BlobInfo {
-                size_bytes: model.data.len() as u64,
-                sha256: model.sha256.clone(),
+                size_bytes: data.len() as u64,
+                sha256,
             }),
         };
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
@@ -363,7 +402,7 @@ impl FederationApi {
             if sender.send(Ok(first)).await.is_err() {
                 return;
             }
-            for chunk in chunks::chunks(&model.data, offset) {
+            for chunk in chunks::chunks(&data, offset) {
                 let message = pb::DownloadModelResponse {
                     part: Some(Part::Chunk(chunk)),
                     read: None,

@@ -7,6 +7,7 @@ mod checkpoints;
 mod cluster;
 mod demo;
 mod events;
+mod federations;
 mod history;
 mod jobs;
 mod kv;
@@ -57,6 +58,9 @@ enum Command {
     /// List and read checkpoints.
     #[command(subcommand)]
     Checkpoint(checkpoints::CheckpointCommand),
+    /// Start, inspect and follow federated-learning runs.
+    #[command(subcommand)]
+    Fl(federations::FlCommand),
 }
 
 /// Options shared by every client command.
@@ -96,6 +100,7 @@ pub fn main() -> ExitCode {
             Command::Vote(command) => votes::run(command).await,
             Command::Barrier(command) => barriers::run(command).await,
             Command::Checkpoint(command) => checkpoints::run(command).await,
+            Command::Fl(command) => federations::run(command).await,
         }
     });
     match result {

@@ -151,18 +151,11 @@ enum RoundError {
 impl RoundRun {
     async fn run(self) -> Result<pb::SubmitUpdateResponse, RoundError> {
         let inv = &self.invitation;
+        // Checked against its header's size and SHA-256; a round's model never changes.
         let (_, model) = self
             .client
             .download_model(&inv.federation_id, Some(inv.model_round))
             .await?;
-        let expected = inv
-            .model
-            .as_ref()
-            .map(|b| b.sha256.as_str())
-            .unwrap_or_default();
-        if !expected.is_empty() && crate::tensors::sha256_hex(&model.payload()) != expected {
-            return Err(RoundError::Superseded("the global model changed".into()));
-        }
         let request = FitRequest {
             federation_id: inv.federation_id.clone(),
             round: inv.round,

@@ -7,7 +7,8 @@
 //!          │                   (skipped when dir/bin/python already imports that version)
 //!          ▼
 //!   run_flower(python, script, opts) ── python flower_baseline.py --participants N …
-//!          │     the script spawns and supervises the server and client processes itself;
+//!          │     the script spawns and supervises the server and client processes itself
+//!          │     (server pinned alone to the first CPU, clients on the others);
 //!          │     stdout: one JSON line, stderr: progress (passed through)
 //!          ▼
 //!   FlowerResult { seconds_per_round_median, server_peak_rss_bytes, … }
@@ -116,6 +117,10 @@ pub struct FlowerResult {
     /// Processes the client threads ran in.
     #[serde(default)]
     pub client_procs: Option<usize>,
+    /// True when the server had the first CPU to itself and the clients the others (the
+    /// script's default on machines with two or more CPUs).
+    #[serde(default)]
+    pub pinned: Option<bool>,
     /// CPU time all client processes together used per timed round (mean).
     #[serde(default)]
     pub clients_cpu_seconds_per_round: Option<f64>,
@@ -299,7 +304,7 @@ mod tests {
     const OUTPUT: &str = concat!(
         "some stray line\n",
         r#"{"system": "flower", "flwr_version": "1.41.0", "participants": 10, "#,
-        r#""params": 1000000, "rounds": 2, "warmup": 1, "client_procs": 2, "#,
+        r#""params": 1000000, "rounds": 2, "warmup": 1, "client_procs": 1, "pinned": true, "#,
         r#""seconds_per_round_median": 0.4, "seconds_per_round": [0.3, 0.5], "#,
         r#""server_cpu_seconds_per_round_median": 0.28, "server_peak_rss_bytes": 523825152, "#,
         r#""server_sampled_max_rss_bytes": 520814592, "server_idle_rss_bytes": 75988992, "#,
@@ -315,7 +320,8 @@ mod tests {
         assert_eq!(result.seconds_per_round, vec![0.3, 0.5]);
         assert_eq!(result.server_peak_rss_bytes, 523_825_152);
         assert_eq!(result.server_idle_rss_bytes, Some(75_988_992));
-        assert_eq!(result.client_procs, Some(2));
+        assert_eq!(result.client_procs, Some(1));
+        assert_eq!(result.pinned, Some(true));
         assert_eq!(result.clients_cpu_seconds_per_round, Some(0.41));
         check_matches(&result, &OPTIONS).unwrap();
     }
@@ -395,6 +401,14 @@ mod tests {
         };
         assert!(zero.validate().is_err());
         assert!(OPTIONS.validate().is_ok());
+    }
+
+    #[test]
+    fn a_run_past_its_deadline_is_killed() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let error = wait_with_deadline(&mut child, Duration::from_millis(200)).unwrap_err();
+        assert!(error.to_string().contains("did not finish"), "{error}");
+        assert!(child.try_wait().unwrap().is_some(), "the child still runs");
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!        ├──────► tasks (agents and jobs end to end)
 //!        ├──────► schedule (one scheduling pass over a large state, in process)
 //!        ├──────► coordination (a large vote and barrier)
-//!        └──────► messaging (direct messages and channels with many agents)
+//!        ├──────► messaging (direct messages and channels with many agents)
+//!        └──────► federated (FedAvg rounds, memory, aggregation; Flower side by side)
 //! ```
 //! Everything talks to 127.0.0.1 only; the bench never installs anything.
 
@@ -21,6 +22,8 @@ pub mod etcd;
 pub mod etcd_client;
 pub mod etcd_proto;
 pub mod failover;
+pub mod federated;
+pub mod flower;
 pub mod level;
 pub mod load;
 pub mod messaging;

@@ -7,7 +7,10 @@
 //! - `coordination`: decision latency of a 1,000-voter vote and release latency of a
 //!   1,000-party barrier;
 //! - `messaging`: messages/s and delivery latency of direct messages and pub/sub channels
-//!   (durable and best-effort) with 100 agents.
+//!   (durable and best-effort) with 100 agents;
+//! - `federated`: seconds per FedAvg round for 10 and 50 participants with 100k- and
+//!   1M-parameter models, the leader's peak memory and aggregation GB/s; `--flower` runs the
+//!   same workload on Flower (flwr from PyPI) side by side.
 //!
 //! ```text
 //!   cargo build --release -p synod-coordinator --bin synod
@@ -26,6 +29,7 @@ use synod_coordinator::local_cluster::NodeOptions;
 
 use synod_tests::bench::coordination::CoordinationArgs;
 use synod_tests::bench::etcd::{find_etcd, EtcdOptions, EtcdSystem};
+use synod_tests::bench::federated::FederatedArgs;
 use synod_tests::bench::load::LoadPlan;
 use synod_tests::bench::messaging::MessagingArgs;
 use synod_tests::bench::report::{machine, Report, SystemReport};
@@ -55,6 +59,8 @@ enum BenchCommand {
     Coordination(CoordinationArgs),
     /// Messages/s and delivery latency of direct messages and channels with many agents.
     Messaging(MessagingArgs),
+    /// Seconds per FedAvg round, coordinator memory and aggregation throughput (and Flower).
+    Federated(FederatedArgs),
 }
 
 /// Flags of `bench cluster`.
@@ -149,6 +155,7 @@ async fn main() -> ExitCode {
         BenchCommand::Schedule(args) => run_schedule(&args),
         BenchCommand::Coordination(args) => run_coordination(args).await,
         BenchCommand::Messaging(args) => run_messaging(args).await,
+        BenchCommand::Federated(args) => run_federated(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -197,6 +204,15 @@ async fn run_coordination(args: CoordinationArgs) -> anyhow::Result<()> {
 
 async fn run_messaging(args: MessagingArgs) -> anyhow::Result<()> {
     let report = synod_tests::bench::messaging::run(&args, &synod_binary()?).await?;
+    println!("{}", report.render());
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+async fn run_federated(args: FederatedArgs) -> anyhow::Result<()> {
+    let report = synod_tests::bench::federated::run(&args, &synod_binary()?).await?;
     println!("{}", report.render());
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
