@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         .bytes(".synod.v1.RaftPayload")
+        .bytes(".synod.v1.Chunk")
         .compile_fds(descriptors)?;
     Ok(())
 }

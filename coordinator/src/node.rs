@@ -65,6 +65,9 @@ pub enum NodeError {
 const CONNECTION_WINDOW_BYTES: u32 = 64 * 1024 * 1024;
 /// HTTP/2 receive window of one stream.
 const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+/// Largest HTTP/2 frame a client may send: a chunk of an update crosses in a few frames
+/// rather than 64 of the default 16 KiB.
+const FRAME_BYTES_MAX: u32 = 256 * 1024;
 
 /// Runs a node until `shutdown` is cancelled. `ready` receives the bound address once serving.
 pub async fn run(
@@ -240,6 +243,7 @@ async fn serve(
         // bounds what each waiting update buffers here.
         .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+        .max_frame_size(FRAME_BYTES_MAX)
         .add_service(
             RaftTransportServer::new(transport)
                 .max_decoding_message_size(crate::raft::PEER_MESSAGE_BYTES_MAX)

@@ -9,7 +9,7 @@ is invited to; it never runs jobs' tasks (it rejects them) and never bids or vot
          │               ends ─► reconnect with Register{agent_id, session_token} (resume);
          │               LeaderChanged / UNAVAILABLE + synod-leader-addr ─► to that leader
          └─ RoundInvitation ─► round thread (once per federation, round and attempt):
-              DownloadModel(model_round) ─► check size and SHA-256 ─► [evaluate] ─► fit
+              DownloadModel(model_round) ─► check size and CRC-32 ─► [evaluate] ─► fit
               ─► update = local − global ─► [clip to clip_norm] ─► SubmitUpdate to the leader
                  (header, then chunks of at most 1 MiB; metadata synod-agent-id and
                  synod-session-token of the current session)
@@ -47,6 +47,7 @@ import tempfile
 import threading
 import time
 import types
+import zlib
 from array import array
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional, Sequence, Tuple
@@ -592,8 +593,9 @@ class Participant:
             raise RoundSkipped("secure aggregation is not supported by this participant")
         header, global_weights = self.download_model(
             invitation.federation_id, invitation.model_round, deadline)
-        expected = invitation.model.sha256 if invitation.HasField("model") else ""
-        if expected and header.blob.sha256 != expected:
+        expected = invitation.model if invitation.HasField("model") else None
+        if expected is not None and (header.blob.crc32, header.blob.size_bytes) != (
+                expected.crc32, expected.size_bytes):
             raise RoundSkipped("the global model changed since the invitation")
         config = invitation.config
         evaluation = self.evaluate(global_weights, config) if invitation.evaluate else None
@@ -612,7 +614,7 @@ class Participant:
 
     def download_model(self, federation_id: str, round_: int, deadline: float):
         """Downloads the global model of `round_` (from any member); returns (ModelHeader,
-        array('f')) after checking size and SHA-256 against the header."""
+        array('f')) after checking size and CRC-32 against the header."""
         fed = self.pb.federation
         request = fed.DownloadModelRequest(federation_id=federation_id, round=round_)
 
@@ -634,8 +636,7 @@ class Participant:
         """Submits an update to the leader with this agent's credentials; `header.blob` is
         filled in from `payload`."""
         fed, common = self.pb.federation, self.pb.common
-        header.blob.CopyFrom(common.BlobInfo(size_bytes=len(payload),
-                                             sha256=hashlib.sha256(payload).hexdigest()))
+        header.blob.CopyFrom(common.BlobInfo(size_bytes=len(payload), crc32=zlib.crc32(payload)))
 
         def requests():
             yield fed.SubmitUpdateRequest(header=header)
@@ -656,7 +657,7 @@ class Participant:
 
 def read_model(pb, stream) -> Tuple[object, bytes]:
     """Reads a DownloadModel stream: the header, then chunks in order; checks them."""
-    header, data, digest = None, bytearray(), hashlib.sha256()
+    header, data, crc = None, bytearray(), 0
     for message in stream:
         part = message.WhichOneof("part")
         if header is None:
@@ -668,14 +669,14 @@ def read_model(pb, stream) -> Tuple[object, bytes]:
             raise ValueError("a second model header")
         if message.chunk.offset != len(data):
             raise ValueError("model chunks out of order")
-        digest.update(message.chunk.data)
+        crc = zlib.crc32(message.chunk.data, crc)
         data += message.chunk.data
         if message.chunk.last:
             break
     if header is None:
         raise ValueError("the model stream was empty")
-    if len(data) != header.blob.size_bytes or digest.hexdigest() != header.blob.sha256:
-        raise ValueError("model size or SHA-256 does not match its header")
+    if len(data) != header.blob.size_bytes or crc != header.blob.crc32:
+        raise ValueError("model size or CRC-32 does not match its header")
     return header, bytes(data)
 
 

@@ -3,17 +3,16 @@
 //! [`Task::save_checkpoint`](crate::agent::Task::save_checkpoint); a retried or reassigned
 //! attempt finds the latest one of its task in [`Task::checkpoint`](crate::agent::Task).
 
-use sha2::{Digest, Sha256};
+use bytes::Bytes;
 use synod_proto::v1 as pb;
 use synod_proto::v1::coordination_service_client::CoordinationServiceClient;
 use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::jobs::all_pages;
+use crate::payload::{blob_info, chunks, ChecksumKind};
+use crate::tensors::sha256_hex;
 use crate::{Client, ClientError};
-
-/// Bytes per chunk of a save.
-const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// A checkpoint version with its payload.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,30 +35,18 @@ pub(crate) async fn save_on(
     let header = pb::CheckpointHeader {
         scope: Some(scope),
         name: name.to_owned(),
-        blob: Some(pb::BlobInfo {
-            size_bytes: data.len() as u64,
-            sha256: Sha256::digest(data)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        }),
+        blob: Some(blob_info(data, ChecksumKind::Sha256)),
         metadata: metadata.iter().cloned().collect(),
         keep_versions: 0,
     };
     let mut messages = vec![pb::SaveCheckpointRequest {
         part: Some(Part::Header(header)),
     }];
-    let chunks = data.len().div_ceil(CHUNK_BYTES).max(1);
-    for i in 0..chunks {
-        let (start, end) = (i * CHUNK_BYTES, ((i + 1) * CHUNK_BYTES).min(data.len()));
-        messages.push(pb::SaveCheckpointRequest {
-            part: Some(Part::Chunk(pb::Chunk {
-                offset: start as u64,
-                data: data[start..end].to_vec(),
-                last: i + 1 == chunks,
-            })),
-        });
-    }
+    messages.extend(chunks(Bytes::copy_from_slice(data), 0).map(|chunk| {
+        pb::SaveCheckpointRequest {
+            part: Some(Part::Chunk(chunk)),
+        }
+    }));
     let response = CoordinationServiceClient::new(channel)
         .save_checkpoint(tokio_stream::iter(messages))
         .await?;
@@ -88,10 +75,7 @@ pub(crate) async fn read_on(
     }
     let info = info.ok_or_else(|| Status::data_loss("the checkpoint stream had no header"))?;
     let blob = info.blob.clone().unwrap_or_default();
-    let sha256: String = Sha256::digest(&data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha256 = sha256_hex(&data);
     if data.len() as u64 != blob.size_bytes || sha256 != blob.sha256 {
         return Err(Status::data_loss(format!(
             "checkpoint '{}' v{} arrived damaged ({} bytes, sha256 {sha256})",

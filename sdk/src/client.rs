@@ -392,7 +392,9 @@ fn endpoint(addr: &str, policy: &RetryPolicy) -> Result<Endpoint, ClientError> {
         // Sessions share connections with model downloads: wide windows keep one slow stream
         // from stalling the rest.
         .initial_connection_window_size(64 * 1024 * 1024)
-        .initial_stream_window_size(1024 * 1024))
+        .initial_stream_window_size(1024 * 1024)
+        // A model chunk crosses in a few frames rather than 64 of the default 16 KiB.
+        .max_frame_size(256 * 1024))
 }
 
 fn kv(channel: Channel) -> KvServiceClient<Channel> {

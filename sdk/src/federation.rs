@@ -1,5 +1,5 @@
 //! Federations from a client: start one, upload its initial model, follow it, download
-//! committed models (checked against their size, tensors and SHA-256), and — for participants —
+//! committed models (checked against their size, tensors and CRC-32), and — for participants —
 //! submit updates and the secure-aggregation steps. Updates go to the leader (the client
 //! follows its hint); everything else works through any member.
 //!
@@ -8,19 +8,16 @@
 //!   participant: download_model(invitation.model_round) ─► fit ─► submit_update
 //! ```
 
-use std::sync::Arc;
-
-use sha2::{Digest, Sha256};
+use bytes::Bytes;
 use synod_proto::v1 as pb;
 use synod_proto::v1::federation_service_client::FederationServiceClient;
 use tonic::transport::Channel;
 use tonic::Status;
 
-use crate::tensors::{hex, specs_from_proto, specs_to_proto, Model, TensorSpec};
+use crate::payload::{blob_info, chunks, into_le_bytes, ChecksumKind, Receiver};
+use crate::tensors::{elements, specs_from_proto, specs_to_proto, Model, TensorSpec};
 use crate::{Client, ClientError};
 
-/// Bytes per chunk of an upload.
-const CHUNK_BYTES: usize = 1024 * 1024;
 /// Largest initial model sent inline with the start.
 const INLINE_BYTES_MAX: usize = 1024 * 1024;
 
@@ -30,35 +27,19 @@ pub struct UpdateUpload {
     /// Federation, round, attempt, agent, examples, metrics, tensors and masking; `blob` is
     /// filled in from `payload`.
     pub header: pb::UpdateHeader,
-    /// The payload.
-    pub payload: Arc<Vec<u8>>,
+    /// The payload (little-endian elements; see [`crate::payload::into_le_bytes`]).
+    pub payload: Bytes,
 }
 
 fn federations(channel: Channel) -> FederationServiceClient<Channel> {
     FederationServiceClient::new(channel)
 }
 
-/// `data` as chunk messages built by `wrap`.
-fn chunk_messages<T>(data: &[u8], wrap: impl Fn(pb::Chunk) -> T) -> Vec<T> {
-    let count = data.len().div_ceil(CHUNK_BYTES).max(1);
-    (0..count)
-        .map(|i| {
-            let start = i * CHUNK_BYTES;
-            let end = (start + CHUNK_BYTES).min(data.len());
-            wrap(pb::Chunk {
-                offset: start as u64,
-                data: data[start..end].to_vec(),
-                last: i + 1 == count,
-            })
-        })
+/// The messages of a payload: `header`, then its chunks (slices of it), each built by `wrap`.
+fn chunk_messages<T>(header: T, data: &Bytes, wrap: impl Fn(pb::Chunk) -> T) -> Vec<T> {
+    std::iter::once(header)
+        .chain(chunks(data.clone(), 0).map(wrap))
         .collect()
-}
-
-fn blob_of(data: &[u8]) -> pb::BlobInfo {
-    pb::BlobInfo {
-        size_bytes: data.len() as u64,
-        sha256: hex(&Sha256::digest(data)),
-    }
 }
 
 impl Client {
@@ -113,20 +94,20 @@ impl Client {
         model: &Model,
     ) -> Result<pb::UploadModelResponse, ClientError> {
         use pb::upload_model_request::Part;
-        let payload = Arc::new(model.payload());
+        let payload = into_le_bytes(model.values.clone());
         let header = pb::ModelHeader {
             federation_id: federation_id.to_owned(),
             round: 0,
             tensors: specs_to_proto(&model.specs),
-            blob: Some(blob_of(&payload)),
+            blob: Some(blob_info(&payload, ChecksumKind::Crc32)),
         };
         self.call(|channel| {
-            let mut messages = vec![pb::UploadModelRequest {
+            let first = pb::UploadModelRequest {
                 part: Some(Part::Header(header.clone())),
-            }];
-            messages.extend(chunk_messages(&payload, |c| pb::UploadModelRequest {
+            };
+            let messages = chunk_messages(first, &payload, |c| pb::UploadModelRequest {
                 part: Some(Part::Chunk(c)),
-            }));
+            });
             async move {
                 federations(channel)
                     .upload_model(tokio_stream::iter(messages))
@@ -240,17 +221,17 @@ impl Client {
     ) -> Result<pb::SubmitUpdateResponse, ClientError> {
         use pb::submit_update_request::Part;
         let header = pb::UpdateHeader {
-            blob: Some(blob_of(&upload.payload)),
+            blob: Some(blob_info(&upload.payload, ChecksumKind::Crc32)),
             ..upload.header
         };
         let payload = upload.payload;
         self.call(|channel| {
-            let mut messages = vec![pb::SubmitUpdateRequest {
+            let first = pb::SubmitUpdateRequest {
                 part: Some(Part::Header(header.clone())),
-            }];
-            messages.extend(chunk_messages(&payload, |c| pb::SubmitUpdateRequest {
+            };
+            let messages = chunk_messages(first, &payload, |c| pb::SubmitUpdateRequest {
                 part: Some(Part::Chunk(c)),
-            }));
+            });
             let request = self.request(tokio_stream::iter(messages));
             async move { federations(channel).submit_update(request).await }
         })
@@ -336,28 +317,37 @@ async fn download_on(
         }
     };
     let blob = header.blob.unwrap_or_default();
-    let mut data = Vec::with_capacity(blob.size_bytes as usize);
-    let mut hasher = Sha256::new();
+    let specs: Vec<TensorSpec> = specs_from_proto(&header.tensors, "tensors")
+        .map_err(|e| Status::data_loss(e.to_string()))?;
+    if blob.size_bytes != elements(&specs) * 4 {
+        return Err(Status::data_loss(format!(
+            "the model header declares {} bytes, its tensors hold {}",
+            blob.size_bytes,
+            elements(&specs) * 4
+        )));
+    }
+    let mut receiver = Receiver::<f32>::new(elements(&specs) as usize, ChecksumKind::Crc32);
     while let Some(message) = stream.message().await? {
         let Some(Part::Chunk(chunk)) = message.part else {
             return Err(Status::data_loss("a second model header"));
         };
-        if chunk.offset != data.len() as u64 {
-            return Err(Status::data_loss("model chunks out of order"));
-        }
-        hasher.update(&chunk.data);
-        data.extend_from_slice(&chunk.data);
+        receiver
+            .push(chunk.offset, &chunk.data)
+            .map_err(|e| Status::data_loss(format!("model: {e}")))?;
         if chunk.last {
             break;
         }
     }
-    if data.len() as u64 != blob.size_bytes || hex(&hasher.finalize()) != blob.sha256 {
-        return Err(Status::data_loss(
-            "model size or SHA-256 does not match its header",
-        ));
+    let (values, checksum) = receiver
+        .finish()
+        .map_err(|e| Status::data_loss(format!("model: {e}")))?;
+    if !checksum.matches(&blob) {
+        return Err(Status::data_loss(format!(
+            "model: CRC-32 {} received, {} declared",
+            checksum.describe(),
+            blob.crc32
+        )));
     }
-    let specs: Vec<TensorSpec> = specs_from_proto(&header.tensors, "tensors")
-        .map_err(|e| Status::data_loss(e.to_string()))?;
-    let model = Model::from_payload(specs, &data).map_err(|e| Status::data_loss(e.to_string()))?;
+    let model = Model::new(specs, values).map_err(|e| Status::data_loss(e.to_string()))?;
     Ok((header.round, model))
 }

@@ -19,6 +19,7 @@ pub mod federation_file;
 pub mod job_file;
 mod jobs;
 mod messages;
+pub mod payload;
 mod put_pipeline;
 mod relay;
 mod retry;

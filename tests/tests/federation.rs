@@ -4,15 +4,15 @@
 //! committed round intact, and a participant lost mid-round.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use synod_coordinator::local_cluster::{wait_until, LocalCluster};
 use synod_sdk::agent::{AgentBuilder, AgentHandle, FitRequest, FitResult, Participant};
 use synod_sdk::federation::UpdateUpload;
+use synod_sdk::payload::{crc32, into_le_bytes};
 use synod_sdk::proto as pb;
 use synod_sdk::proto::federation_service_client::FederationServiceClient;
-use synod_sdk::tensors::{f32_to_le, specs_to_proto, Model, TensorSpec};
+use synod_sdk::tensors::{specs_to_proto, Model, TensorSpec};
 use synod_sdk::{Client, Code};
 use synod_tests::jobs::{cluster_up, options, wait_for_agents};
 use synod_tests::serial;
@@ -221,7 +221,7 @@ async fn bad_specs_and_malformed_updates_are_refused_without_poisoning_the_round
     // Someone else acting as the participant.
     let poison = UpdateUpload {
         header: header(specs()),
-        payload: Arc::new(f32_to_le(&[1000.0; 6])),
+        payload: into_le_bytes(vec![1000.0f32; 6]),
     };
     let error = client.submit_update(poison.clone()).await.unwrap_err();
     assert_eq!(error.code(), Some(Code::PermissionDenied), "{error}");
@@ -230,7 +230,7 @@ async fn bad_specs_and_malformed_updates_are_refused_without_poisoning_the_round
     wrong[1].shape = vec![3];
     let upload = UpdateUpload {
         header: header(wrong),
-        payload: Arc::new(f32_to_le(&[9.0; 7])),
+        payload: into_le_bytes(vec![9.0f32; 7]),
     };
     let error = as_participant.submit_update(upload).await.unwrap_err();
     assert_eq!(error.code(), Some(Code::InvalidArgument), "{error}");
@@ -244,9 +244,11 @@ async fn bad_specs_and_malformed_updates_are_refused_without_poisoning_the_round
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
     let channel = as_participant.channel(cluster.addr(leader))?;
     let mut declared = header(specs());
+    let poisoned = into_le_bytes(vec![1000.0f32; 6]);
     declared.blob = Some(pb::BlobInfo {
         size_bytes: 24,
-        sha256: "00".repeat(32),
+        crc32: crc32(&poisoned) ^ 1,
+        ..Default::default()
     });
     let messages = vec![
         pb::SubmitUpdateRequest {
@@ -255,7 +257,7 @@ async fn bad_specs_and_malformed_updates_are_refused_without_poisoning_the_round
         pb::SubmitUpdateRequest {
             part: Some(pb::submit_update_request::Part::Chunk(pb::Chunk {
                 offset: 0,
-                data: f32_to_le(&[1000.0; 6]),
+                data: poisoned,
                 last: true,
             })),
         },
@@ -265,7 +267,7 @@ async fn bad_specs_and_malformed_updates_are_refused_without_poisoning_the_round
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert!(status.message().contains("blob.sha256"), "{status:?}");
+    assert!(status.message().contains("blob.crc32"), "{status:?}");
     // The honest update still lands and is the only one aggregated.
     let done = wait_finished(&client, &id).await?;
     assert_eq!(

@@ -8,7 +8,9 @@
 //!   GetCheckpoint  ─► CheckpointInfo, then 1 MiB chunks
 //! ```
 
+use bytes::Bytes;
 use synod_proto::v1 as pb;
+use synod_sdk::payload::ChecksumKind;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
@@ -76,11 +78,12 @@ impl CheckpointApi {
         let declared = header
             .blob
             .ok_or_else(|| ApiError::invalid("header.blob", "required"))?;
-        let (data, sha256) = chunks::receive(
+        let data = chunks::receive::<u8, _>(
             &mut stream,
             &declared,
             self.bytes_max as u64,
             "limits.checkpoint_bytes_max",
+            ChecksumKind::Sha256,
             |message| match message.part {
                 Some(Part::Chunk(chunk)) => Some(chunk),
                 _ => None,
@@ -91,7 +94,7 @@ impl CheckpointApi {
             scope,
             name: header.name,
             data,
-            sha256,
+            sha256: declared.sha256.to_lowercase(),
             metadata: header.metadata.into_iter().collect(),
             created_by: "client".to_owned(),
             keep_versions: header.keep_versions,
@@ -133,7 +136,10 @@ impl CheckpointApi {
             let version = state
                 .checkpoints
                 .get(&scope, &request.name, request.version)?;
-            Some((info(&scope, &request.name, version), version.data.clone()))
+            Some((
+                info(&scope, &request.name, version),
+                Bytes::from(version.data.clone()),
+            ))
         });
         let (info, data) = found.ok_or_else(|| {
             let which = match request.version {
@@ -145,7 +151,7 @@ impl CheckpointApi {
                 request.name
             ))
         })?;
-        let parts = chunks::chunks(&data, 0);
+        let parts = chunks::chunks(data.clone(), 0);
         let (sender, receiver) = mpsc::channel(data.len().div_ceil(chunks::CHUNK_BYTES) + 2);
         let first = pb::GetCheckpointResponse {
             part: Some(pb::get_checkpoint_response::Part::Checkpoint(info)),
@@ -253,6 +259,7 @@ pub fn info(scope: &Scope, name: &str, version: &Version) -> pb::CheckpointInfo 
         blob: Some(pb::BlobInfo {
             size_bytes: version.data.len() as u64,
             sha256: version.sha256.clone(),
+            ..Default::default()
         }),
         metadata: version.metadata.clone().into_iter().collect(),
         created_by: version.created_by.clone(),

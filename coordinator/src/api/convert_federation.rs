@@ -248,7 +248,8 @@ fn participant_state(state: ParticipantState) -> pb::ParticipantState {
 fn blob(blob: &BlobRef) -> pb::BlobInfo {
     pb::BlobInfo {
         size_bytes: blob.size_bytes,
-        sha256: blob.sha256.clone(),
+        crc32: blob.crc32,
+        ..Default::default()
     }
 }
 

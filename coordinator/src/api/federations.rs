@@ -19,9 +19,11 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use synod_proto::v1 as pb;
 use synod_proto::v1::federation_service_client::FederationServiceClient;
 use synod_proto::v1::federation_service_server::FederationService;
+use synod_sdk::payload::{crc32, ChecksumKind};
 use synod_sdk::tensors::{specs_from_proto, specs_to_proto};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
@@ -35,7 +37,7 @@ use super::request::{
     check_chars, id_for, next_token, page_position, page_size, require, state_filter,
 };
 use super::{ApiError, Caller, LeaderRouter};
-use crate::runtime::federations::{finite_metrics, HeaderCheck, UpdateSubmission};
+use crate::runtime::federations::{finite_metrics, Decoded, HeaderCheck, UpdateSubmission};
 use crate::runtime::{CommandResult, FederationRuntime, Proposer};
 use crate::state::federations::secure::SecureStep;
 use crate::state::federations::{
@@ -45,6 +47,8 @@ use crate::state::{Command, Rejection, State};
 
 /// Largest inline initial model.
 const INLINE_MODEL_BYTES_MAX: usize = 1024 * 1024;
+/// The limit an update's size is checked against, in messages.
+const UPDATE: &str = "the update size";
 /// Longest idempotency key, in characters.
 const IDEMPOTENCY_KEY_CHARS_MAX: usize = 128;
 
@@ -61,8 +65,8 @@ pub struct FederationApi {
 }
 
 /// The models being downloaded, shared by their downloads instead of copied out of the state
-/// for each: (federation, round) → (SHA-256, payload). One entry per federation.
-type ModelCache = Arc<Mutex<HashMap<String, (u32, String, Arc<Vec<u8>>)>>>;
+/// for each: (federation, round) → (CRC-32, payload). One entry per federation.
+type ModelCache = Arc<Mutex<HashMap<String, (u32, u32, Bytes)>>>;
 
 impl FederationApi {
     /// A service proposing through `proposer`, reading through `router`, aggregating in
@@ -76,27 +80,22 @@ impl FederationApi {
         }
     }
 
-    /// The payload of `federation_id`'s model of `round` with `sha256`, copied out of `state`
+    /// The CRC-32 and payload of `federation_id`'s model of `round`, copied out of `state`
     /// once per model.
-    fn cached_model(
-        &self,
-        state: &State,
-        federation_id: &str,
-        round: u32,
-    ) -> Option<(String, Arc<Vec<u8>>)> {
+    fn cached_model(&self, state: &State, federation_id: &str, round: u32) -> Option<(u32, Bytes)> {
         let stored = state.federations.get(federation_id)?.models.get(&round)?;
         let mut cache = self.models.lock().expect("model cache lock");
-        if let Some((r, sha, data)) = cache.get(federation_id) {
-            if *r == round && *sha == stored.sha256 {
-                return Some((sha.clone(), data.clone()));
+        if let Some((r, crc32, data)) = cache.get(federation_id) {
+            if *r == round && *crc32 == stored.crc32 {
+                return Some((*crc32, data.clone()));
             }
         }
-        let data = Arc::new(stored.data.clone());
+        let data = Bytes::from(stored.data.clone());
         cache.insert(
             federation_id.to_owned(),
-            (round, stored.sha256.clone(), data.clone()),
+            (round, stored.crc32, data.clone()),
         );
-        Some((stored.sha256.clone(), data))
+        Some((stored.crc32, data))
     }
 
     async fn start(
@@ -127,7 +126,7 @@ impl FederationApi {
                 ))
             }
             _ => Some(StoredModel {
-                sha256: synod_sdk::tensors::sha256_hex(&inline),
+                crc32: crc32(&inline),
                 data: inline,
             }),
         };
@@ -211,11 +210,12 @@ impl FederationApi {
                 ),
             ));
         }
-        let (data, sha256) = chunks::receive(
+        let data = chunks::receive::<u8, _>(
             &mut stream,
             &declared,
             expected,
             "the model size",
+            ChecksumKind::Crc32,
             |m| match m.part {
                 Some(Part::Chunk(chunk)) => Some(chunk),
                 _ => None,
@@ -236,7 +236,7 @@ impl FederationApi {
         drop(data);
         let commit = Command::CommitInitialModel {
             federation_id: id.clone(),
-            sha256,
+            crc32: declared.crc32,
         };
         pending.push(self.proposer.enqueue(commit).await?);
         let mut last = None;
@@ -293,7 +293,7 @@ impl FederationApi {
             attempt: header.attempt,
             agent_id: header.agent_id.clone(),
             num_examples: header.num_examples,
-            sha256: String::new(),
+            crc32: 0,
             metrics: finite_metrics(&header.metrics),
             evaluation_metrics: finite_metrics(&header.evaluation_metrics),
         };
@@ -316,22 +316,27 @@ impl FederationApi {
                 ),
             ));
         }
-        let _permit = self.runtime.upload_permit().await;
-        let (payload, sha256) = chunks::receive(
-            &mut stream,
-            &declared,
-            expected,
-            "the update size",
-            |m| match m.part {
-                Some(Part::Chunk(chunk)) => Some(chunk),
-                _ => None,
-            },
-        )
-        .await?;
+        let _permit = self.runtime.upload_permit(expected).await;
+        tracing::debug!(agent_id = %header.agent_id, round = header.round, "update upload");
+        let chunk_of = |m: pb::SubmitUpdateRequest| match m.part {
+            Some(Part::Chunk(chunk)) => Some(chunk),
+            _ => None,
+        };
+        let (limit, kind) = (expected, ChecksumKind::Crc32);
+        let values = match header.masked {
+            true => Decoded::Masked(
+                chunks::receive(&mut stream, &declared, limit, UPDATE, kind, chunk_of).await?,
+            ),
+            false => Decoded::Plain(
+                chunks::receive(&mut stream, &declared, limit, UPDATE, kind, chunk_of).await?,
+            ),
+        };
         let submission = UpdateSubmission {
-            receipt: UpdateReceipt { sha256, ..receipt },
-            masked: header.masked,
-            payload,
+            receipt: UpdateReceipt {
+                crc32: declared.crc32,
+                ..receipt
+            },
+            values,
         };
         let answer = self.runtime.accept(live, submission).await?;
         Ok(pb::SubmitUpdateResponse {
@@ -376,7 +381,8 @@ impl FederationApi {
                 "round: federation '{id}' keeps no model of round {round} (only the initial and the latest committed)"
             ))
         })?;
-        let (sha256, data) = model;
+        let (crc32, data) = model;
+        tracing::debug!(federation_id = %id, round, "model download");
         let offset = request.offset_bytes as usize;
         if offset > data.len() {
             return Err(ApiError::invalid(
@@ -390,30 +396,21 @@ impl FederationApi {
             tensors: specs_to_proto(&tensors),
             blob: Some(pb::BlobInfo {
                 size_bytes: data.len() as u64,
-                sha256,
+                crc32,
+                ..Default::default()
             }),
         };
-        let (sender, receiver) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            let first = pb::DownloadModelResponse {
-                part: Some(Part::Header(header)),
-                read: Some(read),
-            };
-            if sender.send(Ok(first)).await.is_err() {
-                return;
-            }
-            for chunk in chunks::chunks(&data, offset) {
-                let message = pb::DownloadModelResponse {
-                    part: Some(Part::Chunk(chunk)),
-                    read: None,
-                };
-                if sender.send(Ok(message)).await.is_err() {
-                    return;
-                }
-            }
+        let first = pb::DownloadModelResponse {
+            part: Some(Part::Header(header)),
+            read: Some(read),
+        };
+        // Chunks are slices of the shared payload: nothing is copied until the encoder's.
+        let rest = chunks::chunks(data, offset).map(|chunk| pb::DownloadModelResponse {
+            part: Some(Part::Chunk(chunk)),
+            read: None,
         });
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
-            receiver,
+        Ok(Box::pin(tokio_stream::iter(
+            std::iter::once(first).chain(rest).map(Ok),
         )))
     }
 

@@ -256,8 +256,8 @@ pub enum Command {
     CommitInitialModel {
         /// Federation.
         federation_id: String,
-        /// SHA-256 of the staged bytes, checked by the API.
-        sha256: String,
+        /// CRC-32 of the staged bytes, checked by the API.
+        crc32: u32,
     },
     /// Opens a round attempt with the leader's sample.
     StartRound(RoundStart),

@@ -17,8 +17,9 @@ use std::time::Duration;
 use synod_proto::v1 as pb;
 
 use crate::federation::UpdateUpload;
+use crate::payload::into_le_bytes;
 use crate::secagg::{self, KeyPair, MaskingParams};
-use crate::tensors::{f32_to_le, specs_to_proto, Dtype, Model};
+use crate::tensors::{specs_to_proto, Dtype, Model};
 use crate::{Client, ClientError};
 
 /// How often a secure round's phase is polled.
@@ -151,7 +152,7 @@ enum RoundError {
 impl RoundRun {
     async fn run(self) -> Result<pb::SubmitUpdateResponse, RoundError> {
         let inv = &self.invitation;
-        // Checked against its header's size and SHA-256; a round's model never changes.
+        // Checked against its header's size and CRC-32; a round's model never changes.
         let (_, model) = self
             .client
             .download_model(&inv.federation_id, Some(inv.model_round))
@@ -176,7 +177,7 @@ impl RoundRun {
         .await
         .map_err(|e| RoundError::Participant(e.to_string()))?;
         let fit = fit.map_err(RoundError::Participant)?;
-        let update = delta(&fit.weights, &request.model.values, inv.clip_norm)?;
+        let update = delta(fit.weights, &request.model.values, inv.clip_norm)?;
         let mut header = pb::UpdateHeader {
             federation_id: inv.federation_id.clone(),
             round: inv.round,
@@ -192,7 +193,7 @@ impl RoundRun {
             masked: false,
         };
         let Some((secure, keyed)) = inv.secure_aggregation.zip(keyed) else {
-            let payload = Arc::new(f32_to_le(&update));
+            let payload = into_le_bytes(update);
             return Ok(self
                 .client
                 .submit_update(UpdateUpload { header, payload })
@@ -206,7 +207,7 @@ impl RoundRun {
             &keyed.mask_peers,
             params,
         )?;
-        let masked = Masked { values, ..keyed };
+        let masked = keyed;
         header.masked = true;
         header.tensors = request
             .model
@@ -214,7 +215,7 @@ impl RoundRun {
             .iter()
             .map(|s| pb::TensorSpec::from(&s.with_dtype(Dtype::I64)))
             .collect();
-        let payload = Arc::new(secagg::i64s_to_le_bytes(&masked.values));
+        let payload = into_le_bytes(values);
         let answer = self
             .client
             .submit_update(UpdateUpload { header, payload })
@@ -273,7 +274,6 @@ impl RoundRun {
             .collect();
         mask_peers.sort();
         Ok(Masked {
-            values: Vec::new(),
             keys,
             mask_peers,
             shares: training.shares,
@@ -366,7 +366,6 @@ impl RoundRun {
 
 /// A masked update (empty until training is done) and what masking and revealing need.
 struct Masked {
-    values: Vec<i64>,
     keys: KeyPair,
     mask_peers: Vec<(String, [u8; 32])>,
     shares: Vec<pb::EncryptedShare>,
@@ -379,7 +378,7 @@ fn peer(key: &pb::PeerKey) -> Option<(String, [u8; 32])> {
 }
 
 /// local − global, clipped to `clip_norm` in L2 when it is > 0.
-fn delta(local: &[f32], global: &[f32], clip_norm: f64) -> Result<Vec<f32>, RoundError> {
+fn delta(mut local: Vec<f32>, global: &[f32], clip_norm: f64) -> Result<Vec<f32>, RoundError> {
     if local.len() != global.len() {
         return Err(RoundError::Participant(format!(
             "fit returned {} weights, the model has {}",
@@ -387,7 +386,8 @@ fn delta(local: &[f32], global: &[f32], clip_norm: f64) -> Result<Vec<f32>, Roun
             global.len()
         )));
     }
-    let mut update: Vec<f32> = local.iter().zip(global).map(|(l, g)| l - g).collect();
+    local.iter_mut().zip(global).for_each(|(l, g)| *l -= g);
+    let mut update = local;
     if clip_norm > 0.0 {
         let norm = update
             .iter()
@@ -408,10 +408,10 @@ mod tests {
 
     #[test]
     fn updates_are_local_minus_global_and_clipped() {
-        let update = delta(&[4.0, 6.0], &[1.0, 2.0], 0.0).unwrap();
+        let update = delta(vec![4.0, 6.0], &[1.0, 2.0], 0.0).unwrap();
         assert_eq!(update, vec![3.0, 4.0]);
-        let clipped = delta(&[4.0, 6.0], &[1.0, 2.0], 1.0).unwrap();
+        let clipped = delta(vec![4.0, 6.0], &[1.0, 2.0], 1.0).unwrap();
         assert!((clipped[0] - 0.6).abs() < 1e-6 && (clipped[1] - 0.8).abs() < 1e-6);
-        assert!(delta(&[1.0], &[1.0, 2.0], 0.0).is_err());
+        assert!(delta(vec![1.0], &[1.0, 2.0], 0.0).is_err());
     }
 }

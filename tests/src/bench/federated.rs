@@ -4,7 +4,7 @@
 //! Flower's legacy gRPC server and clients in the same run.
 //!
 //! ```text
-//!   per (N, P): fresh cluster ─► N SDK participants (one shared connection) ─► federation
+//!   per (N, P): fresh cluster ─► N SDK participants (a connection each) ─► federation
 //!     of R rounds ─► watch: RoundCommitted arrival times ─► s/round = median interval after
 //!     the warm-up ─► leader VmHWM (peak RSS) and its RSS before the federation
 //!   aggregation: RoundAggregator(FedAvg) over N updates of P ─► bytes folded / s
@@ -65,7 +65,8 @@ pub struct FederatedRun {
     pub rounds: Vec<f64>,
     /// Peak RSS of the coordinator (Synod: the leader; Flower: its server), bytes.
     pub peak_rss_bytes: u64,
-    /// Peak RSS above the coordinator's RSS before the run (Synod only), bytes.
+    /// Peak RSS above the coordinator's RSS before the run (Flower: before any client
+    /// connected), bytes.
     pub peak_above_start_bytes: Option<u64>,
 }
 
@@ -126,7 +127,8 @@ pub async fn run(
                 let options = FlowerOptions {
                     participants,
                     params,
-                    rounds: args.rounds as usize,
+                    // The same rounds Synod's median is taken over.
+                    rounds: (args.rounds - args.warmup - 1) as usize,
                     warmup: args.warmup as usize,
                 };
                 let result = run_flower(python, &baseline_script(), &options)?;
@@ -137,7 +139,9 @@ pub async fn run(
                     seconds_per_round: result.seconds_per_round_median,
                     rounds: result.seconds_per_round,
                     peak_rss_bytes: result.server_peak_rss_bytes,
-                    peak_above_start_bytes: None,
+                    peak_above_start_bytes: result
+                        .server_idle_rss_bytes
+                        .map(|idle| result.server_peak_rss_bytes.saturating_sub(idle)),
                 });
             }
         }
@@ -201,13 +205,12 @@ fn start_participants(
     count: usize,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let shared = Client::new(cluster.addrs())?;
     for i in 0..count {
         let agent = AgentBuilder::new(format!("bench-{i}"), cluster.addrs())
             .capability("bench")
             .participant(Trivial);
-        let (client, token) = (shared.clone(), stop.clone());
-        tokio::spawn(async move { agent.run_on(client, token).await });
+        let token = stop.clone();
+        tokio::spawn(async move { agent.run(token).await });
     }
     Ok(())
 }

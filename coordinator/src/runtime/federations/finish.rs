@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::SeedableRng;
+use synod_sdk::payload::crc32;
 use synod_sdk::secagg::{reconstruct_private_key, MaskedSum, MaskingParams};
-use synod_sdk::tensors::{f32_extend_le, sha256_hex};
+use synod_sdk::tensors::f32_extend_le;
 
 use super::live::{Aggregate, LiveRound};
 use super::FederationRuntime;
@@ -138,6 +139,7 @@ impl FederationRuntime {
         federation_id: &str,
         live: &Arc<LiveRound>,
     ) -> Result<(), String> {
+        tracing::debug!(federation_id, round = live.round, "finishing");
         while live.in_flight() > 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -148,15 +150,16 @@ impl FederationRuntime {
             .await
             .map_err(|e| format!("aggregation task: {e}"))??;
         let (payload, commit_fields) = computed;
-        let sha256 = sha256_hex(&payload[..live.global.len() * 4]);
+        tracing::debug!(federation_id, round = live.round, "aggregated");
+        let crc32 = crc32(&payload[..live.global.len() * 4]);
         let mut pending = Vec::new();
-        for (i, chunk) in payload.chunks(STAGE_CHUNK_BYTES).enumerate() {
+        for (offset, data) in stage_chunks(payload) {
             let command = Command::StageModel {
                 federation_id: federation_id.to_owned(),
                 round: live.round,
                 attempt: live.attempt,
-                offset: (i * STAGE_CHUNK_BYTES) as u64,
-                data: chunk.to_vec(),
+                offset,
+                data,
             };
             pending.push(
                 self.agents()
@@ -165,12 +168,11 @@ impl FederationRuntime {
                     .map_err(|e| e.to_string())?,
             );
         }
-        drop(payload);
         let commit = Command::CommitRound(RoundCommit {
             federation_id: federation_id.to_owned(),
             round: live.round,
             attempt: live.attempt,
-            sha256,
+            crc32,
             epsilon_spent: commit_fields.0,
             budget_exhausted: commit_fields.1,
         });
@@ -241,6 +243,20 @@ impl FederationRuntime {
     }
 }
 
+/// `payload` cut into `StageModel` pieces with their offsets; a payload of one piece is moved,
+/// not copied.
+fn stage_chunks(mut payload: Vec<u8>) -> Vec<(u64, Vec<u8>)> {
+    let mut pieces = Vec::new();
+    let mut offset = 0;
+    while payload.len() > STAGE_CHUNK_BYTES {
+        let rest = payload.split_off(STAGE_CHUNK_BYTES);
+        pieces.push((offset, std::mem::replace(&mut payload, rest)));
+        offset += STAGE_CHUNK_BYTES as u64;
+    }
+    pieces.push((offset, payload));
+    pieces
+}
+
 fn key_of(bytes: &[u8]) -> [u8; 32] {
     let mut key = [0u8; 32];
     if bytes.len() == 32 {
@@ -303,4 +319,21 @@ fn unmask(sum: &mut MaskedSum, inputs: &Inputs) -> Result<(), String> {
             .map_err(|e| format!("unmasking '{}': {e}", dropped.agent_id))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_chunks_cover_the_payload_in_order() {
+        let payload: Vec<u8> = (0..STAGE_CHUNK_BYTES * 2 + 3).map(|i| i as u8).collect();
+        let pieces = stage_chunks(payload.clone());
+        let offsets: Vec<u64> = pieces.iter().map(|(o, _)| *o).collect();
+        let step = STAGE_CHUNK_BYTES as u64;
+        assert_eq!(offsets, vec![0, step, 2 * step]);
+        let joined: Vec<u8> = pieces.iter().flat_map(|(_, d)| d.iter().copied()).collect();
+        assert_eq!(joined, payload);
+        assert_eq!(stage_chunks(vec![1, 2]), vec![(0, vec![1, 2])]);
+    }
 }

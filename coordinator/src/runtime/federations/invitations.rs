@@ -13,7 +13,8 @@ pub fn invitation(federation: &FederationRecord, round: &RoundRecord) -> pb::Coo
     let spec = &federation.spec;
     let model = federation.latest_model().map(|(_, m)| pb::BlobInfo {
         size_bytes: m.data.len() as u64,
-        sha256: m.sha256.clone(),
+        crc32: m.crc32,
+        ..Default::default()
     });
     message(Kind::RoundInvitation(pb::RoundInvitation {
         federation_id: federation.id.clone(),

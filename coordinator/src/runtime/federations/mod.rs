@@ -38,8 +38,9 @@ use crate::state::{Applied, Command};
 
 /// How often the leader looks at every running federation.
 const TICK: Duration = Duration::from_millis(25);
-/// Updates received into memory at once (each holds one model-sized buffer).
-pub const UPLOADS_IN_MEMORY_MAX: usize = 4;
+/// KiB of updates received into memory at once: as many updates as fit are read in parallel
+/// (at least one, however large), the others wait without being read.
+pub const UPLOAD_KIB_IN_MEMORY_MAX: u32 = 8 * 1024;
 
 /// The leader's federation runtime. Cheap to clone.
 #[derive(Clone)]
@@ -72,7 +73,7 @@ impl FederationRuntime {
             inner: Arc::new(Inner {
                 agents,
                 live: Mutex::new(HashMap::new()),
-                uploads: Semaphore::new(UPLOADS_IN_MEMORY_MAX),
+                uploads: Semaphore::new(UPLOAD_KIB_IN_MEMORY_MAX as usize),
                 wake: Notify::new(),
                 spill_dir,
             }),
@@ -264,7 +265,10 @@ impl FederationRuntime {
             Ok(CommandResult {
                 outcome: Ok(Applied::RoundStarted { .. }),
                 ..
-            }) => self.invite(federation_id),
+            }) => {
+                tracing::debug!(federation_id, round, attempt, "round started");
+                self.invite(federation_id)
+            }
             Ok(CommandResult {
                 outcome: Err(rejection),
                 ..

@@ -5,19 +5,18 @@
 //!
 //! ```text
 //!   header ─► check_header (federation, specs, masking, attempt, participant)
-//!   payload (API: order, size, SHA-256) ─► decode, finite / in range ─► RecordUpdate ─► fold
+//!   payload (API: order, size, CRC-32) ─► finite / in range ─► RecordUpdate ─► fold
 //!                                                     └─ not finite ─► RejectUpdate
 //! ```
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use synod_sdk::secagg::i64s_from_le_bytes;
 use synod_sdk::tensors::{self, Dtype, TensorSpec};
 use tokio::sync::SemaphorePermit;
 
 use super::live::{Decoded, LiveRound};
-use super::FederationRuntime;
+use super::{FederationRuntime, UPLOAD_KIB_IN_MEMORY_MAX};
 use crate::runtime::CommandResult;
 use crate::state::federations::{ParticipantState, UpdateReceipt};
 use crate::state::{Applied, Command, Rejection};
@@ -45,10 +44,8 @@ pub enum UpdateError {
 pub struct UpdateSubmission {
     /// Federation, round, attempt and participant.
     pub receipt: UpdateReceipt,
-    /// Masked (secure aggregation) or plain.
-    pub masked: bool,
-    /// The payload.
-    pub payload: Vec<u8>,
+    /// The values: plain or masked (secure aggregation).
+    pub values: Decoded,
 }
 
 /// The answer to an update: accepted, or refused with a reason.
@@ -85,11 +82,14 @@ pub enum HeaderCheck {
 }
 
 impl FederationRuntime {
-    /// Waits for room to hold one more update in memory.
-    pub async fn upload_permit(&self) -> SemaphorePermit<'_> {
+    /// Waits for room to hold one more update of `bytes` in memory.
+    pub async fn upload_permit(&self, bytes: u64) -> SemaphorePermit<'_> {
+        let kib = bytes
+            .div_ceil(1024)
+            .clamp(1, u64::from(UPLOAD_KIB_IN_MEMORY_MAX)) as u32;
         self.inner
             .uploads
-            .acquire()
+            .acquire_many(kib)
             .await
             .expect("upload semaphore is never closed")
     }
@@ -160,16 +160,11 @@ impl FederationRuntime {
         live: Arc<LiveRound>,
         submission: UpdateSubmission,
     ) -> Result<UpdateAnswer, UpdateError> {
-        let UpdateSubmission {
-            receipt,
-            masked,
-            payload,
-        } = submission;
-        let decoded = match decode(&payload, masked, self, &receipt.federation_id) {
-            Ok(decoded) => decoded,
-            Err(reason) => return self.reject(&receipt, &reason).await,
-        };
-        drop(payload);
+        let UpdateSubmission { receipt, values } = submission;
+        if let Err(reason) = self.check_values(&values, &receipt.federation_id) {
+            return self.reject(&receipt, &reason).await;
+        }
+        tracing::debug!(agent_id = %receipt.agent_id, round = receipt.round, "update received");
         let guard = live.begin();
         let result = self
             .agents()
@@ -177,7 +172,7 @@ impl FederationRuntime {
             .await?;
         let answer = match &result.outcome {
             Ok(Applied::UpdateRecorded { .. }) => {
-                if let Err(error) = live.fold(&receipt.agent_id, &decoded, receipt.num_examples) {
+                if let Err(error) = live.fold(&receipt.agent_id, &values, receipt.num_examples) {
                     tracing::error!(%error, agent_id = %receipt.agent_id, "receipted update not folded");
                 }
                 UpdateAnswer {
@@ -191,6 +186,7 @@ impl FederationRuntime {
             Ok(other) => UpdateAnswer::refused(format!("unexpected outcome {other:?}")),
         };
         drop(guard);
+        tracing::debug!(agent_id = %receipt.agent_id, round = receipt.round, "update folded");
         self.wake();
         Ok(UpdateAnswer {
             committed: Some(result),
@@ -219,32 +215,36 @@ impl FederationRuntime {
     }
 }
 
-/// The update's values, or why they cannot be used.
-fn decode(
-    payload: &[u8],
-    masked: bool,
-    runtime: &FederationRuntime,
-    federation_id: &str,
-) -> Result<Decoded, String> {
-    if !masked {
-        let values = tensors::f32_from_le(payload);
-        return match values.iter().all(|v| v.is_finite()) {
-            true => Ok(Decoded::Plain(values)),
-            false => Err("update norm is not finite".into()),
+impl FederationRuntime {
+    /// Why the update's values cannot be used, if they cannot: plain values must be finite,
+    /// masked ones within the masking group.
+    fn check_values(&self, values: &Decoded, federation_id: &str) -> Result<(), String> {
+        let masked = match values {
+            Decoded::Plain(values) => {
+                // Without short-circuiting, so that it vectorizes.
+                let finite = values.iter().fold(true, |all, v| all & v.is_finite());
+                return match finite {
+                    true => Ok(()),
+                    false => Err("update norm is not finite".into()),
+                };
+            }
+            Decoded::Masked(values) => values,
         };
-    }
-    let bits = runtime.agents().read(|state| {
-        state
-            .federations
-            .get(federation_id)
-            .and_then(|f| f.spec.secure_aggregation)
-            .map_or(32, |s| s.modulus_bits)
-    });
-    let values = i64s_from_le_bytes(payload).map_err(|e| e.to_string())?;
-    let group = 1i64 << bits;
-    match values.iter().all(|v| (0..group).contains(v)) {
-        true => Ok(Decoded::Masked(values)),
-        false => Err(format!("masked values must lie in [0, 2^{bits})")),
+        let bits = self.agents().read(|state| {
+            state
+                .federations
+                .get(federation_id)
+                .and_then(|f| f.spec.secure_aggregation)
+                .map_or(32, |s| s.modulus_bits)
+        });
+        let group = 1i64 << bits;
+        let in_group = masked
+            .iter()
+            .fold(true, |all, v| all & (0..group).contains(v));
+        match in_group {
+            true => Ok(()),
+            false => Err(format!("masked values must lie in [0, 2^{bits})")),
+        }
     }
 }
 

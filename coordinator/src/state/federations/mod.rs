@@ -147,7 +147,7 @@ impl FederationTable {
     }
 
     /// Completes the upload of the initial model: the federation starts running.
-    pub fn commit_initial(&mut self, federation_id: &str, sha256: &str, meta: Meta) -> Outcome {
+    pub fn commit_initial(&mut self, federation_id: &str, crc32: u32, meta: Meta) -> Outcome {
         let federation = self.federation_mut(federation_id)?;
         if federation.state != FederationState::AwaitingModel {
             return Err(conflict(federation_id, "already has its initial model"));
@@ -168,10 +168,7 @@ impl FederationTable {
             .take()
             .map(|s| s.data)
             .unwrap_or_default();
-        let model = StoredModel {
-            sha256: sha256.to_owned(),
-            data,
-        };
+        let model = StoredModel { crc32, data };
         install_initial(federation, model, meta);
         Ok(changed(federation_id))
     }
@@ -226,7 +223,7 @@ fn new_record(
 fn install_initial(federation: &mut FederationRecord, model: StoredModel, meta: Meta) {
     let blob = BlobRef {
         size_bytes: model.data.len() as u64,
-        sha256: model.sha256.clone(),
+        crc32: model.crc32,
     };
     federation.models.insert(0, model);
     federation.state = FederationState::Running;
@@ -359,8 +356,8 @@ pub fn apply(
         } => table.stage(federation_id, *round, *attempt, *offset, data),
         Command::CommitInitialModel {
             federation_id,
-            sha256,
-        } => table.commit_initial(federation_id, sha256, meta),
+            crc32,
+        } => table.commit_initial(federation_id, *crc32, meta),
         Command::StartRound(start) => table.start_round(start, agents, meta),
         Command::RecordUpdate(receipt) => table.record_update(receipt, meta),
         Command::RejectUpdate {

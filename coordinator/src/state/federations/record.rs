@@ -97,8 +97,8 @@ pub struct Participant {
     pub num_examples: u64,
     /// Why it was dropped or rejected.
     pub reason: String,
-    /// SHA-256 of its accepted update.
-    pub sha256: String,
+    /// CRC-32 of its accepted update.
+    pub crc32: u32,
     /// Its training metrics.
     pub metrics: BTreeMap<String, f64>,
     /// Its evaluation metrics of the received model.
@@ -118,7 +118,7 @@ impl Participant {
             state: ParticipantState::Selected,
             num_examples: 0,
             reason: String::new(),
-            sha256: String::new(),
+            crc32: 0,
             metrics: BTreeMap::new(),
             evaluation_metrics: BTreeMap::new(),
             public_key: Vec::new(),
@@ -140,13 +140,13 @@ pub struct EncryptedShare {
     pub ciphertext: Vec<u8>,
 }
 
-/// Size and SHA-256 of a committed model.
+/// Size and CRC-32 of a committed model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobRef {
     /// Bytes.
     pub size_bytes: u64,
-    /// Lower-case hex SHA-256.
-    pub sha256: String,
+    /// Lower-case hex CRC-32.
+    pub crc32: u32,
 }
 
 /// The latest attempt of one round.
@@ -217,8 +217,8 @@ impl RoundRecord {
 /// A committed model kept in the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredModel {
-    /// Lower-case hex SHA-256.
-    pub sha256: String,
+    /// Lower-case hex CRC-32.
+    pub crc32: u32,
     /// The payload.
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,

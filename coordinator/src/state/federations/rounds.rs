@@ -49,8 +49,8 @@ pub struct UpdateReceipt {
     pub agent_id: String,
     /// Examples trained on.
     pub num_examples: u64,
-    /// SHA-256 of the update payload.
-    pub sha256: String,
+    /// CRC-32 of the update payload.
+    pub crc32: u32,
     /// Training metrics.
     pub metrics: BTreeMap<String, f64>,
     /// Evaluation metrics.
@@ -66,8 +66,8 @@ pub struct RoundCommit {
     pub round: u32,
     /// Attempt.
     pub attempt: u32,
-    /// SHA-256 of the model (the first `model_bytes` staged bytes).
-    pub sha256: String,
+    /// CRC-32 of the model (the first `model_bytes` staged bytes).
+    pub crc32: u32,
     /// Cumulative epsilon after the round.
     pub epsilon_spent: f64,
     /// The privacy budget would be passed by another round: complete after this one.
@@ -159,7 +159,7 @@ impl FederationTable {
             _ => Err("round is not collecting updates"),
         };
         if participant.state == ParticipantState::Submitted {
-            return match participant.sha256 == receipt.sha256 {
+            return match participant.crc32 == receipt.crc32 {
                 true => Ok(Applied::UpdateRecorded { duplicate: true }),
                 false => Err(refused(
                     &receipt.agent_id,
@@ -170,7 +170,7 @@ impl FederationTable {
         wanted.map_err(|reason| refused(&receipt.agent_id, reason))?;
         participant.state = ParticipantState::Submitted;
         participant.num_examples = receipt.num_examples;
-        participant.sha256 = receipt.sha256.clone();
+        participant.crc32 = receipt.crc32;
         participant.metrics = receipt.metrics.clone();
         participant.evaluation_metrics = receipt.evaluation_metrics.clone();
         let event = FederationEventKind::UpdateReceived {
@@ -315,7 +315,7 @@ impl FederationTable {
         federation.server_state = server_state;
         federation.models.retain(|round, _| *round == 0);
         let model = StoredModel {
-            sha256: commit.sha256.clone(),
+            crc32: commit.crc32,
             data,
         };
         federation.models.insert(commit.round, model);
@@ -340,7 +340,7 @@ fn settle(
     let (evaluation_metrics, _) = weighted_metrics(round, |p| &p.evaluation_metrics);
     let blob = BlobRef {
         size_bytes: model.len() as u64,
-        sha256: commit.sha256.clone(),
+        crc32: commit.crc32,
     };
     round.state = RoundState::Committed;
     round.committed_at_ms = meta.now_ms;

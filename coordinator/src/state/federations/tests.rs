@@ -43,7 +43,7 @@ fn start_inline(spec: FederationSpec) -> Command {
         spec: Box::new(spec),
         idempotency_key: String::new(),
         initial_model: Some(StoredModel {
-            sha256: "init".into(),
+            crc32: 1,
             data: vec![0; MODEL_BYTES],
         }),
     }
@@ -77,7 +77,7 @@ fn receipt(round: u32, attempt: u32, agent: &str, examples: u64, loss: f64) -> C
         attempt,
         agent_id: agent.into(),
         num_examples: examples,
-        sha256: format!("{agent}-update"),
+        crc32: synod_sdk::payload::crc32(agent.as_bytes()),
         metrics: BTreeMap::from([("loss".to_owned(), loss)]),
         evaluation_metrics: BTreeMap::new(),
     })
@@ -98,7 +98,7 @@ fn commit(round: u32, attempt: u32) -> Command {
         federation_id: FED.into(),
         round,
         attempt,
-        sha256: format!("model-{round}"),
+        crc32: round,
         epsilon_spent: 0.0,
         budget_exhausted: false,
     })
@@ -167,7 +167,7 @@ fn an_uploaded_model_is_staged_in_order_then_committed() {
         .contains("staged offset 4, expected 10"));
     let early = h.rejected(Command::CommitInitialModel {
         federation_id: FED.into(),
-        sha256: "x".into(),
+        crc32: 7,
     });
     assert!(early
         .to_string()
@@ -175,7 +175,7 @@ fn an_uploaded_model_is_staged_in_order_then_committed() {
     h.ok(stage(0, 0, 10, vec![1; 14]));
     h.ok(Command::CommitInitialModel {
         federation_id: FED.into(),
-        sha256: "x".into(),
+        crc32: 7,
     });
     let f = federation(&h);
     assert_eq!(f.state, FederationState::Running);
@@ -219,7 +219,7 @@ fn a_round_commits_weighted_metrics_and_keeps_only_the_initial_and_latest_model(
     assert_eq!(f.latest_metrics, BTreeMap::from([("loss".to_owned(), 2.5)]));
     let round = &f.rounds[&2];
     assert_eq!(round.state, RoundState::Committed);
-    assert_eq!(round.model.as_ref().unwrap().sha256, "model-2");
+    assert_eq!(round.model.as_ref().unwrap().crc32, 2);
     let last = kinds(&h).pop().unwrap();
     assert!(matches!(
         last,
@@ -303,7 +303,7 @@ fn updates_are_fenced_by_selection_attempt_and_content() {
     );
     let mut other = receipt(1, 1, "a1", 5, 1.0);
     if let Command::RecordUpdate(r) = &mut other {
-        r.sha256 = "different".into();
+        r.crc32 ^= 1;
     }
     assert!(h.rejected(other).to_string().contains("different content"));
 }
