@@ -132,8 +132,16 @@ pub(crate) fn check_vector<T: Copy + Into<f64>>(
             actual: values.len(),
         });
     }
-    match values.iter().position(|&x| !x.into().is_finite()) {
-        Some(index) => Err(AggregationError::NonFinite { what, index }),
-        None => Ok(()),
+    // One pass without short-circuiting (it vectorizes); the index only when needed.
+    if values
+        .iter()
+        .fold(true, |all, &x| all & x.into().is_finite())
+    {
+        return Ok(());
     }
+    let index = values
+        .iter()
+        .position(|&x| !x.into().is_finite())
+        .unwrap_or_default();
+    Err(AggregationError::NonFinite { what, index })
 }

@@ -15,11 +15,8 @@
 //!   DownloadModel   ─► ModelHeader ─► chunks from offset_bytes
 //! ```
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use synod_proto::v1 as pb;
 use synod_proto::v1::federation_service_client::FederationServiceClient;
 use synod_proto::v1::federation_service_server::FederationService;
@@ -61,12 +58,7 @@ pub struct FederationApi {
     proposer: Proposer,
     router: LeaderRouter,
     runtime: FederationRuntime,
-    models: ModelCache,
 }
-
-/// The models being downloaded, shared by their downloads instead of copied out of the state
-/// for each: (federation, round) → (CRC-32, payload). One entry per federation.
-type ModelCache = Arc<Mutex<HashMap<String, (u32, u32, Bytes)>>>;
 
 impl FederationApi {
     /// A service proposing through `proposer`, reading through `router`, aggregating in
@@ -76,26 +68,7 @@ impl FederationApi {
             proposer,
             router,
             runtime,
-            models: ModelCache::default(),
         }
-    }
-
-    /// The CRC-32 and payload of `federation_id`'s model of `round`, copied out of `state`
-    /// once per model.
-    fn cached_model(&self, state: &State, federation_id: &str, round: u32) -> Option<(u32, Bytes)> {
-        let stored = state.federations.get(federation_id)?.models.get(&round)?;
-        let mut cache = self.models.lock().expect("model cache lock");
-        if let Some((r, crc32, data)) = cache.get(federation_id) {
-            if *r == round && *crc32 == stored.crc32 {
-                return Some((*crc32, data.clone()));
-            }
-        }
-        let data = Bytes::from(stored.data.clone());
-        cache.insert(
-            federation_id.to_owned(),
-            (round, stored.crc32, data.clone()),
-        );
-        Some((stored.crc32, data))
     }
 
     async fn start(
@@ -127,7 +100,7 @@ impl FederationApi {
             }
             _ => Some(StoredModel {
                 crc32: crc32(&inline),
-                data: inline,
+                data: inline.into(),
             }),
         };
         let federation_id = id_for("synod.v1.FederationService/StartFederation", &key);
@@ -370,7 +343,7 @@ impl FederationApi {
             let round = request.round.unwrap_or(f.committed_round);
             Some((
                 round,
-                self.cached_model(state, &id, round),
+                f.models.get(&round).map(|m| (m.crc32, m.data.clone())),
                 f.spec.tensors.clone(),
             ))
         });

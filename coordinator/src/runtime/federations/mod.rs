@@ -40,7 +40,7 @@ use crate::state::{Applied, Command};
 const TICK: Duration = Duration::from_millis(25);
 /// KiB of updates received into memory at once: as many updates as fit are read in parallel
 /// (at least one, however large), the others wait without being read.
-pub const UPLOAD_KIB_IN_MEMORY_MAX: u32 = 8 * 1024;
+pub const UPLOAD_KIB_IN_MEMORY_MAX: u32 = 16 * 1024;
 
 /// The leader's federation runtime. Cheap to clone.
 #[derive(Clone)]

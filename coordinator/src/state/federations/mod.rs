@@ -168,7 +168,10 @@ impl FederationTable {
             .take()
             .map(|s| s.data)
             .unwrap_or_default();
-        let model = StoredModel { crc32, data };
+        let model = StoredModel {
+            crc32,
+            data: data.into(),
+        };
         install_initial(federation, model, meta);
         Ok(changed(federation_id))
     }

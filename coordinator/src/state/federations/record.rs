@@ -145,7 +145,7 @@ pub struct EncryptedShare {
 pub struct BlobRef {
     /// Bytes.
     pub size_bytes: u64,
-    /// Lower-case hex CRC-32.
+    /// CRC-32.
     pub crc32: u32,
 }
 
@@ -217,11 +217,10 @@ impl RoundRecord {
 /// A committed model kept in the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredModel {
-    /// Lower-case hex CRC-32.
+    /// CRC-32 of the payload.
     pub crc32: u32,
-    /// The payload.
-    #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
+    /// The payload, shared (not copied) by the downloads that stream it.
+    pub data: bytes::Bytes,
 }
 
 /// A model being written chunk by chunk before its commit.

@@ -316,7 +316,7 @@ impl FederationTable {
         federation.models.retain(|round, _| *round == 0);
         let model = StoredModel {
             crc32: commit.crc32,
-            data,
+            data: data.into(),
         };
         federation.models.insert(commit.round, model);
         federation.record(event, meta);

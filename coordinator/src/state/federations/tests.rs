@@ -44,7 +44,7 @@ fn start_inline(spec: FederationSpec) -> Command {
         idempotency_key: String::new(),
         initial_model: Some(StoredModel {
             crc32: 1,
-            data: vec![0; MODEL_BYTES],
+            data: vec![0; MODEL_BYTES].into(),
         }),
     }
 }
@@ -188,7 +188,11 @@ fn a_wrongly_sized_inline_model_or_bad_spec_is_refused() {
     let mut h = Harness::new();
     let mut command = start_inline(fed_spec(1, 1));
     if let Command::StartFederation { initial_model, .. } = &mut command {
-        initial_model.as_mut().unwrap().data.pop();
+        initial_model
+            .as_mut()
+            .unwrap()
+            .data
+            .truncate(MODEL_BYTES - 1);
     }
     assert!(h
         .rejected(command)
