@@ -178,22 +178,11 @@ async fn the_auction_awards_the_best_bid() -> anyhow::Result<()> {
     let _serial = serial().await;
     let (cluster, client) = cluster_up(options()).await?;
     let fleet = Fleet::new();
-    fleet.start(
-        &cluster,
-        "pricey",
-        &["bid"],
-        8,
-        Duration::from_millis(5),
-        Some(9.0),
-    );
-    fleet.start(
-        &cluster,
-        "cheap",
-        &["bid"],
-        8,
-        Duration::from_millis(5),
-        Some(1.0),
-    );
+    // Bidders' tasks outlast every auction of a job, so a full bidder stays full until the
+    // last award and the overflow cannot land on a slot that happened to free up.
+    let work = Duration::from_secs(2);
+    fleet.start(&cluster, "pricey", &["bid"], 8, work, Some(9.0));
+    fleet.start(&cluster, "cheap", &["bid"], 8, work, Some(1.0));
     fleet.start(
         &cluster,
         "silent",
