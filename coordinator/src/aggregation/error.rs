@@ -120,6 +120,13 @@ impl AggregationError {
 }
 
 /// Checks that `values` has `dim` finite entries; `what` names the vector in the error.
+/// Whether every value is finite: one pass without short-circuiting, so that it vectorizes.
+pub fn all_finite<T: Copy + Into<f64>>(values: &[T]) -> bool {
+    values
+        .iter()
+        .fold(true, |all, &x| all & x.into().is_finite())
+}
+
 pub(crate) fn check_vector<T: Copy + Into<f64>>(
     what: &'static str,
     values: &[T],
@@ -132,11 +139,7 @@ pub(crate) fn check_vector<T: Copy + Into<f64>>(
             actual: values.len(),
         });
     }
-    // One pass without short-circuiting (it vectorizes); the index only when needed.
-    if values
-        .iter()
-        .fold(true, |all, &x| all & x.into().is_finite())
-    {
+    if all_finite(values) {
         return Ok(());
     }
     let index = values

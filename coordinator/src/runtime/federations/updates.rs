@@ -221,9 +221,7 @@ impl FederationRuntime {
     fn check_values(&self, values: &Decoded, federation_id: &str) -> Result<(), String> {
         let masked = match values {
             Decoded::Plain(values) => {
-                // Without short-circuiting, so that it vectorizes.
-                let finite = values.iter().fold(true, |all, v| all & v.is_finite());
-                return match finite {
+                return match crate::aggregation::all_finite(values) {
                     true => Ok(()),
                     false => Err("update norm is not finite".into()),
                 };
