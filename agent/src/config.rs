@@ -17,6 +17,11 @@
 //! [[agents.campaigns]]
 //! election = "summarizer-lead"               # campaign once registered, lead until gone
 //! value = "summarizer:9000"
+//! [[agents]]
+//! name = "auditor"
+//! [[agents.subscriptions]]
+//! channel = "events"                         # follow a channel into a local journal,
+//! journal = "events.log"                     # resuming after its last offset on restart
 //! ```
 //! An agent with `participant = { step = 0.5, examples = 20 }` also takes part in federated
 //! rounds (see [`participant`](crate::participant)).
@@ -28,6 +33,7 @@ use serde::Deserialize;
 use synod_sdk::agent::{AgentBuilder, Offer, Task};
 
 use crate::demo;
+use crate::journal::SubscriptionSection;
 use crate::participant::{ParticipantSection, StepParticipant};
 use crate::shell::ShellHandler;
 
@@ -71,6 +77,9 @@ pub struct AgentSection {
     pub campaigns: Vec<CampaignSection>,
     /// Takes part in federated rounds with the built-in step trainer.
     pub participant: Option<ParticipantSection>,
+    /// Channels followed into local journals (resumed from the journal's last offset).
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionSection>,
 }
 
 /// One `[[agents.campaigns]]` entry.
@@ -169,6 +178,16 @@ impl AgentFile {
                     }
                     (None, Some(_)) => {}
                     _ => return Err(format!("{field}: give exactly one of `command` and `demo`")),
+                }
+            }
+            if !agent.subscriptions.is_empty() && agent.replicas > 1 {
+                return Err(format!(
+                    "agents[{i}].subscriptions: a journal belongs to one agent; set replicas = 1"
+                ));
+            }
+            for (j, subscription) in agent.subscriptions.iter().enumerate() {
+                if subscription.channel.is_empty() {
+                    return Err(format!("agents[{i}].subscriptions[{j}].channel: required"));
                 }
             }
         }

@@ -1,11 +1,13 @@
 //! Synod's agent runtime as a program: agents described in a TOML file, each with handlers that
 //! run a shell command (payload on stdin, output from stdout) or one of the built-in demo
-//! handlers. `synod dev` and `synod demo` start the demo agents from here too.
+//! handlers. `synod dev` and `synod demo` start the demo agents from here too. An agent may also
+//! campaign in elections and follow channels into local journals.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod demo;
+pub mod journal;
 pub mod participant;
 pub mod shell;
 pub mod triage;
@@ -19,15 +21,24 @@ pub async fn run_agents(
     endpoints: Vec<String>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks: tokio::task::JoinSet<anyhow::Result<()>> = tokio::task::JoinSet::new();
     for agent in file.agents {
         for replica in 0..agent.replicas.max(1) {
             let builder = agent.builder(replica, &endpoints)?;
             for campaign in &agent.campaigns {
                 tokio::spawn(hold_leadership(builder.handle(), campaign.clone()));
             }
+            for subscription in &agent.subscriptions {
+                let handle = builder.handle();
+                let subscription = subscription.clone();
+                tasks.spawn(async move {
+                    handle.agent_id().await;
+                    journal::follow(handle.client()?, subscription).await?;
+                    Ok(())
+                });
+            }
             let shutdown = shutdown.clone();
-            tasks.spawn(async move { builder.run(shutdown).await });
+            tasks.spawn(async move { Ok(builder.run(shutdown).await?) });
         }
     }
     while let Some(finished) = tasks.join_next().await {

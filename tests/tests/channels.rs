@@ -1,12 +1,14 @@
 //! Multi-process tests of durable channels on a real 3-node cluster: a subscriber that goes
 //! away and comes back receives every message exactly once, in order, from its offset — also
-//! across kill -9 of the leader; retention and bad input are reported.
+//! across kill -9 of the leader, and as a `synod-agent` process killed with SIGKILL and started
+//! again from its journal; retention and bad input are reported.
 
 use std::time::Duration;
 
+use synod_coordinator::local_cluster::wait_until;
 use synod_sdk::proto as pb;
 use synod_sdk::{Client, Code};
-use synod_tests::jobs::{cluster_up, options, LEADER_TIMEOUT};
+use synod_tests::jobs::{cluster_up, options, start_agent_process, LEADER_TIMEOUT};
 use synod_tests::serial;
 
 /// Receives `count` messages; returns their payloads as text and the last offset.
@@ -87,6 +89,48 @@ async fn a_subscriber_that_comes_back_gets_every_message_once_in_order_from_its_
         .await
         .unwrap_err();
     assert_eq!(clash.code(), Some(Code::AlreadyExists), "{clash}");
+    Ok(())
+}
+
+/// The journal's lines once it holds at least `count`.
+async fn journal_lines(path: &std::path::Path, count: usize) -> anyhow::Result<Vec<String>> {
+    let waited = format!("{count} journal lines");
+    wait_until(Duration::from_secs(20), &waited, || async {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        (lines.len() >= count).then_some(lines)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_process_killed_and_restarted_resumes_from_its_journal() -> anyhow::Result<()>
+{
+    let _serial = serial().await;
+    let (cluster, client) = cluster_up(options()).await?;
+    client
+        .create_channel("events", pb::Delivery::Durable, 1_000)
+        .await?;
+    let kept = tempfile::tempdir()?;
+    let journal = kept.path().join("events.log");
+    let config = format!(
+        "[[agents]]\nname = \"auditor\"\n[[agents.subscriptions]]\nchannel = \"events\"\njournal = {:?}\n",
+        journal.display().to_string()
+    );
+    let (_dir, mut first) = start_agent_process(&cluster, &config)?;
+    publish_range(&client, 1..=20).await?;
+    journal_lines(&journal, 20).await?;
+    first.kill()?;
+    first.wait()?;
+    // Published while no subscriber runs, then while it starts again.
+    publish_range(&client, 21..=30).await?;
+    let (_dir, mut second) = start_agent_process(&cluster, &config)?;
+    publish_range(&client, 31..=40).await?;
+    let lines = journal_lines(&journal, 40).await?;
+    second.kill()?;
+    second.wait()?;
+    let expected: Vec<String> = (1..=40).map(|i| format!("{i}\tm{i}")).collect();
+    assert_eq!(lines, expected, "every message once, in offset order");
     Ok(())
 }
 

@@ -289,7 +289,7 @@ impl FederationApi {
                 ),
             ));
         }
-        let _permit = self.runtime.upload_permit(expected).await;
+        let permit = self.runtime.upload_permit(expected).await;
         tracing::debug!(agent_id = %header.agent_id, round = header.round, "update upload");
         let chunk_of = |m: pb::SubmitUpdateRequest| match m.part {
             Some(Part::Chunk(chunk)) => Some(chunk),
@@ -311,7 +311,7 @@ impl FederationApi {
             },
             values,
         };
-        let answer = self.runtime.accept(live, submission).await?;
+        let answer = self.runtime.accept(live, submission, permit).await?;
         Ok(pb::SubmitUpdateResponse {
             accepted: answer.accepted,
             rejection_reason: answer.reason,
@@ -812,6 +812,7 @@ impl From<crate::runtime::federations::UpdateError> for ApiError {
             UpdateError::Invalid { field, problem } => ApiError::invalid(field, problem),
             UpdateError::UnknownFederation(id) => no_federation(&id),
             UpdateError::NotCommitted(error) => error.into(),
+            UpdateError::NotFolded(reason) => ApiError::Internal(reason),
         }
     }
 }

@@ -214,6 +214,9 @@ impl FederationRuntime {
             if submitted.iter().any(|(id, _)| !folded.contains(id)) {
                 return Err("an accepted update is missing from the aggregate".into());
             }
+            if folded.len() != submitted.len() {
+                return Err("the aggregate holds an update whose receipt was refused".into());
+            }
             let unmasking = open
                 .dropped_after_sharing()
                 .map(|id| Unmask {

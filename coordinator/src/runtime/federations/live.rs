@@ -3,9 +3,15 @@
 //! leader, which is why a new leader restarts the attempt.
 //!
 //! ```text
-//!   update checked ─► in_flight + 1 ─► RecordUpdate committed ─► fold ─► in_flight − 1
-//!   finisher: wait for in_flight = 0 ─► take the aggregate (once) ─► new global model
+//!   update received ─► in_flight + 1 ─► fold (validates first) ─► RecordUpdate committed
+//!                                                                 ─► in_flight − 1
+//!   finisher: wait for in_flight = 0 ─► take the aggregate (once) ─► the folded set must be
+//!             exactly the receipted set ─► new global model
 //! ```
+//!
+//! Folding before the receipt commits frees an upload's memory without waiting for Raft; an
+//! update folded whose receipt is then refused leaves the aggregate unusable, which the
+//! finisher detects (the folded and receipted sets differ) and answers by failing the attempt.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -29,6 +35,17 @@ pub enum Decoded {
     Plain(Vec<f32>),
     /// Masked fixed-point values.
     Masked(Vec<i64>),
+}
+
+/// Why an update was not folded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FoldError {
+    /// The update itself is unusable (not finite, outside the masking group, wrong encoding).
+    #[error("{0}")]
+    Refused(String),
+    /// This node failed to hold it (the spill file).
+    #[error("{0}")]
+    Broken(String),
 }
 
 /// The leader's state of one open attempt.
@@ -88,14 +105,15 @@ impl LiveRound {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    /// Folds `agent_id`'s committed update in, once. False when the aggregate was already
-    /// taken or the agent's update was folded before.
+    /// Folds `agent_id`'s update in, once, after the aggregate has validated it (a refused
+    /// update changes nothing). False when the aggregate was already taken or the agent's
+    /// update was folded before. CPU-bound: call it off the async workers.
     pub fn fold(
         &self,
         agent_id: &str,
         update: &Decoded,
         num_examples: u64,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, FoldError> {
         let mut aggregate = self.aggregate.lock().expect("aggregate lock");
         let Some(aggregate) = aggregate.as_mut() else {
             return Ok(false);
@@ -105,13 +123,20 @@ impl LiveRound {
             return Ok(false);
         }
         match (aggregate, update) {
-            (Aggregate::Plain(sum), Decoded::Plain(values)) => {
-                sum.add(values, num_examples).map_err(|e| e.to_string())?
+            (Aggregate::Plain(sum), Decoded::Plain(values)) => sum
+                .add(values, num_examples)
+                .map_err(|e| match e.is_node_broken() {
+                    true => FoldError::Broken(e.to_string()),
+                    false => FoldError::Refused(e.to_string()),
+                })?,
+            (Aggregate::Masked(sum), Decoded::Masked(values)) => sum
+                .add(values)
+                .map_err(|e| FoldError::Refused(e.to_string()))?,
+            _ => {
+                return Err(FoldError::Refused(
+                    "update encoding does not match the round".to_owned(),
+                ))
             }
-            (Aggregate::Masked(sum), Decoded::Masked(values)) => {
-                sum.add(values).map_err(|e| e.to_string())?
-            }
-            _ => return Err("update encoding does not match the round".to_owned()),
         }
         folded.insert(agent_id.to_owned());
         Ok(true)
@@ -135,5 +160,67 @@ impl LiveRound {
     /// Takes the aggregate; later folds are ignored.
     pub fn take(&self) -> Option<Aggregate> {
         self.aggregate.lock().expect("aggregate lock").take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    use crate::aggregation::{ServerState, Strategy};
+
+    fn fedavg_round(dim: usize) -> LiveRound {
+        let aggregator = RoundAggregator::new(&Strategy::FedAvg, dim, None).expect("fedavg");
+        let global = Arc::new(vec![0.0; dim]);
+        LiveRound::new(1, 1, 0, global, Aggregate::Plain(aggregator))
+    }
+
+    fn finish(live: &LiveRound) -> Vec<f32> {
+        let Some(Aggregate::Plain(aggregator)) = live.take() else {
+            panic!("a plain aggregate");
+        };
+        let mut state = ServerState::default();
+        aggregator
+            .finish(
+                &live.global,
+                &mut state,
+                &mut rand::rngs::StdRng::seed_from_u64(7),
+            )
+            .expect("finishes")
+    }
+
+    #[test]
+    fn a_refused_update_leaves_the_aggregate_and_the_folded_set_unchanged() {
+        let live = fedavg_round(3);
+        let poisoned = Decoded::Plain(vec![1.0, f32::NAN, 1.0]);
+        assert_eq!(
+            live.fold("mallory", &poisoned, 10),
+            Err(FoldError::Refused(
+                "update value at index 1 is not finite".into()
+            ))
+        );
+        let masked = Decoded::Masked(vec![1, 2, 3]);
+        assert!(matches!(
+            live.fold("mallory", &masked, 10),
+            Err(FoldError::Refused(_))
+        ));
+        assert!(live.folded().is_empty());
+        let honest = Decoded::Plain(vec![1.0, 2.0, 3.0]);
+        assert_eq!(live.fold("alice", &honest, 1), Ok(true));
+        assert_eq!(live.folded(), BTreeSet::from(["alice".to_owned()]));
+        assert_eq!(finish(&live), vec![1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn an_update_is_folded_once_and_not_after_the_aggregate_is_taken() {
+        let live = fedavg_round(2);
+        let first = Decoded::Plain(vec![2.0, 2.0]);
+        let second = Decoded::Plain(vec![4.0, 4.0]);
+        assert_eq!(live.fold("alice", &first, 1), Ok(true));
+        assert_eq!(live.fold("alice", &second, 1), Ok(false), "folded once");
+        assert_eq!(live.fold("bob", &second, 3), Ok(true));
+        assert_eq!(finish(&live), vec![3.5, 3.5], "(2·1 + 4·3) / 4");
+        assert_eq!(live.fold("carol", &first, 1), Ok(false), "taken");
     }
 }

@@ -179,7 +179,16 @@ impl FederationRuntime {
                 Step::Advance(round, attempt, RoundState::Training, open.deadline_at_ms)
             }
             RoundState::Training if now_ms >= open.deadline_at_ms => {
-                let late = open.active().map(|(id, _)| id.clone()).collect();
+                // An update already folded is about to be receipted: not late.
+                let folded = self
+                    .live(&federation.id)
+                    .map(|l| l.folded())
+                    .unwrap_or_default();
+                let late = open
+                    .active()
+                    .filter(|(id, _)| !folded.contains(*id))
+                    .map(|(id, _)| id.clone())
+                    .collect();
                 Step::Close(round, attempt, late)
             }
             RoundState::Training if open.active().next().is_none() => {

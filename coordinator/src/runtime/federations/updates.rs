@@ -1,12 +1,13 @@
 //! Participants' updates on the leader: the header is checked against the open attempt before
-//! any payload is read; a complete, checksummed payload is decoded and checked, receipted
-//! through Raft, and only then folded into the attempt's aggregate. An unusable update is
-//! refused without touching the aggregate.
+//! any payload is read; a complete, checksummed payload is validated and folded into the
+//! attempt's aggregate by the aggregate itself (a refused update changes nothing), its memory
+//! freed, and only then receipted through Raft, so an upload never holds its memory budget
+//! while a commit is under way.
 //!
 //! ```text
 //!   header ─► check_header (federation, specs, masking, attempt, participant)
-//!   payload (API: order, size, CRC-32) ─► finite / in range ─► RecordUpdate ─► fold
-//!                                                     └─ not finite ─► RejectUpdate
+//!   payload (API: order, size, CRC-32) ─► fold (finite / in the masking group) ─► RecordUpdate
+//!                                              └─ refused ─► RejectUpdate
 //! ```
 
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use synod_sdk::tensors::{self, Dtype, TensorSpec};
 use tokio::sync::SemaphorePermit;
 
-use super::live::{Decoded, LiveRound};
+use super::live::{Decoded, FoldError, LiveRound};
 use super::{FederationRuntime, UPLOAD_KIB_IN_MEMORY_MAX};
 use crate::runtime::CommandResult;
 use crate::state::federations::{ParticipantState, UpdateReceipt};
@@ -38,6 +39,9 @@ pub enum UpdateError {
     /// The proposal could not be committed.
     #[error("{0}")]
     NotCommitted(#[from] crate::raft::ProposeError),
+    /// This node could not fold the update (its aggregate's storage failed).
+    #[error("update not folded: {0}")]
+    NotFolded(String),
 }
 
 /// A received update, checked for order, size and checksum by the API.
@@ -154,39 +158,44 @@ impl FederationRuntime {
         }
     }
 
-    /// Decodes, receipts and folds a received update.
+    /// Folds a received update, frees its memory (`permit`), then receipts it.
     pub async fn accept(
         &self,
         live: Arc<LiveRound>,
         submission: UpdateSubmission,
+        permit: SemaphorePermit<'_>,
     ) -> Result<UpdateAnswer, UpdateError> {
         let UpdateSubmission { receipt, values } = submission;
-        if let Err(reason) = self.check_values(&values, &receipt.federation_id) {
-            return self.reject(&receipt, &reason).await;
-        }
-        tracing::debug!(agent_id = %receipt.agent_id, round = receipt.round, "update received");
         let guard = live.begin();
+        let folding = live.clone();
+        let (agent_id, num_examples) = (receipt.agent_id.clone(), receipt.num_examples);
+        let folded =
+            tokio::task::spawn_blocking(move || folding.fold(&agent_id, &values, num_examples))
+                .await
+                .map_err(|e| UpdateError::NotFolded(format!("fold task: {e}")))?;
+        drop(permit);
+        let folded = match folded {
+            Ok(folded) => folded,
+            Err(FoldError::Refused(reason)) => return self.reject(&receipt, &reason).await,
+            Err(FoldError::Broken(reason)) => return Err(UpdateError::NotFolded(reason)),
+        };
+        tracing::debug!(agent_id = %receipt.agent_id, round = receipt.round, folded, "update folded");
         let result = self
             .agents()
             .propose(Command::RecordUpdate(receipt.clone()))
             .await?;
         let answer = match &result.outcome {
-            Ok(Applied::UpdateRecorded { .. }) => {
-                if let Err(error) = live.fold(&receipt.agent_id, &values, receipt.num_examples) {
-                    tracing::error!(%error, agent_id = %receipt.agent_id, "receipted update not folded");
-                }
-                UpdateAnswer {
-                    accepted: true,
-                    reason: String::new(),
-                    committed: None,
-                }
-            }
+            Ok(Applied::UpdateRecorded { .. }) => UpdateAnswer {
+                accepted: true,
+                reason: String::new(),
+                committed: None,
+            },
             Err(Rejection::UpdateRefused { reason, .. }) => UpdateAnswer::refused(reason.clone()),
             Err(rejection) => UpdateAnswer::refused(rejection.to_string()),
             Ok(other) => UpdateAnswer::refused(format!("unexpected outcome {other:?}")),
         };
         drop(guard);
-        tracing::debug!(agent_id = %receipt.agent_id, round = receipt.round, "update folded");
+        tracing::debug!(agent_id = %receipt.agent_id, round = receipt.round, "update receipted");
         self.wake();
         Ok(UpdateAnswer {
             committed: Some(result),
@@ -212,37 +221,6 @@ impl FederationRuntime {
             committed: Some(result),
             ..UpdateAnswer::refused(reason)
         })
-    }
-}
-
-impl FederationRuntime {
-    /// Why the update's values cannot be used, if they cannot: plain values must be finite,
-    /// masked ones within the masking group.
-    fn check_values(&self, values: &Decoded, federation_id: &str) -> Result<(), String> {
-        let masked = match values {
-            Decoded::Plain(values) => {
-                return match crate::aggregation::all_finite(values) {
-                    true => Ok(()),
-                    false => Err("update norm is not finite".into()),
-                };
-            }
-            Decoded::Masked(values) => values,
-        };
-        let bits = self.agents().read(|state| {
-            state
-                .federations
-                .get(federation_id)
-                .and_then(|f| f.spec.secure_aggregation)
-                .map_or(32, |s| s.modulus_bits)
-        });
-        let group = 1i64 << bits;
-        let in_group = masked
-            .iter()
-            .fold(true, |all, v| all & (0..group).contains(v));
-        match in_group {
-            true => Ok(()),
-            false => Err(format!("masked values must lie in [0, 2^{bits})")),
-        }
     }
 }
 
