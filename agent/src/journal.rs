@@ -107,13 +107,11 @@ impl Journal {
 }
 
 fn last_offset(path: &Path, complete: &[u8]) -> Result<Option<u64>, JournalError> {
-    let Some(line) = complete
-        .split(|&b| b == b'\n')
-        .rfind(|line| !line.is_empty())
-    else {
+    let lines: Vec<&[u8]> = complete.split(|&b| b == b'\n').collect();
+    let Some(index) = lines.iter().rposition(|line| !line.is_empty()) else {
         return Ok(None);
     };
-    let lines = complete.iter().filter(|&&b| b == b'\n').count();
+    let line = lines[index];
     let offset = line.split(|&b| b == b'\t').next().unwrap_or_default();
     std::str::from_utf8(offset)
         .ok()
@@ -121,7 +119,7 @@ fn last_offset(path: &Path, complete: &[u8]) -> Result<Option<u64>, JournalError
         .map(Some)
         .ok_or_else(|| JournalError::Malformed {
             path: path.to_owned(),
-            line: lines,
+            line: index + 1,
         })
 }
 
@@ -181,7 +179,7 @@ mod tests {
     fn a_line_without_an_offset_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.log");
-        std::fs::write(&path, "1\tone\nbogus\n").unwrap();
+        std::fs::write(&path, "1\tone\nbogus\n\n").unwrap();
         let error = Journal::open(&path).err().expect("malformed");
         assert!(error
             .to_string()
