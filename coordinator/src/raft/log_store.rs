@@ -4,17 +4,20 @@
 //! at once, as openraft requires) and handed to one writer thread. The writer drains everything
 //! queued, writes it to the write-ahead log as one group (one write, one fsync) and only then
 //! reports the entries flushed. Truncate, purge and vote writes travel through the same queue,
-//! so disk order always equals call order.
+//! so disk order always equals call order. The most recent durable entries stay in memory too
+//! (up to [`RECENT_BYTES`]): applying and replicating an entry right after its flush reads no
+//! disk, which the log writes past the page cache.
 //!
 //! ```text
-//!  append ─► pending (memory) ─► queue ─► writer thread: [ops..] ─► 1 write + fsync ─► callbacks
-//!  read   ─► pending first, then the write-ahead log
+//!  append ─► cached (memory) ─► queue ─► writer thread: [ops..] ─► 1 write + fsync ─► callbacks
+//!                                        durable: the oldest beyond RECENT_BYTES leave the cache
+//!  read   ─► cached first, then the write-ahead log
 //! ```
 
 // openraft's StorageError is large by design; it is what the storage traits return.
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
@@ -35,6 +38,9 @@ use super::wal::{Record, Recovered, Wal, WalReader, SEGMENT_BYTES};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
+/// Encoded bytes of durable entries kept in memory, newest first.
+pub const RECENT_BYTES: usize = 8 * 1024 * 1024;
+
 /// The Raft log of one node. Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct LogStore {
@@ -43,8 +49,10 @@ pub struct LogStore {
 
 struct Inner {
     wal: WalReader,
-    /// Entries appended but not yet durable, by index.
-    pending: Mutex<BTreeMap<u64, Entry<TypeConfig>>>,
+    /// Entries appended but not yet durable, and the most recent durable ones, by index.
+    cached: Mutex<BTreeMap<u64, Entry<TypeConfig>>>,
+    /// Durable entries still cached, oldest first, with their encoded sizes.
+    recent: Mutex<Recent>,
     /// Last log id and last purged log id, kept in memory.
     bounds: Mutex<Bounds>,
     /// Highest committed index reported by openraft.
@@ -58,6 +66,13 @@ struct Inner {
     queue: Mutex<mpsc::Sender<WriteOp>>,
 }
 
+/// The durable entries still in the cache.
+#[derive(Default)]
+struct Recent {
+    entries: VecDeque<(LogId<NodeId>, usize)>,
+    bytes: usize,
+}
+
 #[derive(Clone, Copy, Default)]
 struct Bounds {
     last: Option<LogId<NodeId>>,
@@ -66,7 +81,8 @@ struct Bounds {
 
 enum WriteOp {
     Append {
-        entries: Vec<(LogId<NodeId>, Vec<u8>)>,
+        /// Log ids, encoded entries (moved out into the write) and their sizes.
+        entries: Vec<(LogId<NodeId>, Vec<u8>, usize)>,
         callback: LogFlushed<TypeConfig>,
     },
     Truncate {
@@ -96,7 +112,8 @@ impl LogStore {
         let (sender, receiver) = mpsc::channel();
         let inner = Arc::new(Inner {
             wal: wal.reader(),
-            pending: Mutex::new(BTreeMap::new()),
+            cached: Mutex::new(BTreeMap::new()),
+            recent: Mutex::new(Recent::default()),
             bounds: Mutex::new(Bounds {
                 last: found.last.or(found.purged),
                 purged: found.purged,
@@ -150,10 +167,10 @@ impl LogStore {
         if start >= end {
             return Ok(Vec::new());
         }
-        // Pending first, then disk: an entry leaves `pending` only after it is on disk.
+        // Cached first, then disk: an entry leaves the cache only after it is on disk.
         let mut found: BTreeMap<u64, Entry<TypeConfig>> = {
-            let pending = self.inner.pending.lock().expect("pending lock");
-            pending
+            let cached = self.inner.cached.lock().expect("cache lock");
+            cached
                 .range(start..end)
                 .map(|(i, e)| (*i, e.clone()))
                 .collect()
@@ -232,7 +249,7 @@ fn run_writer(
         ops.extend(receiver.try_iter().take(4096));
         let Some(inner) = inner.upgrade() else { return };
         let committed = *inner.committed.lock().expect("committed lock");
-        let mut records: Vec<Record> = ops.iter().flat_map(records_of).collect();
+        let mut records: Vec<Record> = ops.iter_mut().flat_map(records_of).collect();
         // Last in the group: a torn group never keeps the commit point without the entries.
         if committed != written_committed {
             if let Ok(bytes) = encode("committed", &committed) {
@@ -247,14 +264,14 @@ fn run_writer(
     }
 }
 
-/// The log records that carry out `op`.
-fn records_of(op: &WriteOp) -> Vec<Record> {
+/// The log records that carry out `op` (an append's encoded entries move into them).
+fn records_of(op: &mut WriteOp) -> Vec<Record> {
     match op {
         WriteOp::Append { entries, .. } => entries
-            .iter()
-            .map(|(log_id, bytes)| Record::Entry {
+            .iter_mut()
+            .map(|(log_id, bytes, _)| Record::Entry {
                 index: log_id.index,
-                bytes: bytes.clone(),
+                bytes: std::mem::take(bytes),
             })
             .collect(),
         WriteOp::Truncate { from_index, .. } => vec![Record::Truncate {
@@ -278,12 +295,7 @@ fn finish_ops(inner: &Inner, ops: Vec<WriteOp>, result: Result<(), DiskError>) {
         match op {
             WriteOp::Append { entries, callback } => {
                 if failed.is_none() {
-                    let mut pending = inner.pending.lock().expect("pending lock");
-                    for (log_id, _) in &entries {
-                        if pending.get(&log_id.index).map(|e| e.log_id) == Some(*log_id) {
-                            pending.remove(&log_id.index);
-                        }
-                    }
+                    inner.keep_recent(entries.iter().map(|(id, _, len)| (*id, *len)));
                 }
                 callback.log_io_completed(failed.as_ref().map_or(Ok(()), |_| Err(io_error())));
             }
@@ -300,6 +312,27 @@ fn finish_ops(inner: &Inner, ops: Vec<WriteOp>, result: Result<(), DiskError>) {
     }
     if let Some(error) = failed {
         tracing::error!(%error, "log write failed");
+    }
+}
+
+impl Inner {
+    /// Notes `durable` entries as recent; the oldest beyond [`RECENT_BYTES`] leave the cache.
+    fn keep_recent(&self, durable: impl Iterator<Item = (LogId<NodeId>, usize)>) {
+        let mut recent = self.recent.lock().expect("recent lock");
+        for (log_id, len) in durable {
+            recent.entries.push_back((log_id, len));
+            recent.bytes += len;
+        }
+        let mut cached = self.cached.lock().expect("cache lock");
+        while recent.bytes > RECENT_BYTES {
+            let Some((log_id, len)) = recent.entries.pop_front() else {
+                break;
+            };
+            recent.bytes -= len;
+            if cached.get(&log_id.index).map(|e| e.log_id) == Some(log_id) {
+                cached.remove(&log_id.index);
+            }
+        }
     }
 }
 
@@ -395,14 +428,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut encoded = Vec::new();
         let mut last = None;
         {
-            let mut pending = self.inner.pending.lock().expect("pending lock");
+            let mut cached = self.inner.cached.lock().expect("cache lock");
             for entry in entries {
                 let bytes = encode("log entry", &entry)
                     .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
                 let log_id = *entry.get_log_id();
-                encoded.push((log_id, bytes));
+                let len = bytes.len();
+                encoded.push((log_id, bytes, len));
                 last = Some(log_id);
-                pending.insert(log_id.index, entry);
+                cached.insert(log_id.index, entry);
             }
         }
         if let Some(last) = last {
@@ -418,9 +452,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         let from_index = log_id.index;
         self.inner
-            .pending
+            .cached
             .lock()
-            .expect("pending lock")
+            .expect("cache lock")
             .retain(|index, _| *index < from_index);
         let previous = if from_index == 0 {
             None
@@ -449,9 +483,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         self.inner
-            .pending
+            .cached
             .lock()
-            .expect("pending lock")
+            .expect("cache lock")
             .retain(|index, _| *index > log_id.index);
         self.enqueue_and_wait(|done| WriteOp::Purge {
             upto_index: log_id.index,
@@ -501,5 +535,42 @@ mod tests {
         assert_eq!(store.committed_index(), 3);
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id, Some(log_id(3)));
+    }
+
+    #[tokio::test]
+    async fn durable_entries_leave_memory_oldest_first_beyond_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        let blank = |i| Entry::<TypeConfig> {
+            log_id: log_id(i),
+            payload: EntryPayload::Blank,
+        };
+        let third = RECENT_BYTES / 3 + 1;
+        {
+            let mut cached = store.inner.cached.lock().unwrap();
+            for i in 1..=4 {
+                cached.insert(i, blank(i));
+            }
+        }
+        store.inner.keep_recent((1..=2).map(|i| (log_id(i), third)));
+        let cached = |store: &LogStore| -> Vec<u64> {
+            store.inner.cached.lock().unwrap().keys().copied().collect()
+        };
+        assert_eq!(cached(&store), vec![1, 2, 3, 4], "within the budget");
+        store.inner.keep_recent((3..=4).map(|i| (log_id(i), third)));
+        assert_eq!(cached(&store), vec![3, 4], "the two oldest left");
+        // An entry replaced (truncated, appended again under another term) stays.
+        let other = LogId::new(CommittedLeaderId::new(2, 1), 5);
+        store.inner.cached.lock().unwrap().insert(
+            5,
+            Entry {
+                log_id: other,
+                payload: EntryPayload::Blank,
+            },
+        );
+        store
+            .inner
+            .keep_recent([(log_id(5), RECENT_BYTES)].into_iter());
+        assert_eq!(cached(&store), vec![5]);
     }
 }

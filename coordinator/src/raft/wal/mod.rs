@@ -2,7 +2,8 @@
 //! a directory of preallocated segment files written strictly in order.
 //!
 //! ```text
-//!   write([records]) ─► frame all (len, crc32, kind, body) ─► 1 pwrite + 1 fdatasync
+//!   write([records]) ─► frame all (len, crc32, kind, body) into aligned staging memory
+//!                       ─► 1 pwrite of whole blocks (direct I/O) + 1 fdatasync
 //!                     └► segment full? new segment, headed by the current vote/committed/purge
 //!   open(dir)        ─► replay every segment in order; a torn record ends the last one
 //!                       (cut there); damage in an earlier segment refuses to start
@@ -17,6 +18,7 @@
 
 mod record;
 mod segment;
+mod staging;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -27,6 +29,7 @@ use std::time::Duration;
 pub use record::Record;
 use record::{scan, Scanned, ENTRY_BYTES_OFFSET};
 use segment::Segment;
+use staging::Staging;
 
 /// Space allocated for each segment; a group larger than what is left starts a new one.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -123,6 +126,7 @@ pub struct Wal {
     last_index_of: BTreeMap<u64, u64>,
     meta: Recovered,
     index: Arc<Mutex<Index>>,
+    staging: Staging,
     stopped: bool,
 }
 
@@ -148,12 +152,15 @@ impl Wal {
             last_index_of: BTreeMap::new(),
             meta: Recovered::default(),
             index: Arc::default(),
+            staging: Staging::default(),
             stopped: false,
         };
         let count = segments.len();
         for (n, segment) in segments.into_iter().enumerate() {
             wal.replay(segment, n + 1 == count)?;
         }
+        let tail = wal.current.tail(wal.offset).map_err(&io)?;
+        wal.staging.resume(tail);
         if wal.offset == 0 {
             // A segment created just before a crash holds nothing yet: give it the metadata
             // before any older segment may go.
@@ -187,8 +194,8 @@ impl Wal {
     }
 
     fn write_group(&mut self, records: &[Record]) -> io::Result<()> {
-        let (body, body_starts) = frame(records);
-        if self.offset > 0 && self.offset + body.len() as u64 > self.segment_bytes {
+        let len: usize = records.iter().map(staging::framed_len).sum();
+        if self.offset > 0 && self.offset + len as u64 > self.segment_bytes {
             let next = Segment::create(&self.dir, self.current.id + 1, self.segment_bytes)?;
             self.adopt(next);
         }
@@ -197,21 +204,25 @@ impl Wal {
             0 => self.head_records(),
             _ => Vec::new(),
         };
-        let (mut buffer, head_starts) = frame(&head);
-        let shift = buffer.len();
-        buffer.extend_from_slice(&body);
-        let took = timed(|| self.current.write_durably(self.offset, &buffer))?;
+        let staging::Framed {
+            blocks,
+            at,
+            starts,
+            len: written,
+        } = self.staging.frame(self.offset, &[&head, records]);
+        let segment = &self.current;
+        let took = timed(|| segment.write_durably(at, blocks))?;
         if took >= SLOW_FLUSH {
             tracing::warn!(
                 took_ms = took.as_millis() as u64,
-                bytes = buffer.len(),
+                bytes = written,
                 "slow write-ahead log flush: the disk stalled"
             );
         }
-        self.note_all(&head, &head_starts);
-        let body_starts: Vec<usize> = body_starts.into_iter().map(|s| s + shift).collect();
-        self.note_all(records, &body_starts);
-        self.offset += buffer.len() as u64;
+        let (head_starts, body_starts) = starts.split_at(head.len());
+        self.note_all(&head, head_starts);
+        self.note_all(records, body_starts);
+        self.offset += written as u64;
         if records.iter().any(|r| matches!(r, Record::Purge { .. })) {
             self.drop_purged_segments();
         }
@@ -239,6 +250,7 @@ impl Wal {
     /// Makes `segment` the one written to, from its start.
     fn adopt(&mut self, segment: Segment) {
         self.offset = 0;
+        self.staging.resume(Vec::new());
         self.index
             .lock()
             .expect("wal index lock")
@@ -437,17 +449,6 @@ impl ChunkReader {
         self.bytes.extend_from_slice(&more);
         Ok(())
     }
-}
-
-/// Frames `records` into one buffer; returns it and where each record starts.
-fn frame(records: &[Record]) -> (Vec<u8>, Vec<usize>) {
-    let mut buffer = Vec::new();
-    let mut starts = Vec::with_capacity(records.len());
-    for record in records {
-        starts.push(buffer.len());
-        record.encode_into(&mut buffer);
-    }
-    (buffer, starts)
 }
 
 #[cfg(test)]

@@ -216,3 +216,38 @@ fn records_of_a_lost_group_behind_a_gap_never_come_back() {
     let (wal, _) = Wal::open(dir.path(), SEGMENT_BYTES).unwrap();
     assert_eq!(read_all(&wal), vec![1, 2], "the stale entry 3 came back");
 }
+
+#[test]
+fn groups_of_every_size_straddling_blocks_read_back_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), 256 * 1024).unwrap();
+    let sized = |index: u64| Record::Entry {
+        index,
+        bytes: vec![index as u8; (index as usize * 997) % 9000],
+    };
+    let mut next = 1;
+    for group in 0..60u64 {
+        let records: Vec<Record> = (next..next + group % 4 + 1).map(sized).collect();
+        next += records.len() as u64;
+        wal.write(&records).unwrap();
+        if group % 20 == 19 {
+            drop(wal);
+            wal = Wal::open(dir.path(), 256 * 1024).unwrap().0;
+        }
+    }
+    drop(wal);
+    let (wal, recovered) = Wal::open(dir.path(), 256 * 1024).unwrap();
+    let read = wal.reader().read(0, u64::MAX).unwrap();
+    assert_eq!(read.len() as u64, next - 1);
+    for (index, bytes) in read {
+        let Record::Entry {
+            bytes: expected, ..
+        } = sized(index)
+        else {
+            unreachable!()
+        };
+        assert_eq!(bytes, expected, "entry {index}");
+    }
+    assert!(recovered.last_entry.is_some());
+    assert!(segment_files(dir.path()).len() > 1, "segments rotated");
+}
