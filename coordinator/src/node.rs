@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{
     AgentApi, BarrierApi, ChannelApi, CheckpointApi, ClusterApi, CoordinationApi,
-    CoordinationParts, ElectionApi, FederationApi, JobApi, KvApi, LeaderRouter, MessageApi,
-    VoteApi,
+    CoordinationParts, ElectionApi, FederationApi, FederationService, JobApi, KvApi, LeaderRouter,
+    MessageApi, VoteApi,
 };
 use crate::config::NodeConfig;
 use crate::raft::{
@@ -286,15 +286,10 @@ async fn serve(
                 .max_decoding_message_size(message_max)
                 .max_encoding_message_size(message_max),
         )
-        .add_service(
-            FederationServiceServer::new(FederationApi::new(
-                proposer.clone(),
-                router.clone(),
-                federations,
-            ))
-            .max_decoding_message_size(message_max)
-            .max_encoding_message_size(message_max),
-        )
+        .add_service(FederationService::new(
+            FederationApi::new(proposer.clone(), router.clone(), federations),
+            message_max,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(accepted(listener), shutdown.cancelled())

@@ -16,6 +16,59 @@ use tonic::{Status, Streaming};
 
 use super::ApiError;
 
+/// A run of a blob's bytes: `data` starts at byte `offset` of the blob; `last` marks the end
+/// of the final chunk (it may come with no data).
+#[derive(Debug)]
+pub struct Piece {
+    /// Blob offset of `data`.
+    pub offset: u64,
+    /// The bytes.
+    pub data: bytes::Bytes,
+    /// The final chunk ends here.
+    pub last: bool,
+}
+
+/// Where a blob's chunks come from, as pieces in stream order.
+pub trait Pieces {
+    /// The next piece; `None` when the stream ended.
+    fn next_piece(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Option<Piece>, ApiError>> + Send;
+}
+
+/// The chunk messages of a tonic request stream, one piece each; `chunk_of` takes a message's
+/// chunk, and a message without one is out of place.
+pub struct MessageChunks<'a, M, F> {
+    stream: &'a mut Streaming<M>,
+    chunk_of: F,
+}
+
+impl<'a, M, F> MessageChunks<'a, M, F> {
+    /// Chunks of `stream`.
+    pub fn new(stream: &'a mut Streaming<M>, chunk_of: F) -> Self {
+        Self { stream, chunk_of }
+    }
+}
+
+impl<M, F> Pieces for MessageChunks<'_, M, F>
+where
+    M: Send + 'static,
+    F: Fn(M) -> Option<pb::Chunk> + Send,
+{
+    async fn next_piece(&mut self) -> Result<Option<Piece>, ApiError> {
+        let Some(message) = self.stream.message().await.map_err(stream_error)? else {
+            return Ok(None);
+        };
+        let chunk = (self.chunk_of)(message)
+            .ok_or_else(|| ApiError::invalid("chunk", "the header may come only once"))?;
+        Ok(Some(Piece {
+            offset: chunk.offset,
+            data: chunk.data,
+            last: chunk.last,
+        }))
+    }
+}
+
 /// Receives the chunks following a header that declared `declared`, refusing blobs over
 /// `limit` bytes (named `limit_name` in the error) and blobs that do not fill whole elements
 /// of `T`; `kind` is the checksum they must match. `chunk_of` takes a message's chunk; a
@@ -26,7 +79,22 @@ pub async fn receive<T: Element, M>(
     limit: u64,
     limit_name: &str,
     kind: ChecksumKind,
-    chunk_of: impl Fn(M) -> Option<pb::Chunk>,
+    chunk_of: impl Fn(M) -> Option<pb::Chunk> + Send,
+) -> Result<Vec<T>, ApiError>
+where
+    M: Send + 'static,
+{
+    let mut pieces = MessageChunks::new(stream, chunk_of);
+    receive_pieces(&mut pieces, declared, limit, limit_name, kind).await
+}
+
+/// [`receive`] from any source of pieces.
+pub async fn receive_pieces<T: Element>(
+    pieces: &mut impl Pieces,
+    declared: &pb::BlobInfo,
+    limit: u64,
+    limit_name: &str,
+    kind: ChecksumKind,
 ) -> Result<Vec<T>, ApiError> {
     if declared.size_bytes > limit {
         return Err(too_large(declared.size_bytes, limit, limit_name));
@@ -41,24 +109,19 @@ pub async fn receive<T: Element, M>(
     let mut receiver = Receiver::<T>::new((declared.size_bytes / element) as usize, kind);
     let mut last = false;
     while !last {
-        let message = stream.message().await.map_err(stream_error)?;
-        let chunk = match message {
-            Some(message) => chunk_of(message)
-                .ok_or_else(|| ApiError::invalid("chunk", "the header may come only once"))?,
-            None => {
-                return Err(ApiError::invalid(
-                    "chunk",
-                    format!(
-                        "the stream ended after {} bytes, before the last chunk",
-                        receiver.received()
-                    ),
-                ))
-            }
+        let Some(piece) = pieces.next_piece().await? else {
+            return Err(ApiError::invalid(
+                "chunk",
+                format!(
+                    "the stream ended after {} bytes, before the last chunk",
+                    receiver.received()
+                ),
+            ));
         };
         receiver
-            .push(chunk.offset, &chunk.data)
+            .push(piece.offset, &piece.data)
             .map_err(received_error)?;
-        last = chunk.last;
+        last = piece.last;
     }
     let (values, checksum) = receiver.finish().map_err(received_error)?;
     if !checksum.matches(declared) {

@@ -25,7 +25,7 @@ use synod_sdk::tensors::{specs_from_proto, specs_to_proto};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::chunks;
+use super::chunks::{self, Piece, Pieces};
 use super::convert::write_meta;
 use super::convert_federation::{domain_spec, federation, federation_state, round, round_state_of};
 use super::federation_watch::watch;
@@ -229,16 +229,17 @@ impl FederationApi {
         })
     }
 
-    async fn submit(
+    /// Takes a participant's update from `source`.
+    pub(super) async fn submit(
         &self,
         metadata: &tonic::metadata::MetadataMap,
-        mut stream: Streaming<pb::SubmitUpdateRequest>,
+        source: &mut impl UpdateSource,
     ) -> Result<pb::SubmitUpdateResponse, ApiError> {
         use pb::submit_update_request::Part;
         if let Some(leader) = self.not_leader() {
             return Err(leader);
         }
-        let header = match stream.message().await.map_err(chunks::stream_error)? {
+        let header = match source.first().await? {
             Some(pb::SubmitUpdateRequest {
                 part: Some(Part::Header(header)),
             }) => header,
@@ -291,17 +292,13 @@ impl FederationApi {
         }
         let permit = self.runtime.upload_permit(expected).await;
         tracing::debug!(agent_id = %header.agent_id, round = header.round, "update upload");
-        let chunk_of = |m: pb::SubmitUpdateRequest| match m.part {
-            Some(Part::Chunk(chunk)) => Some(chunk),
-            _ => None,
-        };
         let (limit, kind) = (expected, ChecksumKind::Crc32);
         let values = match header.masked {
             true => Decoded::Masked(
-                chunks::receive(&mut stream, &declared, limit, UPDATE, kind, chunk_of).await?,
+                chunks::receive_pieces(source, &declared, limit, UPDATE, kind).await?,
             ),
             false => Decoded::Plain(
-                chunks::receive(&mut stream, &declared, limit, UPDATE, kind, chunk_of).await?,
+                chunks::receive_pieces(source, &declared, limit, UPDATE, kind).await?,
             ),
         };
         let submission = UpdateSubmission {
@@ -334,6 +331,24 @@ impl FederationApi {
         &self,
         request: pb::DownloadModelRequest,
     ) -> Result<BoxStream<pb::DownloadModelResponse>, ApiError> {
+        use pb::download_model_response::Part;
+        let (first, data, offset) = self.prepare_download(request)?;
+        // Chunks are slices of the shared payload: nothing is copied until the encoder's.
+        let rest = chunks::chunks(data, offset).map(|chunk| pb::DownloadModelResponse {
+            part: Some(Part::Chunk(chunk)),
+            read: None,
+        });
+        Ok(Box::pin(tokio_stream::iter(
+            std::iter::once(first).chain(rest).map(Ok),
+        )))
+    }
+
+    /// What a download from this replica sends: the header message, the model's bytes and the
+    /// offset its chunks start at.
+    pub(super) fn prepare_download(
+        &self,
+        request: pb::DownloadModelRequest,
+    ) -> Result<(pb::DownloadModelResponse, bytes::Bytes, usize), ApiError> {
         use pb::download_model_response::Part;
         require("federation_id", &request.federation_id)?;
         let linearizable = wants_linearizable(request.consistency);
@@ -377,14 +392,7 @@ impl FederationApi {
             part: Some(Part::Header(header)),
             read: Some(read),
         };
-        // Chunks are slices of the shared payload: nothing is copied until the encoder's.
-        let rest = chunks::chunks(data, offset).map(|chunk| pb::DownloadModelResponse {
-            part: Some(Part::Chunk(chunk)),
-            read: None,
-        });
-        Ok(Box::pin(tokio_stream::iter(
-            std::iter::once(first).chain(rest).map(Ok),
-        )))
+        Ok((first, data, offset))
     }
 
     /// Proposes a secure-aggregation step after checking the caller acts as its agent.
@@ -701,7 +709,8 @@ impl FederationService for FederationApi {
         request: Request<Streaming<pb::SubmitUpdateRequest>>,
     ) -> Result<Response<pb::SubmitUpdateResponse>, Status> {
         let (metadata, _, stream) = request.into_parts();
-        Ok(Response::new(self.submit(&metadata, stream).await?))
+        let mut source = DecodedUpdate(stream);
+        Ok(Response::new(self.submit(&metadata, &mut source).await?))
     }
 
     #[tracing::instrument(skip_all, fields(agent_id = %request.get_ref().agent_id))]
@@ -814,5 +823,45 @@ impl From<crate::runtime::federations::UpdateError> for ApiError {
             UpdateError::NotCommitted(error) => error.into(),
             UpdateError::NotFolded(reason) => ApiError::Internal(reason),
         }
+    }
+}
+
+/// A SubmitUpdate request stream, however it is read: its first message whole, then the
+/// payload's pieces.
+pub(super) trait UpdateSource: Pieces + Send {
+    /// The first message; `None` for an empty stream.
+    fn first(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Option<pb::SubmitUpdateRequest>, ApiError>> + Send;
+}
+
+/// The stream as tonic decodes it.
+struct DecodedUpdate(Streaming<pb::SubmitUpdateRequest>);
+
+impl UpdateSource for DecodedUpdate {
+    async fn first(&mut self) -> Result<Option<pb::SubmitUpdateRequest>, ApiError> {
+        self.0.message().await.map_err(chunks::stream_error)
+    }
+}
+
+impl Pieces for DecodedUpdate {
+    async fn next_piece(&mut self) -> Result<Option<Piece>, ApiError> {
+        let chunk_of = |m: pb::SubmitUpdateRequest| match m.part {
+            Some(pb::submit_update_request::Part::Chunk(chunk)) => Some(chunk),
+            _ => None,
+        };
+        chunks::MessageChunks::new(&mut self.0, chunk_of)
+            .next_piece()
+            .await
+    }
+}
+
+impl<B> UpdateSource for super::update_body::UpdateBody<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + Send,
+    B::Error: std::fmt::Display,
+{
+    async fn first(&mut self) -> Result<Option<pb::SubmitUpdateRequest>, ApiError> {
+        super::update_body::UpdateBody::first(self).await
     }
 }
