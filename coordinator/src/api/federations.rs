@@ -34,7 +34,9 @@ use super::request::{
     check_chars, id_for, next_token, page_position, page_size, require, state_filter,
 };
 use super::{ApiError, Caller, LeaderRouter};
-use crate::runtime::federations::{finite_metrics, Decoded, HeaderCheck, UpdateSubmission};
+use crate::runtime::federations::{
+    finite_metrics, stage_chunks, Decoded, HeaderCheck, UpdateSubmission,
+};
 use crate::runtime::{CommandResult, FederationRuntime, Proposer};
 use crate::state::federations::secure::SecureStep;
 use crate::state::federations::{
@@ -196,17 +198,16 @@ impl FederationApi {
         )
         .await?;
         let mut pending = Vec::new();
-        for (i, piece) in data.chunks(STAGE_CHUNK_BYTES_MAX).enumerate() {
+        for (offset, data) in stage_chunks(data.into(), STAGE_CHUNK_BYTES_MAX) {
             let command = Command::StageModel {
                 federation_id: id.clone(),
                 round: 0,
                 attempt: 0,
-                offset: (i * STAGE_CHUNK_BYTES_MAX) as u64,
-                data: piece.to_vec(),
+                offset,
+                data,
             };
             pending.push(self.proposer.enqueue(command).await?);
         }
-        drop(data);
         let commit = Command::CommitInitialModel {
             federation_id: id.clone(),
             crc32: declared.crc32,

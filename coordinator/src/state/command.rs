@@ -248,9 +248,8 @@ pub enum Command {
         attempt: u32,
         /// Where the bytes go; 0 starts over.
         offset: u64,
-        /// The bytes.
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
+        /// The bytes, shared: cloning the entry (to replicate or apply it) copies nothing.
+        data: bytes::Bytes,
     },
     /// The staged initial model is complete.
     CommitInitialModel {

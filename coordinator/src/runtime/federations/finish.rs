@@ -153,7 +153,7 @@ impl FederationRuntime {
         tracing::debug!(federation_id, round = live.round, "aggregated");
         let crc32 = crc32(&payload[..live.global.len() * 4]);
         let mut pending = Vec::new();
-        for (offset, data) in stage_chunks(payload) {
+        for (offset, data) in stage_chunks(payload.into(), STAGE_CHUNK_BYTES) {
             let command = Command::StageModel {
                 federation_id: federation_id.to_owned(),
                 round: live.round,
@@ -246,18 +246,18 @@ impl FederationRuntime {
     }
 }
 
-/// `payload` cut into `StageModel` pieces with their offsets; a payload of one piece is moved,
-/// not copied.
-fn stage_chunks(mut payload: Vec<u8>) -> Vec<(u64, Vec<u8>)> {
-    let mut pieces = Vec::new();
-    let mut offset = 0;
-    while payload.len() > STAGE_CHUNK_BYTES {
-        let rest = payload.split_off(STAGE_CHUNK_BYTES);
-        pieces.push((offset, std::mem::replace(&mut payload, rest)));
-        offset += STAGE_CHUNK_BYTES as u64;
-    }
-    pieces.push((offset, payload));
-    pieces
+/// `payload` cut into `StageModel` pieces of at most `piece_bytes` with their offsets, each a
+/// slice of it (none copied); an empty payload is one empty piece.
+pub fn stage_chunks(
+    payload: bytes::Bytes,
+    piece_bytes: usize,
+) -> impl Iterator<Item = (u64, bytes::Bytes)> {
+    (0..payload.len().max(1))
+        .step_by(piece_bytes)
+        .map(move |start| {
+            let end = (start + piece_bytes).min(payload.len());
+            (start as u64, payload.slice(start..end))
+        })
 }
 
 fn key_of(bytes: &[u8]) -> [u8; 32] {
@@ -331,12 +331,15 @@ mod tests {
     #[test]
     fn stage_chunks_cover_the_payload_in_order() {
         let payload: Vec<u8> = (0..STAGE_CHUNK_BYTES * 2 + 3).map(|i| i as u8).collect();
-        let pieces = stage_chunks(payload.clone());
+        let pieces: Vec<_> = stage_chunks(payload.clone().into(), STAGE_CHUNK_BYTES).collect();
         let offsets: Vec<u64> = pieces.iter().map(|(o, _)| *o).collect();
         let step = STAGE_CHUNK_BYTES as u64;
         assert_eq!(offsets, vec![0, step, 2 * step]);
         let joined: Vec<u8> = pieces.iter().flat_map(|(_, d)| d.iter().copied()).collect();
         assert_eq!(joined, payload);
-        assert_eq!(stage_chunks(vec![1, 2]), vec![(0, vec![1, 2])]);
+        let small: Vec<_> = stage_chunks(vec![1, 2].into(), STAGE_CHUNK_BYTES).collect();
+        assert_eq!(small, vec![(0, bytes::Bytes::from(vec![1, 2]))]);
+        let empty: Vec<_> = stage_chunks(bytes::Bytes::new(), STAGE_CHUNK_BYTES).collect();
+        assert_eq!(empty, vec![(0, bytes::Bytes::new())]);
     }
 }

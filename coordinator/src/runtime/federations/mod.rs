@@ -27,6 +27,7 @@ use rand::SeedableRng;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+pub use finish::stage_chunks;
 pub use live::{Decoded, LiveRound};
 pub use updates::{finite_metrics, HeaderCheck, UpdateAnswer, UpdateError, UpdateSubmission};
 

@@ -89,7 +89,7 @@ fn stage(round: u32, attempt: u32, offset: u64, data: Vec<u8>) -> Command {
         round,
         attempt,
         offset,
-        data,
+        data: data.into(),
     }
 }
 
