@@ -145,15 +145,17 @@ fn decode(payload: &[u8]) -> Option<Record> {
     })
 }
 
+/// `record` framed on its own.
+#[cfg(test)]
+pub fn framed(record: &Record) -> Vec<u8> {
+    let mut buffer = Vec::new();
+    record.encode_into(&mut buffer);
+    buffer
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn framed(record: &Record) -> Vec<u8> {
-        let mut buffer = Vec::new();
-        record.encode_into(&mut buffer);
-        buffer
-    }
 
     #[test]
     fn every_kind_of_record_reads_back_as_written() {

@@ -97,16 +97,11 @@ pub fn framed_len(record: &Record) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::record::framed;
     use super::*;
 
     fn vote(len: usize) -> Record {
         Record::Vote(vec![7; len])
-    }
-
-    fn framed(record: &Record) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        record.encode_into(&mut bytes);
-        bytes
     }
 
     #[test]
