@@ -27,7 +27,7 @@ use tonic::server::NamedService;
 use tonic::Status;
 use tower::Service;
 
-use super::chunks;
+use super::chunks::{self, fields};
 use super::leader::wants_linearizable;
 use super::update_body::UpdateBody;
 use super::FederationApi;
@@ -142,19 +142,19 @@ fn chunk_frames(chunk: pb::Chunk) -> impl Iterator<Item = Bytes> {
     let mut head = BytesMut::with_capacity(32);
     head.put_u8(0);
     head.put_u32(message as u32);
-    encode_key(CHUNK_FIELD, WireType::LengthDelimited, &mut head);
+    encode_key(fields::PART_CHUNK, WireType::LengthDelimited, &mut head);
     encode_varint(inner as u64, &mut head);
     if chunk.offset != 0 {
-        encode_key(1, WireType::Varint, &mut head);
+        encode_key(fields::OFFSET, WireType::Varint, &mut head);
         encode_varint(chunk.offset, &mut head);
     }
     if !chunk.data.is_empty() {
-        encode_key(2, WireType::LengthDelimited, &mut head);
+        encode_key(fields::DATA, WireType::LengthDelimited, &mut head);
         encode_varint(chunk.data.len() as u64, &mut head);
     }
     let tail = chunk.last.then(|| {
         let mut tail = BytesMut::with_capacity(2);
-        encode_key(3, WireType::Varint, &mut tail);
+        encode_key(fields::LAST, WireType::Varint, &mut tail);
         tail.put_u8(1);
         tail.freeze()
     });
@@ -163,9 +163,6 @@ fn chunk_frames(chunk: pb::Chunk) -> impl Iterator<Item = Bytes> {
         .flatten()
         .filter(|b| !b.is_empty())
 }
-
-/// `DownloadModelResponse.chunk`'s field number.
-const CHUNK_FIELD: u32 = 2;
 
 /// A gRPC request whose messages are not compressed.
 fn uncompressed_grpc(headers: &http::HeaderMap) -> bool {

@@ -19,20 +19,10 @@ use http_body_util::BodyExt;
 use prost::Message;
 use synod_proto::v1 as pb;
 
-use super::chunks::{Piece, Pieces};
+use prost::encoding::WireType;
+
+use super::chunks::{fields, Piece, Pieces};
 use super::ApiError;
-
-/// Protobuf wire types.
-const VARINT: u64 = 0;
-const FIXED64: u64 = 1;
-const LENGTH_DELIMITED: u64 = 2;
-const FIXED32: u64 = 5;
-
-/// Field numbers: `SubmitUpdateRequest.chunk` and the fields of `Chunk`.
-const REQUEST_CHUNK: u64 = 2;
-const CHUNK_OFFSET: u64 = 1;
-const CHUNK_DATA: u64 = 2;
-const CHUNK_LAST: u64 = 3;
 
 /// The messages of one SubmitUpdate request body.
 pub struct UpdateBody<B> {
@@ -123,7 +113,8 @@ where
             return Err(ApiError::invalid("chunk", "a message with no part"));
         }
         let (key, key_len) = self.frames.varint().await?;
-        if key >> 3 != REQUEST_CHUNK || key & 7 != LENGTH_DELIMITED {
+        let (field, wire) = split_key(key)?;
+        if field != fields::PART_CHUNK || wire != WireType::LengthDelimited {
             return Err(ApiError::invalid("chunk", "the header may come only once"));
         }
         let (inner, inner_len) = self.frames.varint().await?;
@@ -140,28 +131,28 @@ where
     async fn next_field(&mut self, chunk: &mut ChunkRead) -> Result<(), ApiError> {
         let (key, key_len) = self.frames.varint().await?;
         chunk.left = chunk.left.checked_sub(key_len).ok_or_else(malformed)?;
-        let (field, wire) = (key >> 3, key & 7);
+        let (field, wire) = split_key(key)?;
         match wire {
-            VARINT => {
+            WireType::Varint => {
                 let (value, len) = self.frames.varint().await?;
                 chunk.left = chunk.left.checked_sub(len).ok_or_else(malformed)?;
                 match field {
-                    CHUNK_OFFSET if chunk.seen_data && chunk.held.is_none() => {
+                    fields::OFFSET if chunk.seen_data && chunk.held.is_none() => {
                         return Err(malformed())
                     }
-                    CHUNK_OFFSET => chunk.offset = Some(value),
-                    CHUNK_LAST => chunk.last = value != 0,
+                    fields::OFFSET => chunk.offset = Some(value),
+                    fields::LAST => chunk.last = value != 0,
                     _ => {}
                 }
             }
-            LENGTH_DELIMITED => {
+            WireType::LengthDelimited => {
                 let (len, len_len) = self.frames.varint().await?;
                 let len = len as usize;
                 chunk.left = chunk
                     .left
                     .checked_sub(len_len + len)
                     .ok_or_else(malformed)?;
-                if field == CHUNK_DATA {
+                if field == fields::DATA {
                     if chunk.seen_data {
                         return Err(malformed());
                     }
@@ -179,8 +170,8 @@ where
                     self.frames.skip(len).await?;
                 }
             }
-            FIXED64 | FIXED32 => {
-                let len = if wire == FIXED64 { 8 } else { 4 };
+            WireType::SixtyFourBit | WireType::ThirtyTwoBit => {
+                let len = if wire == WireType::SixtyFourBit { 8 } else { 4 };
                 chunk.left = chunk.left.checked_sub(len).ok_or_else(malformed)?;
                 self.frames.skip(len).await?;
             }
@@ -328,6 +319,13 @@ where
         }
         Err(malformed())
     }
+}
+
+/// A field key's number and wire type.
+fn split_key(key: u64) -> Result<(u32, WireType), ApiError> {
+    let field = u32::try_from(key >> 3).map_err(|_| malformed())?;
+    let wire = WireType::try_from(key & 7).map_err(|_| malformed())?;
+    Ok((field, wire))
 }
 
 fn malformed() -> ApiError {
