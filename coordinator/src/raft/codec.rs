@@ -32,9 +32,17 @@ mod tests {
 
     #[test]
     fn encoded_values_are_sized_exactly_and_decode_back() {
-        let value = (7u64, "entry".to_owned(), serde_bytes::ByteBuf::from(vec![3u8; 100_000]));
+        let value = (
+            7u64,
+            "entry".to_owned(),
+            serde_bytes::ByteBuf::from(vec![3u8; 100_000]),
+        );
         let encoded = encode("test value", &value).unwrap();
-        assert_eq!(encoded.capacity(), encoded.len(), "written once, no regrowth");
+        assert_eq!(
+            encoded.capacity(),
+            encoded.len(),
+            "written once, no regrowth"
+        );
         let back: (u64, String, serde_bytes::ByteBuf) = decode("test value", &encoded).unwrap();
         assert_eq!(back, value);
         assert_eq!(encoded, postcard::to_allocvec(&value).unwrap());
