@@ -202,6 +202,47 @@ pub fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// f32 values over their little-endian payload: read in place when the machine is
+/// little-endian and the buffer 4-byte aligned (a buffer allocated for f32 values or by the
+/// allocator always is), decoded once into a vector of their own otherwise.
+#[derive(Debug, Clone)]
+pub struct F32Payload {
+    bytes: bytes::Bytes,
+    decoded: Option<Vec<f32>>,
+}
+
+impl F32Payload {
+    /// The values of `bytes` (a trailing partial element is ignored).
+    pub fn new(bytes: bytes::Bytes) -> Self {
+        let whole = bytes.slice(..bytes.len() / 4 * 4);
+        let in_place =
+            cfg!(target_endian = "little") && bytemuck::try_cast_slice::<u8, f32>(&whole).is_ok();
+        let decoded = (!in_place).then(|| f32_from_le(&whole));
+        Self {
+            bytes: whole,
+            decoded,
+        }
+    }
+
+    /// `values` as their payload, without a copy on little-endian machines.
+    pub fn from_values(values: Vec<f32>) -> Self {
+        Self::new(crate::payload::into_le_bytes(values))
+    }
+
+    /// The values.
+    pub fn values(&self) -> &[f32] {
+        match &self.decoded {
+            Some(values) => values,
+            None => bytemuck::cast_slice(&self.bytes),
+        }
+    }
+
+    /// The little-endian payload.
+    pub fn bytes(&self) -> &bytes::Bytes {
+        &self.bytes
+    }
+}
+
 /// Appends `values` to `out` as a little-endian payload.
 pub fn f32_extend_le(values: &[f32], out: &mut Vec<u8>) {
     out.reserve(values.len() * 4);
@@ -355,6 +396,28 @@ pub fn specs_to_proto(specs: &[TensorSpec]) -> Vec<pb::TensorSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn f32_payloads_are_read_in_place_when_aligned_and_decoded_otherwise() {
+        let values = vec![1.5f32, -2.0, 3.25];
+        let payload = F32Payload::from_values(values.clone());
+        assert_eq!(payload.values(), &values[..]);
+        assert_eq!(payload.bytes().len(), 12);
+        assert_eq!(
+            payload.values().as_ptr() as *const u8,
+            payload.bytes().as_ptr(),
+            "read in place"
+        );
+        let mut shifted = vec![0u8];
+        f32_extend_le(&values, &mut shifted);
+        shifted.push(7);
+        let misaligned = F32Payload::new(bytes::Bytes::from(shifted).slice(1..));
+        assert_eq!(
+            misaligned.values(),
+            &values[..],
+            "decoded, partial element ignored"
+        );
+    }
 
     fn specs() -> Vec<TensorSpec> {
         vec![TensorSpec::f32("w", &[2, 3]), TensorSpec::f32("b", &[3])]

@@ -1,7 +1,8 @@
 //! Multi-process tests of federated learning on a real 3-node cluster: FedAvg rounds whose
 //! global models equal the hand-computed weighted averages, shape mismatches and bad checksums
 //! refused without poisoning the round, training surviving the leader's kill -9 with every
-//! committed round intact, and a participant lost mid-round.
+//! committed round intact, a participant lost mid-round, and the next round's model served by
+//! every replica as soon as it commits.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -286,6 +287,52 @@ async fn bad_specs_and_malformed_updates_are_refused_without_poisoning_the_round
 }
 
 /// Every event of a federation so far.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_rounds_model_is_served_on_every_replica_once_it_commits() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let (cluster, client) = cluster_up(options()).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let stop = CancellationToken::new();
+    let steppers = [(1.0, 1), (3.0, 1)]
+        .map(|(step, examples)| Stepper {
+            step,
+            examples,
+            delay: Duration::from_millis(400),
+        })
+        .into();
+    start_participants(&cluster, steppers, &stop);
+    wait_for_agents(&client, 2).await?;
+    let started = client.start_federation(spec(3, 2, 20_000), "next").await?;
+    let id = started.federation.unwrap().federation_id;
+    let committed = wait_until(FEDERATION_TIMEOUT, "round 1 to commit", || async {
+        let f = client.get_federation(&id).await.ok()?;
+        (f.committed_round >= 1).then_some(f.committed_round)
+    })
+    .await?;
+    // Asked for the model still being trained, every replica waits for its commit and serves
+    // it; a round further on is refused at once.
+    for member in cluster.ids() {
+        let pinned = Client::new([cluster.addr(member)])?;
+        let (round, model) = pinned.download_model(&id, Some(committed + 1)).await?;
+        assert_eq!(round, committed + 1, "from node {member} (leader {leader})");
+        let expected = 2.0 * round as f32;
+        assert!(
+            model.values.iter().all(|v| (v - expected).abs() < 1e-4),
+            "round {round} from node {member}: {:?}",
+            model.values
+        );
+        let beyond = pinned
+            .download_model(&id, Some(round + 2))
+            .await
+            .unwrap_err();
+        assert_eq!(beyond.code(), Some(Code::NotFound), "{beyond}");
+    }
+    let done = wait_finished(&client, &id).await?;
+    assert_eq!(done.committed_round, 3, "{done:?}");
+    stop.cancel();
+    Ok(())
+}
+
 async fn history(client: &Client, id: &str) -> anyhow::Result<Vec<pb::FederationEvent>> {
     let last = client.get_federation(id).await?.last_sequence;
     let mut stream = client.watch_federation(id, 0).await?;

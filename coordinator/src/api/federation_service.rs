@@ -104,7 +104,7 @@ impl FederationService {
             let request = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
             return self.grpc.call(request).await;
         };
-        let response = match self.api.prepare_download(download) {
+        let response = match self.api.prepare_download(download).await {
             Ok((first, data, offset)) => {
                 let frames = std::iter::once(message_frame(&first))
                     .chain(chunks::chunks(data, offset).flat_map(chunk_frames))

@@ -50,6 +50,8 @@ const INLINE_MODEL_BYTES_MAX: usize = 1024 * 1024;
 const UPDATE: &str = "the update size";
 /// Longest idempotency key, in characters.
 const IDEMPOTENCY_KEY_CHARS_MAX: usize = 128;
+/// How long a download of the model being committed (the next round's) waits for it.
+const NEXT_MODEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A server stream, served here or relayed from the leader.
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -333,7 +335,7 @@ impl FederationApi {
         request: pb::DownloadModelRequest,
     ) -> Result<BoxStream<pb::DownloadModelResponse>, ApiError> {
         use pb::download_model_response::Part;
-        let (first, data, offset) = self.prepare_download(request)?;
+        let (first, data, offset) = self.prepare_download(request).await?;
         // Chunks are slices of the shared payload: nothing is copied until the encoder's.
         let rest = chunks::chunks(data, offset).map(|chunk| pb::DownloadModelResponse {
             part: Some(Part::Chunk(chunk)),
@@ -345,8 +347,10 @@ impl FederationApi {
     }
 
     /// What a download from this replica sends: the header message, the model's bytes and the
-    /// offset its chunks start at.
-    pub(super) fn prepare_download(
+    /// offset its chunks start at. The model a leader is committing is served from its memory
+    /// to the round it opened on it; another replica asked for the next round's model waits
+    /// (up to [`NEXT_MODEL_WAIT`]) until it has applied its commit.
+    pub(super) async fn prepare_download(
         &self,
         request: pb::DownloadModelRequest,
     ) -> Result<(pb::DownloadModelResponse, bytes::Bytes, usize), ApiError> {
@@ -354,23 +358,43 @@ impl FederationApi {
         require("federation_id", &request.federation_id)?;
         let linearizable = wants_linearizable(request.consistency);
         let id = request.federation_id.clone();
-        let (found, read) = self.router.read_local(linearizable, |state| {
-            let f = state.federations.get(&id)?;
-            let round = request.round.unwrap_or(f.committed_round);
-            Some((
-                round,
-                f.models.get(&round).map(|m| (m.crc32, m.data.clone())),
-                f.spec.tensors.clone(),
-            ))
-        });
-        let (round, model, tensors) = found
-            .ok_or_else(|| ApiError::NotFound(format!("federation_id: no federation '{id}'")))?;
-        let model = model.ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "round: federation '{id}' keeps no model of round {round} (only the initial and the latest committed)"
-            ))
-        })?;
-        let (crc32, data) = model;
+        let deadline = tokio::time::Instant::now() + NEXT_MODEL_WAIT;
+        let mut applied = self.router.raft().metrics();
+        let (round, (crc32, data), tensors, read) = loop {
+            let (found, read) = self.router.read_local(linearizable, |state| {
+                let f = state.federations.get(&id)?;
+                let round = request.round.unwrap_or(f.committed_round);
+                let next = round == f.committed_round + 1 && !f.state.is_terminal();
+                Some((
+                    round,
+                    f.models.get(&round).map(|m| (m.crc32, m.data.clone())),
+                    f.spec.tensors.clone(),
+                    next,
+                ))
+            });
+            let (round, model, tensors, next) = found.ok_or_else(|| no_federation(&id))?;
+            // The leader serves a model it is committing to the round it opened on it.
+            let model = model.or_else(|| {
+                let live = self.runtime.live(&id).filter(|l| l.model_round == round)?;
+                Some((live.global_crc32, live.global.bytes().clone()))
+            });
+            if let Some(model) = model {
+                break (round, model, tensors, read);
+            }
+            let missing = || {
+                ApiError::NotFound(format!(
+                    "round: federation '{id}' keeps no model of round {round} (only the initial and the latest committed)"
+                ))
+            };
+            // Elsewhere the next model is waited for: it is being committed.
+            if !next {
+                return Err(missing());
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(missing()),
+            }
+        };
         tracing::debug!(federation_id = %id, round, "model download");
         let offset = request.offset_bytes as usize;
         if offset > data.len() {

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!   wait for in-flight folds ─► take the aggregate ─► [remove dropped masks] ─► strategy step
-//!   ─► payload = model ‖ server state ─► StageModel × ⌈size / chunk⌉ ─► CommitRound
+//!   ─► StageModel × ⌈model / chunk⌉ (slices of the model's own buffer) ─► [StageModel: the
+//!   server state] ─► CommitRound
 //! ```
 
 use std::path::Path;
@@ -14,16 +15,23 @@ use std::time::Duration;
 use rand::SeedableRng;
 use synod_sdk::payload::crc32;
 use synod_sdk::secagg::{reconstruct_private_key, MaskedSum, MaskingParams};
-use synod_sdk::tensors::f32_extend_le;
+use synod_sdk::tensors::F32Payload;
 
-use super::live::{Aggregate, LiveRound};
-use super::FederationRuntime;
+use super::live::{Aggregate, GlobalModel, LiveRound};
+use super::{clock, FederationRuntime};
 use crate::aggregation::{
     self, CentralDp, PrivacyAccountant, RoundAggregator, ServerState, Strategy,
 };
+use crate::raft::ProposeError;
+use crate::runtime::CommandResult;
 use crate::state::federations::spec::{FederationSpec, StrategySpec};
-use crate::state::federations::{FederationRecord, RoundCommit, RoundState};
-use crate::state::Command;
+use crate::state::federations::{FederationRecord, FederationState, RoundCommit, RoundState};
+use crate::state::{Applied, Command};
+
+/// The outcome of an early `StartRound`, once it applies.
+type StartOutcome = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<CommandResult, ProposeError>> + Send>,
+>;
 
 /// Bytes per `StageModel` command.
 const STAGE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
@@ -146,14 +154,21 @@ impl FederationRuntime {
         let inputs = self.inputs(federation_id, live)?;
         let aggregate = live.take().ok_or("the aggregate was already taken")?;
         let global = live.global.clone();
-        let computed = tokio::task::spawn_blocking(move || compute(aggregate, &global, inputs))
-            .await
-            .map_err(|e| format!("aggregation task: {e}"))??;
-        let (payload, commit_fields) = computed;
+        let computed =
+            tokio::task::spawn_blocking(move || compute(aggregate, global.values(), inputs))
+                .await
+                .map_err(|e| format!("aggregation task: {e}"))??;
+        let (model, server_state, commit_fields) = computed;
         tracing::debug!(federation_id, round = live.round, "aggregated");
-        let crc32 = crc32(&payload[..live.global.len() * 4]);
+        let crc32 = crc32(model.bytes());
+        let model_bytes = model.bytes().len() as u64;
+        let state_pieces = stage_chunks(server_state, STAGE_CHUNK_BYTES)
+            .filter(|(_, data)| !data.is_empty())
+            .map(|(offset, data)| (offset + model_bytes, data));
         let mut pending = Vec::new();
-        for (offset, data) in stage_chunks(payload.into(), STAGE_CHUNK_BYTES) {
+        for (offset, data) in
+            stage_chunks(model.bytes().clone(), STAGE_CHUNK_BYTES).chain(state_pieces)
+        {
             let command = Command::StageModel {
                 federation_id: federation_id.to_owned(),
                 round: live.round,
@@ -182,11 +197,88 @@ impl FederationRuntime {
                 .await
                 .map_err(|e| e.to_string())?,
         );
+        let model = GlobalModel {
+            round: live.round,
+            values: Arc::new(model),
+            crc32,
+        };
+        let successor = match commit_fields.1 {
+            true => None,
+            false => self.open_successor(federation_id, live, model).await,
+        };
+        let mut committed = Ok(());
         for result in futures::future::join_all(pending).await {
-            let result = result.map_err(|e| e.to_string())?;
-            result.outcome.map_err(|rejection| rejection.to_string())?;
+            let outcome = result.map_err(|e| e.to_string()).and_then(|result| {
+                result
+                    .outcome
+                    .map(drop)
+                    .map_err(|rejection| rejection.to_string())
+            });
+            committed = committed.and(outcome);
         }
-        Ok(())
+        if let Some((round, attempt, started)) = successor {
+            let opened = matches!(
+                started.await,
+                Ok(CommandResult {
+                    outcome: Ok(Applied::RoundStarted { .. }),
+                    ..
+                })
+            );
+            match opened && committed.is_ok() {
+                true => tracing::debug!(federation_id, round, attempt, "round started"),
+                false => self.forget(federation_id, round, attempt),
+            }
+        }
+        committed
+    }
+
+    /// Opens the round after `live` behind its commit, so participants train while the model
+    /// they start from is still being replicated: samples it, makes it the live attempt, queues
+    /// its `StartRound` right after the commit (so it applies only if the commit did, and every
+    /// receipt for it follows both in the log) and invites its participants at once; they
+    /// download the model from this leader's memory. Returns the attempt and its start's
+    /// outcome, or `None` when the round cannot be opened early (the federation ends, uses
+    /// secure aggregation, or too few agents are connected).
+    async fn open_successor(
+        &self,
+        federation_id: &str,
+        live: &LiveRound,
+        model: GlobalModel,
+    ) -> Option<(u32, u32, StartOutcome)> {
+        let read = self.agents().read(|state| {
+            let federation = state.federations.get(federation_id)?;
+            let spec = &federation.spec;
+            let early = federation.state == FederationState::Running
+                && spec.secure_aggregation.is_none()
+                && live.round < spec.rounds;
+            let round = live.round + 1;
+            let attempt = federation.rounds.get(&round).map_or(0, |r| r.attempt) + 1;
+            early.then(|| (spec.clone(), attempt))
+        });
+        let (spec, attempt) = read?;
+        let round = live.round + 1;
+        let (start, successor) = self.plan(
+            federation_id,
+            &spec,
+            (round, attempt),
+            model,
+            clock::now_ms(),
+        )?;
+        self.adopt(federation_id, successor.clone());
+        let started = match self
+            .agents()
+            .enqueue(Command::StartRound(start.clone()))
+            .await
+        {
+            Ok(started) => started,
+            Err(error) => {
+                tracing::debug!(%error, federation_id, round, "early round start not queued");
+                self.forget(federation_id, round, attempt);
+                return None;
+            }
+        };
+        self.invite_opening(federation_id, &start, &successor);
+        Some((round, attempt, Box::pin(started)))
     }
 
     fn inputs(&self, federation_id: &str, live: &LiveRound) -> Result<Inputs, String> {
@@ -268,12 +360,13 @@ fn key_of(bytes: &[u8]) -> [u8; 32] {
     key
 }
 
-/// The payload (model ‖ server state) and (epsilon, budget exhausted). CPU-bound.
+/// The model, the server state (empty when it is the default) and (epsilon, budget
+/// exhausted). CPU-bound.
 fn compute(
     aggregate: Aggregate,
     global: &[f32],
     inputs: Inputs,
-) -> Result<(Vec<u8>, (f64, bool)), String> {
+) -> Result<(F32Payload, bytes::Bytes, (f64, bool)), String> {
     let mut server_state = match inputs.server_state.is_empty() {
         true => ServerState::default(),
         false => ServerState::from_bytes(&inputs.server_state).map_err(|e| e.to_string())?,
@@ -300,13 +393,12 @@ fn compute(
             .map_err(|e| e.to_string())?
         }
     };
-    let state_bytes = server_state.to_bytes();
-    let mut payload = Vec::with_capacity(model.len() * 4 + state_bytes.len());
-    f32_extend_le(&model, &mut payload);
-    if server_state != ServerState::default() {
-        payload.extend_from_slice(&state_bytes);
-    }
-    Ok((payload, (inputs.epsilon_spent, inputs.budget_exhausted)))
+    let state_bytes = match server_state == ServerState::default() {
+        true => bytes::Bytes::new(),
+        false => server_state.to_bytes().into(),
+    };
+    let fields = (inputs.epsilon_spent, inputs.budget_exhausted);
+    Ok((F32Payload::from_values(model), state_bytes, fields))
 }
 
 /// Removes every dropped participant's masks from the survivors' sum.

@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use synod_sdk::secagg::MaskedSum;
+use synod_sdk::tensors::F32Payload;
 
 use crate::aggregation::RoundAggregator;
+use crate::state::federations::RoundStart;
 
 /// What updates are folded into.
 pub enum Aggregate {
@@ -57,11 +59,26 @@ pub struct LiveRound {
     /// Round the global model is from.
     pub model_round: u32,
     /// The global model participants train on.
-    pub global: Arc<Vec<f32>>,
+    pub global: Arc<F32Payload>,
+    /// CRC-32 of the global model's payload.
+    pub global_crc32: u32,
+    /// The sampled participants.
+    pub participants: BTreeSet<String>,
     aggregate: Mutex<Option<Aggregate>>,
     folded: Mutex<BTreeSet<String>>,
     in_flight: AtomicUsize,
     finishing: AtomicBool,
+}
+
+/// The global model an attempt trains on.
+#[derive(Clone)]
+pub struct GlobalModel {
+    /// The round it was committed by (0: the initial model).
+    pub round: u32,
+    /// Its values, over its payload.
+    pub values: Arc<F32Payload>,
+    /// CRC-32 of its payload.
+    pub crc32: u32,
 }
 
 /// Counts an update from its check to its fold, so the finisher waits for it.
@@ -74,19 +91,15 @@ impl Drop for InFlight {
 }
 
 impl LiveRound {
-    /// A new attempt aggregating into `aggregate`.
-    pub fn new(
-        round: u32,
-        attempt: u32,
-        model_round: u32,
-        global: Arc<Vec<f32>>,
-        aggregate: Aggregate,
-    ) -> Self {
+    /// The attempt `start` opens on the model of `model_round`, aggregating into `aggregate`.
+    pub fn new(start: &RoundStart, model: GlobalModel, aggregate: Aggregate) -> Self {
         Self {
-            round,
-            attempt,
-            model_round,
-            global,
+            round: start.round,
+            attempt: start.attempt,
+            model_round: model.round,
+            global: model.values,
+            global_crc32: model.crc32,
+            participants: start.participants.iter().cloned().collect(),
             aggregate: Mutex::new(Some(aggregate)),
             folded: Mutex::new(BTreeSet::new()),
             in_flight: AtomicUsize::new(0),
@@ -172,8 +185,21 @@ mod tests {
 
     fn fedavg_round(dim: usize) -> LiveRound {
         let aggregator = RoundAggregator::new(&Strategy::FedAvg, dim, None).expect("fedavg");
-        let global = Arc::new(vec![0.0; dim]);
-        LiveRound::new(1, 1, 0, global, Aggregate::Plain(aggregator))
+        let start = RoundStart {
+            federation_id: "f".into(),
+            round: 1,
+            attempt: 1,
+            participants: vec!["alice".into(), "bob".into(), "carol".into()],
+            sampling_rate: 1.0,
+            phase_deadline_at_ms: 0,
+            deadline_at_ms: 0,
+        };
+        let model = GlobalModel {
+            round: 0,
+            values: Arc::new(F32Payload::from_values(vec![0.0; dim])),
+            crc32: 0,
+        };
+        LiveRound::new(&start, model, Aggregate::Plain(aggregator))
     }
 
     fn finish(live: &LiveRound) -> Vec<f32> {
@@ -183,7 +209,7 @@ mod tests {
         let mut state = ServerState::default();
         aggregator
             .finish(
-                &live.global,
+                live.global.values(),
                 &mut state,
                 &mut rand::rngs::StdRng::seed_from_u64(7),
             )

@@ -10,7 +10,11 @@
 //!     key phases      ─► everyone in, or the phase deadline ─► AdvancePhase
 //!     training        ─► everyone in, or the deadline ─► DropParticipants ─► finish
 //!     finish          ─► aggregate (blocking pool) ─► StageModel × n ─► CommitRound
+//!                         ─► [open the next round behind it: sample ─► StartRound ─► invite]
 //! ```
+//! Opening the next round behind the commit lets participants download (from the leader's
+//! memory) and train while the model is still being replicated; Raft's order makes the start
+//! apply only after the commit, and every receipt of the new round after its start.
 
 mod finish;
 pub mod invitations;
@@ -24,16 +28,18 @@ use std::time::Duration;
 
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
+use synod_sdk::tensors::F32Payload;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 pub use finish::stage_chunks;
-pub use live::{Decoded, LiveRound};
+pub use live::{Decoded, GlobalModel, LiveRound};
 pub use updates::{finite_metrics, HeaderCheck, UpdateAnswer, UpdateError, UpdateSubmission};
 
 use super::{clock, AgentRuntime, CommandResult};
 use crate::state::federations::{
-    spec::PHASE_TIMEOUT_MS_DEFAULT, FederationRecord, ParticipantState, RoundStart, RoundState,
+    spec::PHASE_TIMEOUT_MS_DEFAULT, FederationRecord, FederationSpec, ParticipantState, RoundStart,
+    RoundState,
 };
 use crate::state::{Applied, Command};
 
@@ -101,6 +107,15 @@ impl FederationRuntime {
             .cloned()
     }
 
+    /// Makes `live` the attempt of `federation_id` this leader aggregates.
+    fn adopt(&self, federation_id: &str, live: Arc<LiveRound>) {
+        self.inner
+            .live
+            .lock()
+            .expect("live lock")
+            .insert(federation_id.to_owned(), live);
+    }
+
     fn forget(&self, federation_id: &str, round: u32, attempt: u32) {
         let mut live = self.inner.live.lock().expect("live lock");
         if live
@@ -143,13 +158,20 @@ impl FederationRuntime {
 
     /// What to do next for `federation` (a read-only decision on the current state).
     fn decide(&self, federation: &FederationRecord, now_ms: u64) -> Step {
+        let live = self.live(&federation.id);
         let Some(open) = federation.open_round() else {
+            // A round opened behind the previous one's commit: its start is on its way.
+            if live.is_some_and(|l| l.round == federation.committed_round + 1) {
+                return Step::Nothing;
+            }
             return Step::Start;
         };
         let (round, attempt) = (open.round, open.attempt);
-        let ours = self
-            .live(&federation.id)
-            .is_some_and(|l| l.round == round && l.attempt == attempt);
+        if live.as_ref().is_some_and(|l| l.round == round + 1) {
+            // The open round is committing and its successor is already open behind it.
+            return Step::Nothing;
+        }
+        let ours = live.is_some_and(|l| l.round == round && l.attempt == attempt);
         if !ours {
             return Step::Fail(round, attempt, "leader changed; the round restarts".into());
         }
@@ -266,11 +288,7 @@ impl FederationRuntime {
         };
         let (start, live) = plan;
         let (round, attempt) = (start.round, start.attempt);
-        self.inner
-            .live
-            .lock()
-            .expect("live lock")
-            .insert(federation_id.to_owned(), live);
+        self.adopt(federation_id, live);
         match self.inner.agents.propose(Command::StartRound(start)).await {
             Ok(CommandResult {
                 outcome: Ok(Applied::RoundStarted { .. }),
@@ -299,12 +317,29 @@ impl FederationRuntime {
         let read = self.inner.agents.read(|state| {
             let federation = state.federations.get(federation_id)?;
             let (model_round, model) = federation.latest_model()?;
-            let global = synod_sdk::tensors::f32_from_le(&model.data);
+            let global = GlobalModel {
+                round: model_round,
+                values: Arc::new(F32Payload::new(model.data.clone())),
+                crc32: model.crc32,
+            };
             let round = federation.committed_round + 1;
             let attempt = federation.rounds.get(&round).map_or(0, |r| r.attempt) + 1;
-            Some((federation.spec.clone(), round, attempt, model_round, global))
+            Some((federation.spec.clone(), round, attempt, global))
         });
-        let (spec, round, attempt, model_round, global) = read?;
+        let (spec, round, attempt, global) = read?;
+        self.plan(federation_id, &spec, (round, attempt), global, now_ms)
+    }
+
+    /// Samples the attempt `(round, attempt)` of a federation with `spec` on `global` and
+    /// prepares its aggregate; `None` when too few eligible agents are connected.
+    fn plan(
+        &self,
+        federation_id: &str,
+        spec: &FederationSpec,
+        (round, attempt): (u32, u32),
+        global: GlobalModel,
+        now_ms: u64,
+    ) -> Option<(RoundStart, Arc<LiveRound>)> {
         let eligible = self
             .inner
             .agents
@@ -314,7 +349,8 @@ impl FederationRuntime {
         let mut participants: Vec<String> =
             eligible.choose_multiple(&mut rng, size).cloned().collect();
         participants.sort();
-        let aggregate = match finish::new_aggregate(&spec, global.len(), &self.inner.spill_dir) {
+        let dim = global.values.values().len();
+        let aggregate = match finish::new_aggregate(spec, dim, &self.inner.spill_dir) {
             Ok(aggregate) => aggregate,
             Err(error) => {
                 tracing::warn!(%error, federation_id, "cannot aggregate this federation");
@@ -335,7 +371,7 @@ impl FederationRuntime {
             phase_deadline_at_ms,
             deadline_at_ms,
         };
-        let live = LiveRound::new(round, attempt, model_round, Arc::new(global), aggregate);
+        let live = LiveRound::new(&start, global, aggregate);
         Some((start, Arc::new(live)))
     }
 
@@ -357,6 +393,33 @@ impl FederationRuntime {
             });
         for (agent_id, message) in invitations {
             self.inner.agents.hub().send(&agent_id, message);
+        }
+    }
+
+    /// Invites the participants of `live`, an attempt opened before its start applied: the
+    /// invitation names the model it trains on from `live` rather than from the state.
+    fn invite_opening(&self, federation_id: &str, start: &RoundStart, live: &LiveRound) {
+        let message = self.inner.agents.read(|state| {
+            let federation = state.federations.get(federation_id)?;
+            let opening = invitations::Opening {
+                round: start.round,
+                attempt: start.attempt,
+                evaluate: federation.spec.evaluates(start.round),
+                deadline_at_ms: start.deadline_at_ms,
+                model_round: live.model_round,
+                model: Some(synod_proto::v1::BlobInfo {
+                    size_bytes: live.global.bytes().len() as u64,
+                    crc32: live.global_crc32,
+                    ..Default::default()
+                }),
+            };
+            Some(invitations::invitation_to(federation, opening))
+        });
+        let Some(message) = message else {
+            return;
+        };
+        for agent_id in &start.participants {
+            self.inner.agents.hub().send(agent_id, message.clone());
         }
     }
 

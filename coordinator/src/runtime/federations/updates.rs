@@ -128,18 +128,25 @@ impl FederationRuntime {
                 true => Dtype::I64.size_bytes(),
                 false => Dtype::F32.size_bytes(),
             };
-            let participant = federation
+            // `None`: the state holds no such attempt (yet, when its start is on its way).
+            let recorded = federation
                 .rounds
                 .get(&receipt.round)
                 .filter(|r| r.attempt == receipt.attempt)
-                .and_then(|r| r.participants.get(&receipt.agent_id))
-                .map(|p| p.state);
-            Ok((elements * size, participant, federation.state.is_terminal()))
+                .map(|r| r.participants.get(&receipt.agent_id).map(|p| p.state));
+            Ok((elements * size, recorded, federation.state.is_terminal()))
         })?;
-        let (expected_bytes, participant, finished) = checked;
+        let (expected_bytes, recorded, finished) = checked;
         let live = self
             .live(id)
             .filter(|l| l.round == receipt.round && l.attempt == receipt.attempt);
+        // An attempt opened behind the previous commit: its sample is the leader's until its
+        // start applies, and the receipt will follow that start in the log.
+        let participant = recorded.unwrap_or_else(|| {
+            live.as_ref()
+                .filter(|l| l.participants.contains(&receipt.agent_id))
+                .map(|_| ParticipantState::Selected)
+        });
         let refusal = match (participant, live.is_some()) {
             _ if finished => Some("round closed"),
             (None, _) if live.is_some() => Some("not selected"),

@@ -19,6 +19,7 @@ mod record;
 mod rounds;
 pub mod secure;
 pub mod spec;
+mod staged;
 #[cfg(test)]
 mod tests;
 
@@ -119,7 +120,7 @@ impl FederationTable {
         round: u32,
         attempt: u32,
         offset: u64,
-        data: &[u8],
+        data: bytes::Bytes,
     ) -> Outcome {
         let federation = self.federation_mut(federation_id)?;
         check_stage_target(federation, round, attempt)?;
@@ -129,7 +130,7 @@ impl FederationTable {
             _ if offset == 0 => federation.staging.insert(Staging {
                 round,
                 attempt,
-                data: Vec::new(),
+                data: Default::default(),
             }),
             _ => return Err(conflict(federation_id, "no model is being staged")),
         };
@@ -142,7 +143,7 @@ impl FederationTable {
         if data.len() > STAGE_CHUNK_BYTES_MAX || staging.data.len() + data.len() > limit as usize {
             return Err(conflict(federation_id, "staged model exceeds its size"));
         }
-        staging.data.extend_from_slice(data);
+        staging.data.push(data);
         Ok(Applied::Done)
     }
 
@@ -166,12 +167,9 @@ impl FederationTable {
         let data = federation
             .staging
             .take()
-            .map(|s| s.data)
+            .map(|s| s.data.into_bytes())
             .unwrap_or_default();
-        let model = StoredModel {
-            crc32,
-            data: data.into(),
-        };
+        let model = StoredModel { crc32, data };
         install_initial(federation, model, meta);
         Ok(changed(federation_id))
     }
@@ -356,7 +354,7 @@ pub fn apply(
             attempt,
             offset,
             data,
-        } => table.stage(federation_id, *round, *attempt, *offset, data),
+        } => table.stage(federation_id, *round, *attempt, *offset, data.clone()),
         Command::CommitInitialModel {
             federation_id,
             crc32,

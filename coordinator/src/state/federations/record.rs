@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::events::{FederationEvent, FederationEventKind};
 use super::spec::FederationSpec;
+use super::staged::StagedBytes;
 use crate::state::Meta;
 
 /// Lifecycle of a federation.
@@ -231,8 +232,7 @@ pub struct Staging {
     /// Attempt (0 for the initial model).
     pub attempt: u32,
     /// Bytes received so far.
-    #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
+    pub data: StagedBytes,
 }
 
 /// One federation.

@@ -299,12 +299,12 @@ impl FederationTable {
                 format!("{num_updates} updates, at least {min}"),
             ));
         }
-        let mut data = federation
+        let (data, server_state) = federation
             .staging
             .take()
-            .map(|s| s.data)
+            .map(|s| s.data.split_at(model_bytes))
             .unwrap_or_default();
-        let server_state = data.split_off(model_bytes);
+        let server_state = server_state.to_vec();
         let open = open_attempt(federation, commit.round, commit.attempt)?;
         let event = settle(open, commit, &data, meta);
         federation.consecutive_failures = 0;
@@ -316,7 +316,7 @@ impl FederationTable {
         federation.models.retain(|round, _| *round == 0);
         let model = StoredModel {
             crc32: commit.crc32,
-            data: data.into(),
+            data,
         };
         federation.models.insert(commit.round, model);
         federation.record(event, meta);
