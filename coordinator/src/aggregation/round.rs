@@ -83,17 +83,42 @@ impl RoundAggregator {
     /// rules, which weigh updates equally). Refuses a wrong length, a non-finite value or a zero
     /// weight without changing the aggregate.
     pub fn add(&mut self, update: &[f32], num_examples: u64) -> Result<(), AggregationError> {
-        check_vector("update", update, self.dim)?;
-        if num_examples == 0 {
-            return Err(AggregationError::ZeroWeight);
-        }
+        let mut results = self.add_many(&[(update, num_examples)]);
+        results.pop().unwrap_or(Ok(()))
+    }
+
+    /// Folds several updates in, in order, each refused or taken as by [`add`](Self::add); a
+    /// refused one changes nothing. Streamed sums take the accepted ones in one pass.
+    pub fn add_many(&mut self, updates: &[(&[f32], u64)]) -> Vec<Result<(), AggregationError>> {
+        let mut results: Vec<Result<(), AggregationError>> = updates
+            .iter()
+            .map(|&(update, num_examples)| {
+                check_vector("update", update, self.dim)?;
+                match num_examples {
+                    0 => Err(AggregationError::ZeroWeight),
+                    _ => Ok(()),
+                }
+            })
+            .collect();
+        let accepted = updates.iter().zip(&results).filter(|(_, r)| r.is_ok());
         match &mut self.updates {
-            Updates::Streamed(sum) => sum.add(update, num_examples),
-            Updates::Spilled(spill) => spill
-                .append(update)
-                .map_err(AggregationError::spill("write"))?,
+            Updates::Streamed(sum) => {
+                let accepted: Vec<(&[f32], u64)> = accepted.map(|(u, _)| *u).collect();
+                sum.add_many(&accepted);
+            }
+            Updates::Spilled(spill) => {
+                let appended: Vec<_> = accepted
+                    .map(|(&(update, _), _)| spill.append(update))
+                    .collect();
+                let mut appended = appended.into_iter();
+                for result in results.iter_mut().filter(|r| r.is_ok()) {
+                    if let Some(Err(error)) = appended.next() {
+                        *result = Err(AggregationError::spill("write")(error));
+                    }
+                }
+            }
         }
-        Ok(())
+        results
     }
 
     /// Updates folded in so far.

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use synod_sdk::secagg::MaskedSum;
 use synod_sdk::tensors::F32Payload;
@@ -65,9 +65,87 @@ pub struct LiveRound {
     /// The sampled participants.
     pub participants: BTreeSet<String>,
     aggregate: Mutex<Option<Aggregate>>,
+    queue: Mutex<Vec<Queued>>,
     folded: Mutex<BTreeSet<String>>,
     in_flight: AtomicUsize,
     finishing: AtomicBool,
+}
+
+/// An update waiting for the fold in progress to end.
+struct Queued {
+    agent_id: String,
+    update: Decoded,
+    num_examples: u64,
+    outcome: Arc<OnceLock<Result<bool, FoldError>>>,
+}
+
+/// Folds `batch` into `aggregate` (none: taken) in order, recording each outcome.
+fn fold_batch(
+    aggregate: Option<&mut Aggregate>,
+    folded: &mut BTreeSet<String>,
+    batch: Vec<Queued>,
+) {
+    let Some(aggregate) = aggregate else {
+        batch.iter().for_each(|q| {
+            let _ = q.outcome.set(Ok(false));
+        });
+        return;
+    };
+    let mut fresh = Vec::with_capacity(batch.len());
+    for queued in batch {
+        match folded.contains(&queued.agent_id)
+            || fresh.iter().any(|f: &Queued| f.agent_id == queued.agent_id)
+        {
+            true => {
+                let _ = queued.outcome.set(Ok(false));
+            }
+            false => fresh.push(queued),
+        }
+    }
+    let outcomes: Vec<Result<(), FoldError>> = match aggregate {
+        Aggregate::Plain(sum) => {
+            let plain: Vec<(&[f32], u64)> = fresh
+                .iter()
+                .filter_map(|q| match &q.update {
+                    Decoded::Plain(values) => Some((values.as_slice(), q.num_examples)),
+                    Decoded::Masked(_) => None,
+                })
+                .collect();
+            let mut results = sum.add_many(&plain).into_iter();
+            fresh
+                .iter()
+                .map(|q| match &q.update {
+                    Decoded::Plain(_) => results
+                        .next()
+                        .expect("one result per plain update")
+                        .map_err(|e| match e.is_node_broken() {
+                            true => FoldError::Broken(e.to_string()),
+                            false => FoldError::Refused(e.to_string()),
+                        }),
+                    Decoded::Masked(_) => Err(mismatch()),
+                })
+                .collect()
+        }
+        Aggregate::Masked(sum) => fresh
+            .iter()
+            .map(|q| match &q.update {
+                Decoded::Masked(values) => sum
+                    .add(values)
+                    .map_err(|e| FoldError::Refused(e.to_string())),
+                Decoded::Plain(_) => Err(mismatch()),
+            })
+            .collect(),
+    };
+    for (queued, outcome) in fresh.into_iter().zip(outcomes) {
+        if outcome.is_ok() {
+            folded.insert(queued.agent_id.clone());
+        }
+        let _ = queued.outcome.set(outcome.map(|()| true));
+    }
+}
+
+fn mismatch() -> FoldError {
+    FoldError::Refused("update encoding does not match the round".to_owned())
 }
 
 /// The global model an attempt trains on.
@@ -101,6 +179,7 @@ impl LiveRound {
             global_crc32: model.crc32,
             participants: start.participants.iter().cloned().collect(),
             aggregate: Mutex::new(Some(aggregate)),
+            queue: Mutex::new(Vec::new()),
             folded: Mutex::new(BTreeSet::new()),
             in_flight: AtomicUsize::new(0),
             finishing: AtomicBool::new(false),
@@ -121,38 +200,34 @@ impl LiveRound {
     /// Folds `agent_id`'s update in, once, after the aggregate has validated it (a refused
     /// update changes nothing). False when the aggregate was already taken or the agent's
     /// update was folded before. CPU-bound: call it off the async workers.
+    ///
+    /// Updates that arrive while another fold runs wait in a queue; whoever folds next takes
+    /// them all in one pass over the aggregate, in arrival order, and each caller gets its own
+    /// outcome. An update's memory is freed as soon as it is folded.
     pub fn fold(
         &self,
         agent_id: &str,
-        update: &Decoded,
+        update: Decoded,
         num_examples: u64,
     ) -> Result<bool, FoldError> {
+        let outcome = Arc::new(OnceLock::new());
+        self.queue.lock().expect("fold queue lock").push(Queued {
+            agent_id: agent_id.to_owned(),
+            update,
+            num_examples,
+            outcome: outcome.clone(),
+        });
         let mut aggregate = self.aggregate.lock().expect("aggregate lock");
-        let Some(aggregate) = aggregate.as_mut() else {
-            return Ok(false);
-        };
-        let mut folded = self.folded.lock().expect("folded lock");
-        if folded.contains(agent_id) {
-            return Ok(false);
+        if outcome.get().is_none() {
+            let batch = std::mem::take(&mut *self.queue.lock().expect("fold queue lock"));
+            let mut folded = self.folded.lock().expect("folded lock");
+            fold_batch(aggregate.as_mut(), &mut folded, batch);
         }
-        match (aggregate, update) {
-            (Aggregate::Plain(sum), Decoded::Plain(values)) => sum
-                .add(values, num_examples)
-                .map_err(|e| match e.is_node_broken() {
-                    true => FoldError::Broken(e.to_string()),
-                    false => FoldError::Refused(e.to_string()),
-                })?,
-            (Aggregate::Masked(sum), Decoded::Masked(values)) => sum
-                .add(values)
-                .map_err(|e| FoldError::Refused(e.to_string()))?,
-            _ => {
-                return Err(FoldError::Refused(
-                    "update encoding does not match the round".to_owned(),
-                ))
-            }
-        }
-        folded.insert(agent_id.to_owned());
-        Ok(true)
+        drop(aggregate);
+        outcome
+            .get()
+            .cloned()
+            .expect("every queued update is folded")
     }
 
     /// Agents whose updates are in the aggregate.
@@ -221,19 +296,19 @@ mod tests {
         let live = fedavg_round(3);
         let poisoned = Decoded::Plain(vec![1.0, f32::NAN, 1.0]);
         assert_eq!(
-            live.fold("mallory", &poisoned, 10),
+            live.fold("mallory", poisoned, 10),
             Err(FoldError::Refused(
                 "update value at index 1 is not finite".into()
             ))
         );
         let masked = Decoded::Masked(vec![1, 2, 3]);
         assert!(matches!(
-            live.fold("mallory", &masked, 10),
+            live.fold("mallory", masked, 10),
             Err(FoldError::Refused(_))
         ));
         assert!(live.folded().is_empty());
         let honest = Decoded::Plain(vec![1.0, 2.0, 3.0]);
-        assert_eq!(live.fold("alice", &honest, 1), Ok(true));
+        assert_eq!(live.fold("alice", honest, 1), Ok(true));
         assert_eq!(live.folded(), BTreeSet::from(["alice".to_owned()]));
         assert_eq!(finish(&live), vec![1.0, 2.0, 3.0]);
     }
@@ -241,12 +316,50 @@ mod tests {
     #[test]
     fn an_update_is_folded_once_and_not_after_the_aggregate_is_taken() {
         let live = fedavg_round(2);
-        let first = Decoded::Plain(vec![2.0, 2.0]);
-        let second = Decoded::Plain(vec![4.0, 4.0]);
-        assert_eq!(live.fold("alice", &first, 1), Ok(true));
-        assert_eq!(live.fold("alice", &second, 1), Ok(false), "folded once");
-        assert_eq!(live.fold("bob", &second, 3), Ok(true));
+        let first = || Decoded::Plain(vec![2.0, 2.0]);
+        let second = || Decoded::Plain(vec![4.0, 4.0]);
+        assert_eq!(live.fold("alice", first(), 1), Ok(true));
+        assert_eq!(live.fold("alice", second(), 1), Ok(false), "folded once");
+        assert_eq!(live.fold("bob", second(), 3), Ok(true));
         assert_eq!(finish(&live), vec![3.5, 3.5], "(2·1 + 4·3) / 4");
-        assert_eq!(live.fold("carol", &first, 1), Ok(false), "taken");
+        assert_eq!(live.fold("carol", first(), 1), Ok(false), "taken");
+    }
+
+    #[test]
+    fn updates_folded_from_many_threads_at_once_each_get_their_outcome() {
+        let dim = 10_000;
+        let live = Arc::new(fedavg_round(dim));
+        let threads: Vec<_> = (0..16u64)
+            .map(|i| {
+                let live = live.clone();
+                std::thread::spawn(move || {
+                    let update = match i {
+                        // One poisoned update among them is refused alone.
+                        7 => vec![f32::INFINITY; dim],
+                        _ => vec![i as f32; dim],
+                    };
+                    let agent = format!("agent-{}", i % 15);
+                    (i, live.fold(&agent, Decoded::Plain(update), i + 1))
+                })
+            })
+            .collect();
+        let outcomes: Vec<(u64, Result<bool, FoldError>)> =
+            threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let refused = outcomes.iter().filter(|(_, o)| o.is_err()).count();
+        assert_eq!(refused, 1, "{outcomes:?}");
+        // agent-0 sent twice (i = 0 and i = 15): one of the two was folded.
+        let folded: Vec<u64> = outcomes
+            .iter()
+            .filter(|(_, o)| *o == Ok(true))
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(folded.len(), 14, "{outcomes:?}");
+        assert_eq!(live.folded().len(), 14);
+        let weight: u64 = folded.iter().map(|i| i + 1).sum();
+        let expected = folded.iter().map(|i| (i * (i + 1)) as f64).sum::<f64>() / weight as f64;
+        let model = finish(&live);
+        assert!(model
+            .iter()
+            .all(|v| (f64::from(*v) - expected).abs() < 1e-4));
     }
 }

@@ -177,7 +177,7 @@ impl FederationRuntime {
         let folding = live.clone();
         let (agent_id, num_examples) = (receipt.agent_id.clone(), receipt.num_examples);
         let folded =
-            tokio::task::spawn_blocking(move || folding.fold(&agent_id, &values, num_examples))
+            tokio::task::spawn_blocking(move || folding.fold(&agent_id, values, num_examples))
                 .await
                 .map_err(|e| UpdateError::NotFolded(format!("fold task: {e}")))?;
         drop(permit);
