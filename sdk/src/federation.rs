@@ -16,7 +16,10 @@ use tonic::Status;
 
 use crate::payload::{blob_info, chunks, into_le_bytes, ChecksumKind, Receiver};
 use crate::tensors::{elements, specs_from_proto, specs_to_proto, Model, TensorSpec};
-use crate::{Client, ClientError};
+use crate::{raw_call, wire, Client, ClientError};
+
+/// The SubmitUpdate method's path.
+const SUBMIT_UPDATE: &str = "/synod.v1.FederationService/SubmitUpdate";
 
 /// Largest initial model sent inline with the start.
 const INLINE_BYTES_MAX: usize = 1024 * 1024;
@@ -214,7 +217,8 @@ impl Client {
         .await
     }
 
-    /// Submits a participant's update to the leader.
+    /// Submits a participant's update to the leader. The payload's chunks are written to the
+    /// connection as slices of it (see [`crate::wire`]) rather than through an encode buffer.
     pub async fn submit_update(
         &self,
         upload: UpdateUpload,
@@ -224,16 +228,19 @@ impl Client {
             blob: Some(blob_info(&upload.payload, ChecksumKind::Crc32)),
             ..upload.header
         };
+        let first = wire::message_frame(&pb::SubmitUpdateRequest {
+            part: Some(Part::Header(header)),
+        });
         let payload = upload.payload;
         self.call(|channel| {
-            let first = pb::SubmitUpdateRequest {
-                part: Some(Part::Header(header.clone())),
-            };
-            let messages = chunk_messages(first, &payload, |c| pb::SubmitUpdateRequest {
-                part: Some(Part::Chunk(c)),
-            });
-            let request = self.request(tokio_stream::iter(messages));
-            async move { federations(channel).submit_update(request).await }
+            let data = std::iter::once(first.clone())
+                .chain(chunks(payload.clone(), 0).flat_map(wire::chunk_frames));
+            let (metadata, _, ()) = self.request(()).into_parts();
+            async move {
+                raw_call::client_streaming(channel, SUBMIT_UPDATE, metadata, data)
+                    .await
+                    .map(tonic::Response::new)
+            }
         })
         .await
     }

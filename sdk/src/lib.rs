@@ -21,11 +21,13 @@ mod jobs;
 mod messages;
 pub mod payload;
 mod put_pipeline;
+mod raw_call;
 mod relay;
 mod retry;
 pub mod secagg;
 pub mod tensors;
 mod votes;
+pub mod wire;
 
 pub use channels::Subscription;
 pub use client::{AgentCredentials, Client, AGENT_ID_METADATA, SESSION_TOKEN_METADATA};

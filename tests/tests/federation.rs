@@ -226,6 +226,16 @@ async fn bad_specs_and_malformed_updates_are_refused_without_poisoning_the_round
     };
     let error = client.submit_update(poison.clone()).await.unwrap_err();
     assert_eq!(error.code(), Some(Code::PermissionDenied), "{error}");
+    // Sent to a follower, the update is redirected to the leader and refused there alike.
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    let follower = cluster.ids().into_iter().find(|&m| m != leader).unwrap();
+    let via_follower = Client::new([cluster.addr(follower)])?;
+    let error = via_follower
+        .submit_update(poison.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(Code::PermissionDenied), "{error}");
+    assert!(error.to_string().contains("agent_id"), "{error}");
     // Wrong shape, from the participant itself.
     let mut wrong = specs();
     wrong[1].shape = vec![3];

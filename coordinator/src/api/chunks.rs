@@ -16,18 +16,7 @@ use tonic::{Status, Streaming};
 
 use super::ApiError;
 
-/// Protobuf field numbers of `Chunk` and of the `chunk` part of the messages that carry one
-/// (`SubmitUpdateRequest`, `DownloadModelResponse`), for code that reads or writes them by hand.
-pub mod fields {
-    /// The `chunk` part of `SubmitUpdateRequest` and of `DownloadModelResponse`.
-    pub const PART_CHUNK: u32 = 2;
-    /// `Chunk.offset`.
-    pub const OFFSET: u32 = 1;
-    /// `Chunk.data`.
-    pub const DATA: u32 = 2;
-    /// `Chunk.last`.
-    pub const LAST: u32 = 3;
-}
+pub use synod_sdk::wire::fields;
 
 /// A run of a blob's bytes: `data` starts at byte `offset` of the blob; `last` marks the end
 /// of the final chunk (it may come with no data).

@@ -14,20 +14,21 @@
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use prost::Message;
 use synod_proto::v1 as pb;
 use synod_proto::v1::federation_service_server::FederationServiceServer;
+use synod_sdk::wire::{chunk_frames, message_frame, single_message};
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
 use tonic::Status;
 use tower::Service;
 
-use super::chunks::{self, fields};
+use super::chunks;
 use super::leader::wants_linearizable;
 use super::update_body::UpdateBody;
 use super::FederationApi;
@@ -118,52 +119,6 @@ impl FederationService {
     }
 }
 
-/// The one gRPC message `bytes` holds, uncompressed.
-fn single_message(bytes: &Bytes) -> Option<Bytes> {
-    let len = u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?) as usize;
-    (bytes[0] == 0 && bytes.len() == 5 + len).then(|| bytes.slice(5..))
-}
-
-/// One `DownloadModelResponse { chunk }` message as HTTP/2 data: the prefix and field keys,
-/// the payload slice itself, and the `last` flag. Encodes exactly as prost would.
-fn chunk_frames(chunk: pb::Chunk) -> impl Iterator<Item = Bytes> {
-    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
-    let offset_len = match chunk.offset {
-        0 => 0,
-        offset => 1 + encoded_len_varint(offset),
-    };
-    let data_len = match chunk.data.len() {
-        0 => 0,
-        len => 1 + encoded_len_varint(len as u64) + len,
-    };
-    let last_len = if chunk.last { 2 } else { 0 };
-    let inner = offset_len + data_len + last_len;
-    let message = 1 + encoded_len_varint(inner as u64) + inner;
-    let mut head = BytesMut::with_capacity(32);
-    head.put_u8(0);
-    head.put_u32(message as u32);
-    encode_key(fields::PART_CHUNK, WireType::LengthDelimited, &mut head);
-    encode_varint(inner as u64, &mut head);
-    if chunk.offset != 0 {
-        encode_key(fields::OFFSET, WireType::Varint, &mut head);
-        encode_varint(chunk.offset, &mut head);
-    }
-    if !chunk.data.is_empty() {
-        encode_key(fields::DATA, WireType::LengthDelimited, &mut head);
-        encode_varint(chunk.data.len() as u64, &mut head);
-    }
-    let tail = chunk.last.then(|| {
-        let mut tail = BytesMut::with_capacity(2);
-        encode_key(fields::LAST, WireType::Varint, &mut tail);
-        tail.put_u8(1);
-        tail.freeze()
-    });
-    [Some(head.freeze()), Some(chunk.data), tail]
-        .into_iter()
-        .flatten()
-        .filter(|b| !b.is_empty())
-}
-
 /// A gRPC request whose messages are not compressed.
 fn uncompressed_grpc(headers: &http::HeaderMap) -> bool {
     let grpc = headers
@@ -202,18 +157,6 @@ fn unary_response(message: &impl Message) -> http::Response<Body> {
     )
 }
 
-/// `message`, gRPC-framed.
-fn message_frame(message: &impl Message) -> Bytes {
-    let len = message.encoded_len();
-    let mut data = BytesMut::with_capacity(5 + len);
-    data.put_u8(0);
-    data.put_u32(len as u32);
-    message
-        .encode(&mut data)
-        .expect("the buffer holds the message");
-    data.freeze()
-}
-
 fn ok_trailers() -> http::HeaderMap {
     let mut trailers = http::HeaderMap::new();
     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
@@ -231,28 +174,4 @@ fn grpc_response(
         http::HeaderValue::from_static("application/grpc"),
     );
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunk_frames_encode_as_prost_does() {
-        let data = Bytes::from((0..300u32).map(|i| i as u8).collect::<Vec<_>>());
-        for (offset, data, last) in [
-            (0, data.clone(), false),
-            (131_072, data.clone(), true),
-            (5, Bytes::new(), true),
-            (0, Bytes::new(), false),
-        ] {
-            let chunk = pb::Chunk { offset, data, last };
-            let joined: Vec<u8> = chunk_frames(chunk.clone()).flatten().collect();
-            let expected = message_frame(&pb::DownloadModelResponse {
-                part: Some(pb::download_model_response::Part::Chunk(chunk)),
-                read: None,
-            });
-            assert_eq!(joined, expected.to_vec(), "offset {offset}, last {last}");
-        }
-    }
 }

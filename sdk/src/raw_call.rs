@@ -1,0 +1,61 @@
+//! A client-streaming gRPC call whose request body is given as ready HTTP/2 data (see
+//! [`crate::wire`]), so a payload's slices go to the connection without an encode buffer; the
+//! unary reply is read back with prost. On the wire it is the same call tonic makes: the
+//! status comes from the response headers or trailers, with its metadata (e.g. the leader
+//! hint), and a connection that cannot be used is `UNAVAILABLE`.
+
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use prost::Message;
+use tonic::body::Body;
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tower::ServiceExt;
+
+use crate::wire::single_message;
+
+/// Calls `path` on `channel` with `metadata`, sending `data` as the request body, and decodes
+/// the one reply message.
+pub async fn client_streaming<M: Message + Default>(
+    channel: Channel,
+    path: &'static str,
+    metadata: MetadataMap,
+    data: impl Iterator<Item = Bytes> + Send + 'static,
+) -> Result<M, Status> {
+    let frames = futures::stream::iter(data.map(|bytes| Ok::<_, Status>(Frame::data(bytes))));
+    let mut request = http::Request::new(Body::new(StreamBody::new(frames)));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = http::Uri::from_static(path);
+    let headers = request.headers_mut();
+    headers.extend(metadata.into_headers());
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    let response = channel
+        .oneshot(request)
+        .await
+        .map_err(|e| Status::unavailable(format!("connection: {e}")))?;
+    let (parts, body) = response.into_parts();
+    let in_headers = Status::from_header_map(&parts.headers);
+    if let Some(status) = in_headers.clone().filter(|s| s.code() != Code::Ok) {
+        return Err(status);
+    }
+    if parts.status != http::StatusCode::OK {
+        return Err(Status::unknown(format!("HTTP status {}", parts.status)));
+    }
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().and_then(Status::from_header_map);
+    match trailers.or(in_headers) {
+        Some(status) if status.code() != Code::Ok => return Err(status),
+        Some(_) => {}
+        None => return Err(Status::internal("the reply carried no grpc-status")),
+    }
+    let data = collected.to_bytes();
+    let message =
+        single_message(&data).ok_or_else(|| Status::internal("the reply is not one message"))?;
+    M::decode(message).map_err(|e| Status::internal(format!("reply: {e}")))
+}

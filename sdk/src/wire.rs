@@ -1,0 +1,123 @@
+//! gRPC messages written by hand as HTTP/2 data, for the bulk transfers: a `Chunk` message
+//! becomes its gRPC prefix and field keys, the payload slice itself, and its `last` flag —
+//! byte for byte what prost encodes, without copying the payload into an encode buffer. The
+//! coordinator sends models this way and the SDK sends updates; both read them back with
+//! prost or the coordinator's streaming parser.
+//!
+//! ```text
+//!   message ─► [0][len: u32 BE][protobuf]                        (message_frame)
+//!   chunk   ─► [0][len][part key, len][offset][data key, len] [data slice] [last]
+//! ```
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use prost::Message;
+use synod_proto::v1 as pb;
+
+/// Protobuf field numbers of `Chunk` and of the `chunk` part of the messages that carry one
+/// (`SubmitUpdateRequest`, `DownloadModelResponse`), for code that reads or writes them by hand.
+pub mod fields {
+    /// The `chunk` part of `SubmitUpdateRequest` and of `DownloadModelResponse`.
+    pub const PART_CHUNK: u32 = 2;
+    /// `Chunk.offset`.
+    pub const OFFSET: u32 = 1;
+    /// `Chunk.data`.
+    pub const DATA: u32 = 2;
+    /// `Chunk.last`.
+    pub const LAST: u32 = 3;
+}
+
+/// `message`, gRPC-framed (uncompressed).
+pub fn message_frame(message: &impl Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut data = BytesMut::with_capacity(5 + len);
+    data.put_u8(0);
+    data.put_u32(len as u32);
+    message
+        .encode(&mut data)
+        .expect("the buffer holds the message");
+    data.freeze()
+}
+
+/// The one uncompressed gRPC message `bytes` holds, if that is all it holds.
+pub fn single_message(bytes: &Bytes) -> Option<Bytes> {
+    let len = u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?) as usize;
+    (bytes[0] == 0 && bytes.len() == 5 + len).then(|| bytes.slice(5..))
+}
+
+/// One gRPC message whose `chunk` part (field [`fields::PART_CHUNK`]) is `chunk`, as HTTP/2
+/// data: the prefix and field keys, the payload slice itself, and the `last` flag.
+pub fn chunk_frames(chunk: pb::Chunk) -> impl Iterator<Item = Bytes> {
+    let offset_len = match chunk.offset {
+        0 => 0,
+        offset => 1 + encoded_len_varint(offset),
+    };
+    let data_len = match chunk.data.len() {
+        0 => 0,
+        len => 1 + encoded_len_varint(len as u64) + len,
+    };
+    let last_len = if chunk.last { 2 } else { 0 };
+    let inner = offset_len + data_len + last_len;
+    let message = 1 + encoded_len_varint(inner as u64) + inner;
+    let mut head = BytesMut::with_capacity(32);
+    head.put_u8(0);
+    head.put_u32(message as u32);
+    encode_key(fields::PART_CHUNK, WireType::LengthDelimited, &mut head);
+    encode_varint(inner as u64, &mut head);
+    if chunk.offset != 0 {
+        encode_key(fields::OFFSET, WireType::Varint, &mut head);
+        encode_varint(chunk.offset, &mut head);
+    }
+    if !chunk.data.is_empty() {
+        encode_key(fields::DATA, WireType::LengthDelimited, &mut head);
+        encode_varint(chunk.data.len() as u64, &mut head);
+    }
+    let tail = chunk.last.then(|| {
+        let mut tail = BytesMut::with_capacity(2);
+        encode_key(fields::LAST, WireType::Varint, &mut tail);
+        tail.put_u8(1);
+        tail.freeze()
+    });
+    [Some(head.freeze()), Some(chunk.data), tail]
+        .into_iter()
+        .flatten()
+        .filter(|b| !b.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_frames_encode_as_prost_does_for_both_messages_that_carry_chunks() {
+        let data = Bytes::from((0..300u32).map(|i| i as u8).collect::<Vec<_>>());
+        for (offset, data, last) in [
+            (0, data.clone(), false),
+            (131_072, data.clone(), true),
+            (5, Bytes::new(), true),
+            (0, Bytes::new(), false),
+        ] {
+            let chunk = pb::Chunk { offset, data, last };
+            let joined: Vec<u8> = chunk_frames(chunk.clone()).flatten().collect();
+            let download = message_frame(&pb::DownloadModelResponse {
+                part: Some(pb::download_model_response::Part::Chunk(chunk.clone())),
+                read: None,
+            });
+            assert_eq!(joined, download.to_vec(), "offset {offset}, last {last}");
+            let upload = message_frame(&pb::SubmitUpdateRequest {
+                part: Some(pb::submit_update_request::Part::Chunk(chunk)),
+            });
+            assert_eq!(joined, upload.to_vec(), "offset {offset}, last {last}");
+            let one = single_message(&upload).expect("one message");
+            let back = pb::SubmitUpdateRequest::decode(one).expect("decodes");
+            assert!(matches!(
+                back.part,
+                Some(pb::submit_update_request::Part::Chunk(_))
+            ));
+        }
+        assert_eq!(
+            single_message(&Bytes::from_static(&[0, 0, 0, 0, 9, 1])),
+            None
+        );
+    }
+}
