@@ -7,7 +7,7 @@
 //!   per (N, P): fresh cluster ─► N SDK participants (a connection each) ─► federation
 //!     of R rounds ─► watch: RoundCommitted arrival times ─► s/round = median interval after
 //!     the warm-up ─► leader VmHWM (peak RSS) and its RSS before the federation
-//!   aggregation: RoundAggregator(FedAvg) over N updates of P ─► bytes folded / s
+//!   aggregation: RoundAggregator(FedAvg) over N updates of P, one or 4 per pass ─► bytes / s
 //! ```
 
 use std::collections::BTreeMap;
@@ -77,8 +77,25 @@ pub struct FederatedReport {
     pub args: FederatedArgs,
     /// Rounds, per system and configuration.
     pub runs: Vec<FederatedRun>,
-    /// FedAvg aggregation throughput (N, P, GB/s).
-    pub aggregation: Vec<(usize, usize, f64)>,
+    /// FedAvg aggregation throughput.
+    pub aggregation: Vec<AggregationRun>,
+}
+
+/// Updates folded per pass in the batched aggregation measurement: as many as the leader holds
+/// in memory at once for 1M-parameter updates.
+const AGGREGATION_BATCH: usize = 4;
+
+/// FedAvg folding in process.
+#[derive(Debug, Clone, Serialize)]
+pub struct AggregationRun {
+    /// Updates folded.
+    pub participants: usize,
+    /// Parameters per update.
+    pub params: usize,
+    /// Updates per pass over the sum.
+    pub batch: usize,
+    /// Update bytes folded per second, GB/s.
+    pub gb_per_s: f64,
 }
 
 /// Moves every weight by a tiny step.
@@ -117,11 +134,14 @@ pub async fn run(
             report
                 .runs
                 .push(run_synod(binary, participants, params, args).await?);
-            report.aggregation.push((
-                participants,
-                params,
-                aggregation_gb_per_s(participants, params),
-            ));
+            for batch in [1, AGGREGATION_BATCH] {
+                report.aggregation.push(AggregationRun {
+                    participants,
+                    params,
+                    batch,
+                    gb_per_s: aggregation_gb_per_s(participants, params, batch),
+                });
+            }
             if let Some(python) = &flower {
                 eprintln!("flower: {participants} participants × {params} parameters");
                 let options = FlowerOptions {
@@ -300,8 +320,9 @@ fn rss(pid: u32, field: &str) -> anyhow::Result<u64> {
     Ok(kb * 1024)
 }
 
-/// GB/s of update bytes FedAvg folds (median of 3 runs).
-fn aggregation_gb_per_s(participants: usize, params: usize) -> f64 {
+/// GB/s of update bytes FedAvg folds (median of 3 runs), one update at a time (`batch` 1) or
+/// `batch` at once, as the leader folds updates that arrive during another fold.
+fn aggregation_gb_per_s(participants: usize, params: usize, batch: usize) -> f64 {
     let update: Vec<f32> = (0..params).map(|i| (i % 7) as f32 * 0.001).collect();
     let global = vec![0.0f32; params];
     let runs: Vec<f64> = (0..3)
@@ -309,8 +330,10 @@ fn aggregation_gb_per_s(participants: usize, params: usize) -> f64 {
             let started = Instant::now();
             let mut aggregator =
                 RoundAggregator::new(&Strategy::FedAvg, params, None).expect("fedavg");
-            for _ in 0..participants {
-                aggregator.add(&update, 100).expect("valid update");
+            let updates: Vec<(&[f32], u64)> = vec![(update.as_slice(), 100); participants];
+            for group in updates.chunks(batch) {
+                let results = aggregator.add_many(group);
+                assert!(results.iter().all(Result::is_ok), "valid updates");
             }
             let mut state = ServerState::default();
             let _ = aggregator.finish(&global, &mut state, &mut rand::rng());
@@ -343,9 +366,10 @@ impl FederatedReport {
                 run.peak_rss_bytes as f64 / 1e6
             ));
         }
-        for (n, p, gbps) in &self.aggregation {
+        for run in &self.aggregation {
             out.push_str(&format!(
-                "  FedAvg aggregation, {n} × {p}: {gbps:.2} GB/s of updates folded\n"
+                "  FedAvg aggregation, {} × {}, {} per pass: {:.2} GB/s of updates folded\n",
+                run.participants, run.params, run.batch, run.gb_per_s
             ));
         }
         out
