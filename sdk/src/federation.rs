@@ -201,15 +201,29 @@ impl Client {
         federation_id: &str,
         round: Option<u32>,
     ) -> Result<(u32, Model), ClientError> {
+        self.download_model_into(federation_id, round, Vec::new())
+            .await
+    }
+
+    /// As [`download_model`](Self::download_model), receiving into `buffer` (e.g. the values of
+    /// an earlier model): its memory is reused when it is large enough.
+    pub async fn download_model_into(
+        &self,
+        federation_id: &str,
+        round: Option<u32>,
+        buffer: Vec<f32>,
+    ) -> Result<(u32, Model), ClientError> {
         let request = pb::DownloadModelRequest {
             federation_id: federation_id.to_owned(),
             round,
             ..Default::default()
         };
+        let buffer = std::sync::Mutex::new(buffer);
         self.call(|channel| {
             let request = request.clone();
+            let buffer = std::mem::take(&mut *buffer.lock().expect("buffer lock"));
             async move {
-                download_on(channel, request)
+                download_on(channel, request, buffer)
                     .await
                     .map(tonic::Response::new)
             }
@@ -302,10 +316,11 @@ impl Client {
     }
 }
 
-/// Downloads and checks one model over `channel`.
+/// Downloads and checks one model over `channel`, receiving into `buffer`.
 async fn download_on(
     channel: Channel,
     request: pb::DownloadModelRequest,
+    buffer: Vec<f32>,
 ) -> Result<(u32, Model), Status> {
     use pb::download_model_response::Part;
     let mut stream = federations(channel)
@@ -333,7 +348,7 @@ async fn download_on(
             elements(&specs) * 4
         )));
     }
-    let mut receiver = Receiver::<f32>::new(elements(&specs) as usize, ChecksumKind::Crc32);
+    let mut receiver = Receiver::reusing(buffer, elements(&specs) as usize, ChecksumKind::Crc32);
     while let Some(message) = stream.message().await? {
         let Some(Part::Chunk(chunk)) = message.part else {
             return Err(Status::data_loss("a second model header"));

@@ -6,8 +6,8 @@
 //! ```text
 //!   send:    Vec<T> ─► to little-endian in place (a no-op on little-endian machines) ─► Bytes
 //!            (no copy; chunks are slices of it)
-//!   receive: chunk ─► checksum.update ─► its elements appended to Vec<T> (read little-endian)
-//!            ─► … ─► Vec<T> and the checksum
+//!   receive: chunk ─► checksum.update ─► its bytes copied into Vec<T> seen as bytes
+//!            ─► … ─► Vec<T> (read little-endian) and the checksum
 //! ```
 //! Federation models and updates are checked by CRC-32 (zlib's, which every language's standard
 //! library has) so that checking hundreds of MB costs little; checkpoints by SHA-256.
@@ -194,13 +194,12 @@ impl ReceiveError {
 }
 
 /// Receives a blob of exactly `len` elements of `T` from its chunks, checksumming as it goes.
-/// Each byte is written once, straight into the element vector (no zeroing first); an element
-/// split across two chunks waits in `carry`.
+/// Each chunk's bytes are copied once, straight into the element vector seen as bytes (so an
+/// element split across two chunks needs no special case). The vector may be a buffer of an
+/// earlier blob, reused without being cleared: every byte is overwritten before it is returned.
 pub struct Receiver<T> {
     values: Vec<T>,
-    len: usize,
     received: usize,
-    carry: Vec<u8>,
     hasher: Hasher,
 }
 
@@ -209,21 +208,27 @@ impl<T: Element> Receiver<T> {
 
     /// A receiver of `len` elements checked by `kind`.
     pub fn new(len: usize, kind: ChecksumKind) -> Self {
+        Self::reusing(Vec::new(), len, kind)
+    }
+
+    /// As [`new`](Self::new), writing into `buffer` (its contents are overwritten; its memory
+    /// is reused when it is large enough).
+    pub fn reusing(mut buffer: Vec<T>, len: usize, kind: ChecksumKind) -> Self {
         let hasher = match kind {
             ChecksumKind::Sha256 => Hasher::Sha256(Box::default()),
             ChecksumKind::Crc32 => Hasher::Crc32(crc32fast::Hasher::new()),
         };
+        buffer.truncate(len);
+        buffer.resize(len, T::zeroed());
         Self {
-            values: Vec::with_capacity(len),
-            len,
+            values: buffer,
             received: 0,
-            carry: Vec::with_capacity(Self::SIZE),
             hasher,
         }
     }
 
     fn capacity_bytes(&self) -> usize {
-        self.len * Self::SIZE
+        self.values.len() * Self::SIZE
     }
 
     /// Bytes received so far.
@@ -248,31 +253,22 @@ impl<T: Element> Receiver<T> {
             Hasher::Sha256(hasher) => hasher.update(data),
             Hasher::Crc32(hasher) => hasher.update(data),
         }
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.values);
+        bytes[self.received..self.received + data.len()].copy_from_slice(data);
         self.received += data.len();
-        let mut rest = data;
-        if !self.carry.is_empty() {
-            let take = (Self::SIZE - self.carry.len()).min(rest.len());
-            self.carry.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if self.carry.len() < Self::SIZE {
-                return Ok(());
-            }
-            self.values.push(element_of(&self.carry));
-            self.carry.clear();
-        }
-        let whole = rest.chunks_exact(Self::SIZE);
-        self.carry.extend_from_slice(whole.remainder());
-        self.values.extend(whole.map(element_of::<T>));
         Ok(())
     }
 
     /// The elements and their checksum, once every declared byte came.
-    pub fn finish(self) -> Result<(Vec<T>, Checksum), ReceiveError> {
+    pub fn finish(mut self) -> Result<(Vec<T>, Checksum), ReceiveError> {
         if self.received != self.capacity_bytes() {
             return Err(ReceiveError::TooShort {
                 declared: self.capacity_bytes() as u64,
                 received: self.received as u64,
             });
+        }
+        if cfg!(target_endian = "big") {
+            self.values.iter_mut().for_each(|v| *v = v.swap_le());
         }
         let checksum = match self.hasher {
             Hasher::Sha256(hasher) => Checksum::Sha256(hex(&hasher.finalize())),
@@ -280,11 +276,6 @@ impl<T: Element> Receiver<T> {
         };
         Ok((self.values, checksum))
     }
-}
-
-/// The element whose little-endian bytes are `bytes` (exactly its size).
-fn element_of<T: Element>(bytes: &[u8]) -> T {
-    bytemuck::pod_read_unaligned::<T>(bytes).swap_le()
 }
 
 #[cfg(test)]
@@ -303,6 +294,26 @@ mod tests {
         let (back, checksum) = receiver.finish().unwrap();
         assert_eq!(back, values);
         assert_eq!(checksum, Checksum::Crc32(crc32(&expected)));
+    }
+
+    #[test]
+    fn a_reused_buffer_is_overwritten_whole_and_its_memory_kept() {
+        let values = vec![0.25f32, -8.0, 1e-3];
+        let bytes = into_le_bytes(values.clone());
+        let old = vec![7.0f32; 16];
+        let old_memory = old.as_ptr();
+        let mut receiver = Receiver::reusing(old, 3, ChecksumKind::Crc32);
+        for (i, byte) in bytes.iter().enumerate() {
+            receiver.push(i as u64, &[*byte]).unwrap();
+        }
+        let (back, _) = receiver.finish().unwrap();
+        assert_eq!(back, values);
+        assert_eq!(back.as_ptr(), old_memory, "the buffer's memory is reused");
+        let short = Receiver::<f32>::reusing(vec![1.0; 2], 3, ChecksumKind::Crc32);
+        assert!(
+            short.finish().is_err(),
+            "stale or zeroed bytes are never returned"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! through the secure-aggregation steps, when the round asks for it).
 //!
 //! ```text
-//!   RoundInvitation ─► download model (checked)
+//!   RoundInvitation ─► download model (checked; into the last round's model memory)
 //!     ─► [secure: AdvertiseKeys ─► peers ─► SubmitKeyShares ─► mask peers]
 //!     ─► [evaluate] ─► fit ─► Δ = local − global ─► [clip to clip_norm]
 //!     ─► plain: SubmitUpdate │ secure: mask ─► SubmitUpdate(masked) ─► [SubmitUnmaskShares]
@@ -75,7 +75,12 @@ pub(crate) struct Rounds {
     client: Client,
     agent_id: Arc<Mutex<String>>,
     seen: HashSet<(String, u32, u32)>,
+    spare: Spare,
 }
+
+/// The last round's model values, kept to receive the next model into (a model's memory is
+/// reused round after round instead of being returned to the system and faulted in again).
+type Spare = Arc<Mutex<Vec<f32>>>;
 
 impl Rounds {
     pub(crate) fn new(participant: Arc<dyn Participant>, client: Client) -> Self {
@@ -84,6 +89,7 @@ impl Rounds {
             client,
             agent_id: Arc::new(Mutex::new(String::new())),
             seen: HashSet::new(),
+            spare: Spare::default(),
         }
     }
 
@@ -107,6 +113,7 @@ impl Rounds {
             client: self.client.clone(),
             agent_id: self.agent_id.lock().expect("agent id lock").clone(),
             invitation,
+            spare: self.spare.clone(),
         };
         tokio::spawn(async move {
             let (id, number) = (
@@ -134,6 +141,7 @@ struct RoundRun {
     client: Client,
     agent_id: String,
     invitation: pb::RoundInvitation,
+    spare: Spare,
 }
 
 /// Why a round could not be completed.
@@ -153,9 +161,10 @@ impl RoundRun {
     async fn run(self) -> Result<pb::SubmitUpdateResponse, RoundError> {
         let inv = &self.invitation;
         // Checked against its header's size and CRC-32; a round's model never changes.
+        let buffer = std::mem::take(&mut *self.spare.lock().expect("spare lock"));
         let (_, model) = self
             .client
-            .download_model(&inv.federation_id, Some(inv.model_round))
+            .download_model_into(&inv.federation_id, Some(inv.model_round), buffer)
             .await?;
         let request = FitRequest {
             federation_id: inv.federation_id.clone(),
@@ -178,6 +187,7 @@ impl RoundRun {
         .map_err(|e| RoundError::Participant(e.to_string()))?;
         let fit = fit.map_err(RoundError::Participant)?;
         let update = delta(fit.weights, &request.model.values, inv.clip_norm)?;
+        *self.spare.lock().expect("spare lock") = request.model.values;
         let mut header = pb::UpdateHeader {
             federation_id: inv.federation_id.clone(),
             round: inv.round,
