@@ -1,8 +1,9 @@
 //! Multi-process tests of federated learning on a real 3-node cluster: FedAvg rounds whose
 //! global models equal the hand-computed weighted averages, shape mismatches and bad checksums
 //! refused without poisoning the round, training surviving the leader's kill -9 with every
-//! committed round intact, a participant lost mid-round, and the next round's model served by
-//! every replica as soon as it commits.
+//! committed round intact (also when it dies as the next round opens behind a commit), a
+//! participant lost mid-round, and the next round's model served by every replica as soon as
+//! it commits.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -413,6 +414,137 @@ async fn training_survives_the_leaders_kill_with_every_committed_round_intact() 
         "round 3 restarts under the new leader: {events:#?}"
     );
     assert!(after[2].attempt >= 2, "{:?}", after[2]);
+    stop.cancel();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_past_its_deadline_commits_without_its_late_participant() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let (cluster, client) = cluster_up(options()).await?;
+    let stop = CancellationToken::new();
+    let steppers = [(1.0, 1, 0), (3.0, 1, 0), (100.0, 1, 10_000)]
+        .map(|(step, examples, delay_ms)| Stepper {
+            step,
+            examples,
+            delay: Duration::from_millis(delay_ms),
+        })
+        .into();
+    start_participants(&cluster, steppers, &stop);
+    wait_for_agents(&client, 3).await?;
+    let id = client
+        .start_federation(spec(1, 2, 2_000), "")
+        .await?
+        .federation
+        .unwrap()
+        .federation_id;
+    let done = wait_finished(&client, &id).await?;
+    assert_eq!(
+        done.state,
+        pb::FederationState::Completed as i32,
+        "{done:?}"
+    );
+    let round = client.get_round(&id, 1).await?;
+    let states: Vec<(i32, &str)> = round
+        .participants
+        .iter()
+        .map(|p| (p.state, p.reason.as_str()))
+        .collect();
+    let dropped = (pb::ParticipantState::Dropped as i32, "deadline passed");
+    assert_eq!(
+        states.iter().filter(|s| **s == dropped).count(),
+        1,
+        "{states:?}"
+    );
+    let (_, model) = client.download_model(&id, None).await?;
+    assert!(
+        model.values.iter().all(|v| (v - 2.0).abs() < 1e-4),
+        "{model:?}"
+    );
+    stop.cancel();
+    Ok(())
+}
+
+/// Steps like [`Stepper`] and reports each round it starts training.
+struct Reporter {
+    step: f32,
+    started: tokio::sync::mpsc::UnboundedSender<u32>,
+}
+
+impl Participant for Reporter {
+    fn fit(&self, request: &FitRequest) -> Result<FitResult, String> {
+        let _ = self.started.send(request.round);
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(FitResult {
+            weights: request.model.values.iter().map(|w| w + self.step).collect(),
+            num_examples: 1,
+            metrics: BTreeMap::new(),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_as_the_next_round_opens_behind_a_commit_loses_no_round(
+) -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let (mut cluster, client) = cluster_up(options()).await?;
+    let stop = CancellationToken::new();
+    let (started, mut training) = tokio::sync::mpsc::unbounded_channel();
+    for (i, step) in [1.0f32, 3.0].into_iter().enumerate() {
+        let reporter = Reporter {
+            step,
+            started: started.clone(),
+        };
+        let agent = AgentBuilder::new(format!("r{i}"), cluster.addrs())
+            .capability("fl")
+            .participant(reporter);
+        let token = stop.clone();
+        tokio::spawn(async move { agent.run(token).await });
+    }
+    wait_for_agents(&client, 2).await?;
+    // A 4 MB model: its commit takes long enough for the next round to open behind it.
+    let params = 1_000_000;
+    let model = Model::new(
+        vec![TensorSpec::f32("w", &[params])],
+        vec![0.0; params as usize],
+    )?;
+    // A round whose invitation the participants took for the dead leader's one ends at its
+    // deadline and is retried.
+    let mut spec = spec(4, 2, 8_000);
+    spec.initial_model = None;
+    let id = client
+        .start_federation_with_model(spec, &model, "")
+        .await?
+        .federation_id;
+    // The moment round 2's training starts, its start and round 1's commit may still be on
+    // their way through the log: the leader dies there.
+    let round_two = async { while training.recv().await != Some(2) {} };
+    tokio::time::timeout(FEDERATION_TIMEOUT, round_two).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    cluster.kill(leader)?;
+    let done = wait_finished(&client, &id).await?;
+    assert_eq!(
+        done.state,
+        pb::FederationState::Completed as i32,
+        "{done:?}"
+    );
+    assert_eq!(done.committed_round, 4);
+    // Four rounds of (1 + 3) / 2 = 2 each, each committed exactly once.
+    let (_, model) = client.download_model(&id, None).await?;
+    assert!(model.values.iter().all(|v| (v - 8.0).abs() < 1e-4));
+    let events = history(&client, &id).await?;
+    let mut committed: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(pb::federation_event::Kind::RoundCommitted(c)) => Some(c.round),
+            _ => None,
+        })
+        .collect();
+    committed.sort();
+    assert_eq!(committed, vec![1, 2, 3, 4], "{events:#?}");
+    for round in committed_rounds(&client, &id, 4).await? {
+        assert_eq!(round.state, pb::RoundState::Committed as i32, "{round:?}");
+    }
     stop.cancel();
     Ok(())
 }

@@ -25,7 +25,9 @@ use crate::aggregation::{
 use crate::raft::ProposeError;
 use crate::runtime::CommandResult;
 use crate::state::federations::spec::{FederationSpec, StrategySpec};
-use crate::state::federations::{FederationRecord, FederationState, RoundCommit, RoundState};
+use crate::state::federations::{
+    next_attempt, FederationRecord, FederationState, RoundCommit, RoundState,
+};
 use crate::state::{Applied, Command};
 
 /// The outcome of an early `StartRound`, once it applies.
@@ -251,8 +253,8 @@ impl FederationRuntime {
             let early = federation.state == FederationState::Running
                 && spec.secure_aggregation.is_none()
                 && live.round < spec.rounds;
-            let round = live.round + 1;
-            let attempt = federation.rounds.get(&round).map_or(0, |r| r.attempt) + 1;
+            // Numbered after the attempt whose model it trains on (see `next_attempt`).
+            let attempt = next_attempt(federation, live.round + 1, live.attempt);
             early.then(|| (spec.clone(), attempt))
         });
         let (spec, attempt) = read?;

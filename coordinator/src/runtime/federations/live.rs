@@ -230,6 +230,11 @@ impl LiveRound {
             .expect("every queued update is folded")
     }
 
+    /// Whether `agent_id`'s update is in the aggregate.
+    pub fn has_folded(&self, agent_id: &str) -> bool {
+        self.folded.lock().expect("folded lock").contains(agent_id)
+    }
+
     /// Agents whose updates are in the aggregate.
     pub fn folded(&self) -> BTreeSet<String> {
         self.folded.lock().expect("folded lock").clone()

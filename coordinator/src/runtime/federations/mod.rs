@@ -38,8 +38,8 @@ pub use updates::{finite_metrics, HeaderCheck, UpdateAnswer, UpdateError, Update
 
 use super::{clock, AgentRuntime, CommandResult};
 use crate::state::federations::{
-    spec::PHASE_TIMEOUT_MS_DEFAULT, FederationRecord, FederationSpec, ParticipantState, RoundStart,
-    RoundState,
+    next_attempt, spec::PHASE_TIMEOUT_MS_DEFAULT, FederationRecord, FederationSpec,
+    ParticipantState, RoundStart, RoundState,
 };
 use crate::state::{Applied, Command};
 
@@ -171,11 +171,10 @@ impl FederationRuntime {
             // The open round is committing and its successor is already open behind it.
             return Step::Nothing;
         }
-        let ours = live.is_some_and(|l| l.round == round && l.attempt == attempt);
-        if !ours {
+        let Some(live) = live.filter(|l| l.round == round && l.attempt == attempt) else {
             return Step::Fail(round, attempt, "leader changed; the round restarts".into());
-        }
-        if self.live(&federation.id).is_some_and(|l| l.is_finishing()) {
+        };
+        if live.is_finishing() {
             return Step::Nothing;
         }
         let waiting_on =
@@ -201,15 +200,15 @@ impl FederationRuntime {
             {
                 Step::Advance(round, attempt, RoundState::Training, open.deadline_at_ms)
             }
-            RoundState::Training if now_ms >= open.deadline_at_ms => {
-                // An update already folded is about to be receipted: not late.
-                let folded = self
-                    .live(&federation.id)
-                    .map(|l| l.folded())
-                    .unwrap_or_default();
+            // An update already folded is about to be receipted: not late. Once nobody is late
+            // the attempt ends below, as soon as the folded updates are receipted.
+            RoundState::Training
+                if now_ms >= open.deadline_at_ms
+                    && open.active().any(|(id, _)| !live.has_folded(id)) =>
+            {
                 let late = open
                     .active()
-                    .filter(|(id, _)| !folded.contains(*id))
+                    .filter(|(id, _)| !live.has_folded(id))
                     .map(|(id, _)| id.clone())
                     .collect();
                 Step::Close(round, attempt, late)
@@ -267,7 +266,10 @@ impl FederationRuntime {
                 self.wake();
             }
             Step::Finish(round, attempt) => {
-                if let Some(live) = self.live(federation_id) {
+                let live = self
+                    .live(federation_id)
+                    .filter(|l| l.round == round && l.attempt == attempt);
+                if let Some(live) = live {
                     if live.claim_finish() {
                         let runtime = self.clone();
                         let id = federation_id.to_owned();
@@ -323,7 +325,11 @@ impl FederationRuntime {
                 crc32: model.crc32,
             };
             let round = federation.committed_round + 1;
-            let attempt = federation.rounds.get(&round).map_or(0, |r| r.attempt) + 1;
+            let base_attempt = federation
+                .rounds
+                .get(&federation.committed_round)
+                .map_or(0, |r| r.attempt);
+            let attempt = next_attempt(federation, round, base_attempt);
             Some((federation.spec.clone(), round, attempt, global))
         });
         let (spec, round, attempt, global) = read?;

@@ -32,7 +32,7 @@ pub use record::{
     BlobRef, EncryptedShare, FederationRecord, FederationState, Participant, ParticipantState,
     RoundRecord, RoundState, Staging, StoredModel,
 };
-pub use rounds::{RoundCommit, RoundStart, UpdateReceipt};
+pub use rounds::{next_attempt, RoundCommit, RoundStart, UpdateReceipt};
 pub use spec::FederationSpec;
 
 use super::{Applied, Command, Meta, Outcome, Rejection};

@@ -24,7 +24,7 @@ pub struct RoundStart {
     pub federation_id: String,
     /// Round: the committed round + 1.
     pub round: u32,
-    /// Attempt: the previous attempt of the round + 1.
+    /// Attempt: greater than every earlier attempt of the round (see [`next_attempt`]).
     pub attempt: u32,
     /// Selected agents.
     pub participants: Vec<String>,
@@ -420,14 +420,13 @@ fn check_startable(federation: &FederationRecord, start: &RoundStart) -> Result<
         ));
     }
     let previous = federation.rounds.get(&start.round).map_or(0, |r| r.attempt);
-    match start.attempt == previous + 1 {
+    match start.attempt > previous {
         true => Ok(()),
         false => Err(conflict(
             id,
             format!(
-                "attempt {} cannot start: attempt {} is next",
-                start.attempt,
-                previous + 1
+                "attempt {} cannot start: attempt {previous} already did",
+                start.attempt
             ),
         )),
     }
@@ -519,4 +518,18 @@ fn refused(agent_id: &str, reason: impl Into<String>) -> Rejection {
         agent_id: agent_id.to_owned(),
         reason: reason.into(),
     }
+}
+
+/// The attempt number for the next start of round `round` of `federation` when it trains on the
+/// model committed by attempt `base_attempt` of the round before (0: the initial model):
+/// greater than every earlier attempt of the round, and at least `base_attempt`.
+///
+/// An attempt opened behind its base's commit (before the base is known to commit) takes
+/// `base_attempt` itself, so the pair (round, attempt) always names one base model: if that
+/// base never commits, the round before is retried under a higher attempt number, and every
+/// later start of this round numbers above it. Participants and the leader can then trust that
+/// an update for (round, attempt) was trained on the attempt's own model.
+pub fn next_attempt(federation: &FederationRecord, round: u32, base_attempt: u32) -> u32 {
+    let previous = federation.rounds.get(&round).map_or(0, |r| r.attempt);
+    (previous + 1).max(base_attempt)
 }

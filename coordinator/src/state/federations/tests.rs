@@ -264,9 +264,9 @@ fn rounds_start_in_order_with_enough_live_participants() {
         .to_string()
         .contains("round 1 is next"));
     assert!(h
-        .rejected(start_round(1, 2, &["a1", "a2"]))
+        .rejected(start_round(1, 0, &["a1", "a2"]))
         .to_string()
-        .contains("attempt 1 is next"));
+        .contains("attempt 0 cannot start"));
     assert!(h
         .rejected(start_round(1, 1, &["a1"]))
         .to_string()
@@ -368,6 +368,38 @@ fn failed_attempts_are_retried_until_too_many_fail_in_a_row() {
     assert!(f
         .state_reason
         .contains("2 consecutive round attempts failed"));
+}
+
+#[test]
+fn attempts_grow_and_name_the_model_they_train_on() {
+    let mut h = harness(fed_spec(3, 2));
+    assert_eq!(
+        next_attempt(federation(&h), 1, 0),
+        1,
+        "on the initial model"
+    );
+    h.ok(start_round(1, 1, &["a1", "a2"]));
+    h.ok(fail(1, 1));
+    assert_eq!(next_attempt(federation(&h), 1, 0), 2);
+    // Round 1's third attempt commits: round 2 starts at attempt 3 at least, so an attempt
+    // opened early on round 1's first or second (uncommitted) model can never share its number.
+    h.ok(start_round(1, 3, &["a1", "a2"]));
+    assert!(h
+        .rejected(start_round(1, 3, &["a1", "a2"]))
+        .to_string()
+        .contains("still open"));
+    h.ok(receipt(1, 3, "a1", 10, 1.0));
+    h.ok(receipt(1, 3, "a2", 30, 3.0));
+    h.ok(stage(1, 3, 0, vec![1; MODEL_BYTES]));
+    h.ok(commit(1, 3));
+    assert_eq!(next_attempt(federation(&h), 2, 3), 3);
+    h.ok(start_round(2, 3, &["a1", "a2"]));
+    h.ok(fail(2, 3));
+    assert_eq!(next_attempt(federation(&h), 2, 3), 4);
+    assert!(h
+        .rejected(start_round(2, 3, &["a1", "a2"]))
+        .to_string()
+        .contains("attempt 3 already did"));
 }
 
 #[test]
