@@ -90,6 +90,12 @@ fn start_participants(
         .collect()
 }
 
+/// Starts a federation from `spec`; its id.
+async fn start(client: &Client, spec: pb::FederationSpec) -> anyhow::Result<String> {
+    let started = client.start_federation(spec, "").await?;
+    Ok(started.federation.unwrap().federation_id)
+}
+
 async fn wait_finished(client: &Client, id: &str) -> anyhow::Result<pb::Federation> {
     wait_until(FEDERATION_TIMEOUT, "the federation to finish", || async {
         let f = client.get_federation(id).await.ok()?;
@@ -119,13 +125,7 @@ async fn fedavg_rounds_commit_the_weighted_average_of_updates() -> anyhow::Resul
     let _serial = serial().await;
     let (cluster, client) = cluster_up(options()).await?;
     let stop = CancellationToken::new();
-    let steppers = [(1.0, 10), (2.0, 30), (4.0, 60)]
-        .map(|(step, examples)| Stepper {
-            step,
-            examples,
-            delay: Duration::ZERO,
-        })
-        .into();
+    let steppers = steppers(&[(1.0, 10), (2.0, 30), (4.0, 60)], Duration::ZERO);
     start_participants(&cluster, steppers, &stop);
     wait_for_agents(&client, 3).await?;
     let started = client
@@ -192,20 +192,11 @@ async fn bad_specs_and_malformed_updates_are_refused_without_poisoning_the_round
 
     // One slow honest participant keeps the round open while an intruder tries its luck.
     let stop = CancellationToken::new();
-    let steppers = vec![Stepper {
-        step: 1.0,
-        examples: 5,
-        delay: Duration::from_millis(1500),
-    }];
-    let handles = start_participants(&cluster, steppers, &stop);
+    let slow = steppers(&[(1.0, 5)], Duration::from_millis(1500));
+    let handles = start_participants(&cluster, slow, &stop);
     let as_participant = handles[0].1.client()?;
     wait_for_agents(&client, 1).await?;
-    let id = client
-        .start_federation(spec(1, 1, 20_000), "")
-        .await?
-        .federation
-        .unwrap()
-        .federation_id;
+    let id = start(&client, spec(1, 1, 20_000)).await?;
     let round = wait_until(Duration::from_secs(10), "round 1 to start", || async {
         client.get_round(&id, 1).await.ok()
     })
@@ -304,13 +295,7 @@ async fn the_next_rounds_model_is_served_on_every_replica_once_it_commits() -> a
     let (cluster, client) = cluster_up(options()).await?;
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
     let stop = CancellationToken::new();
-    let steppers = [(1.0, 1), (3.0, 1)]
-        .map(|(step, examples)| Stepper {
-            step,
-            examples,
-            delay: Duration::from_millis(400),
-        })
-        .into();
+    let steppers = steppers(&[(1.0, 1), (3.0, 1)], Duration::from_millis(400));
     start_participants(&cluster, steppers, &stop);
     wait_for_agents(&client, 2).await?;
     let started = client.start_federation(spec(3, 2, 20_000), "next").await?;
@@ -363,21 +348,13 @@ async fn training_survives_the_leaders_kill_with_every_committed_round_intact() 
     let _serial = serial().await;
     let (mut cluster, client) = cluster_up(options()).await?;
     let stop = CancellationToken::new();
-    let steppers = [(1.0, 10), (2.0, 30), (4.0, 60)]
-        .map(|(step, examples)| Stepper {
-            step,
-            examples,
-            delay: Duration::from_millis(1000),
-        })
-        .into();
+    let steppers = steppers(
+        &[(1.0, 10), (2.0, 30), (4.0, 60)],
+        Duration::from_millis(1000),
+    );
     start_participants(&cluster, steppers, &stop);
     wait_for_agents(&client, 3).await?;
-    let id = client
-        .start_federation(spec(4, 3, 30_000), "")
-        .await?
-        .federation
-        .unwrap()
-        .federation_id;
+    let id = start(&client, spec(4, 3, 30_000)).await?;
     // Let two rounds commit, then kill the leader while round 3 trains.
     wait_until(FEDERATION_TIMEOUT, "round 3 to train", || async {
         let round = client.get_round(&id, 3).await.ok()?;
@@ -423,21 +400,11 @@ async fn a_round_past_its_deadline_commits_without_its_late_participant() -> any
     let _serial = serial().await;
     let (cluster, client) = cluster_up(options()).await?;
     let stop = CancellationToken::new();
-    let steppers = [(1.0, 1, 0), (3.0, 1, 0), (100.0, 1, 10_000)]
-        .map(|(step, examples, delay_ms)| Stepper {
-            step,
-            examples,
-            delay: Duration::from_millis(delay_ms),
-        })
-        .into();
+    let mut steppers = steppers(&[(1.0, 1), (3.0, 1), (100.0, 1)], Duration::ZERO);
+    steppers[2].delay = Duration::from_secs(10);
     start_participants(&cluster, steppers, &stop);
     wait_for_agents(&client, 3).await?;
-    let id = client
-        .start_federation(spec(1, 2, 2_000), "")
-        .await?
-        .federation
-        .unwrap()
-        .federation_id;
+    let id = start(&client, spec(1, 2, 2_000)).await?;
     let done = wait_finished(&client, &id).await?;
     assert_eq!(
         done.state,
@@ -554,13 +521,7 @@ async fn a_participant_killed_mid_round_is_dropped_and_the_round_completes() -> 
     let _serial = serial().await;
     let (cluster, client) = cluster_up(options()).await?;
     let stop = CancellationToken::new();
-    let steppers = [(1.0, 10), (3.0, 10)]
-        .map(|(step, examples)| Stepper {
-            step,
-            examples,
-            delay: Duration::ZERO,
-        })
-        .into();
+    let steppers = steppers(&[(1.0, 10), (3.0, 10)], Duration::ZERO);
     start_participants(&cluster, steppers, &stop);
     let (_dir, mut slow) = synod_tests::jobs::start_agent_process(
         &cluster,
@@ -568,12 +529,7 @@ async fn a_participant_killed_mid_round_is_dropped_and_the_round_completes() -> 
          participant = { step = 100.0, examples = 1000, delay_ms = 20000 }\n",
     )?;
     wait_for_agents(&client, 3).await?;
-    let id = client
-        .start_federation(spec(2, 2, 40_000), "")
-        .await?
-        .federation
-        .unwrap()
-        .federation_id;
+    let id = start(&client, spec(2, 2, 40_000)).await?;
     let first = wait_until(Duration::from_secs(10), "round 1 to start", || async {
         client.get_round(&id, 1).await.ok()
     })
@@ -603,13 +559,14 @@ async fn a_participant_killed_mid_round_is_dropped_and_the_round_completes() -> 
     Ok(())
 }
 
-fn steppers(steps: &[(f32, u64)]) -> Vec<Stepper> {
+/// Steppers of (step, examples), each taking `delay` to fit.
+fn steppers(steps: &[(f32, u64)], delay: Duration) -> Vec<Stepper> {
     steps
         .iter()
         .map(|&(step, examples)| Stepper {
             step,
             examples,
-            delay: Duration::ZERO,
+            delay,
         })
         .collect()
 }
@@ -619,7 +576,11 @@ async fn secure_aggregation_sums_survivors_after_a_participant_drops_out() -> an
     let _serial = serial().await;
     let (cluster, client) = cluster_up(options()).await?;
     let stop = CancellationToken::new();
-    start_participants(&cluster, steppers(&[(1.0, 1), (2.0, 1), (3.0, 1)]), &stop);
+    start_participants(
+        &cluster,
+        steppers(&[(1.0, 1), (2.0, 1), (3.0, 1)], Duration::ZERO),
+        &stop,
+    );
     let (_dir, mut dropout) = synod_tests::jobs::start_agent_process(
         &cluster,
         "[[agents]]\nname = \"dropout\"\ncapabilities = [\"fl\"]\n\
@@ -635,12 +596,7 @@ async fn secure_aggregation_sums_survivors_after_a_participant_drops_out() -> an
         }),
         ..Default::default()
     });
-    let id = client
-        .start_federation(secure, "")
-        .await?
-        .federation
-        .unwrap()
-        .federation_id;
+    let id = start(&client, secure).await?;
     // Once every key is shared the dropout's masks are in the others' updates: kill it.
     wait_until(
         Duration::from_secs(20),
@@ -687,7 +643,7 @@ async fn fed_median_resists_a_poisoned_participant() -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     start_participants(
         &cluster,
-        steppers(&[(1.0, 1), (2.0, 1), (1000.0, 1000)]),
+        steppers(&[(1.0, 1), (2.0, 1), (1000.0, 1000)], Duration::ZERO),
         &stop,
     );
     wait_for_agents(&client, 3).await?;
@@ -697,12 +653,7 @@ async fn fed_median_resists_a_poisoned_participant() -> anyhow::Result<()> {
             pb::FedMedian {},
         )),
     });
-    let id = client
-        .start_federation(robust, "")
-        .await?
-        .federation
-        .unwrap()
-        .federation_id;
+    let id = start(&client, robust).await?;
     let done = wait_finished(&client, &id).await?;
     assert_eq!(
         done.state,
@@ -722,7 +673,11 @@ async fn central_dp_reports_the_privacy_spent_and_stops_at_its_budget() -> anyho
     let _serial = serial().await;
     let (cluster, client) = cluster_up(options()).await?;
     let stop = CancellationToken::new();
-    start_participants(&cluster, steppers(&[(0.1, 1), (0.2, 1)]), &stop);
+    start_participants(
+        &cluster,
+        steppers(&[(0.1, 1), (0.2, 1)], Duration::ZERO),
+        &stop,
+    );
     wait_for_agents(&client, 2).await?;
     let (sigma, delta) = (1.5, 1e-5);
     let (two, three) = (epsilon(sigma, 1.0, 2, delta), epsilon(sigma, 1.0, 3, delta));
@@ -736,12 +691,7 @@ async fn central_dp_reports_the_privacy_spent_and_stops_at_its_budget() -> anyho
         }),
         ..Default::default()
     });
-    let id = client
-        .start_federation(private, "")
-        .await?
-        .federation
-        .unwrap()
-        .federation_id;
+    let id = start(&client, private).await?;
     let done = wait_finished(&client, &id).await?;
     assert_eq!(
         done.state,
