@@ -108,6 +108,14 @@ async fn wait_finished(client: &Client, id: &str) -> anyhow::Result<pb::Federati
     .await
 }
 
+/// Waits for the federation to finish and checks that it completed.
+async fn wait_completed(client: &Client, id: &str) -> anyhow::Result<pb::Federation> {
+    let done = wait_finished(client, id).await?;
+    let completed = pb::FederationState::Completed as i32;
+    anyhow::ensure!(done.state == completed, "not completed: {done:?}");
+    Ok(done)
+}
+
 async fn committed_rounds(
     client: &Client,
     id: &str,
@@ -132,12 +140,7 @@ async fn fedavg_rounds_commit_the_weighted_average_of_updates() -> anyhow::Resul
         .start_federation(spec(3, 3, 20_000), "fedavg-1")
         .await?;
     let id = started.federation.unwrap().federation_id;
-    let done = wait_finished(&client, &id).await?;
-    assert_eq!(
-        done.state,
-        pb::FederationState::Completed as i32,
-        "{done:?}"
-    );
+    let done = wait_completed(&client, &id).await?;
     assert_eq!(done.committed_round, 3);
     // Each round moves every weight by (10·1 + 30·2 + 60·4) / 100 = 3.1.
     let (round, model) = client.download_model(&id, None).await?;
@@ -272,12 +275,7 @@ async fn bad_specs_and_malformed_updates_are_refused_without_poisoning_the_round
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("blob.crc32"), "{status:?}");
     // The honest update still lands and is the only one aggregated.
-    let done = wait_finished(&client, &id).await?;
-    assert_eq!(
-        done.state,
-        pb::FederationState::Completed as i32,
-        "{done:?}"
-    );
+    wait_completed(&client, &id).await?;
     let (_, model) = client.download_model(&id, None).await?;
     assert_eq!(model.values, vec![1.0; 6], "only the honest update counts");
     // A finished round takes no more updates.
@@ -364,12 +362,7 @@ async fn training_survives_the_leaders_kill_with_every_committed_round_intact() 
     let before = committed_rounds(&client, &id, 2).await?;
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
     cluster.kill(leader)?;
-    let done = wait_finished(&client, &id).await?;
-    assert_eq!(
-        done.state,
-        pb::FederationState::Completed as i32,
-        "{done:?}"
-    );
+    let done = wait_completed(&client, &id).await?;
     assert_eq!(done.committed_round, 4);
     let after = committed_rounds(&client, &id, 4).await?;
     for (old, new) in before.iter().zip(&after) {
@@ -405,12 +398,7 @@ async fn a_round_past_its_deadline_commits_without_its_late_participant() -> any
     start_participants(&cluster, steppers, &stop);
     wait_for_agents(&client, 3).await?;
     let id = start(&client, spec(1, 2, 2_000)).await?;
-    let done = wait_finished(&client, &id).await?;
-    assert_eq!(
-        done.state,
-        pb::FederationState::Completed as i32,
-        "{done:?}"
-    );
+    wait_completed(&client, &id).await?;
     let round = client.get_round(&id, 1).await?;
     let states: Vec<(i32, &str)> = round
         .participants
@@ -489,12 +477,7 @@ async fn a_leader_killed_as_the_next_round_opens_behind_a_commit_loses_no_round(
     tokio::time::timeout(FEDERATION_TIMEOUT, round_two).await?;
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
     cluster.kill(leader)?;
-    let done = wait_finished(&client, &id).await?;
-    assert_eq!(
-        done.state,
-        pb::FederationState::Completed as i32,
-        "{done:?}"
-    );
+    let done = wait_completed(&client, &id).await?;
     assert_eq!(done.committed_round, 4);
     // Four rounds of (1 + 3) / 2 = 2 each, each committed exactly once.
     let (_, model) = client.download_model(&id, None).await?;
@@ -537,12 +520,7 @@ async fn a_participant_killed_mid_round_is_dropped_and_the_round_completes() -> 
     assert_eq!(first.participants.len(), 3);
     slow.kill()?;
     let _ = slow.wait();
-    let done = wait_finished(&client, &id).await?;
-    assert_eq!(
-        done.state,
-        pb::FederationState::Completed as i32,
-        "{done:?}"
-    );
+    wait_completed(&client, &id).await?;
     let round = client.get_round(&id, 1).await?;
     assert_eq!(round.attempt, 1, "the round completed without a retry");
     let dropped: Vec<_> = round
@@ -610,12 +588,7 @@ async fn secure_aggregation_sums_survivors_after_a_participant_drops_out() -> an
     .await?;
     dropout.kill()?;
     let _ = dropout.wait();
-    let done = wait_finished(&client, &id).await?;
-    assert_eq!(
-        done.state,
-        pb::FederationState::Completed as i32,
-        "{done:?}"
-    );
+    wait_completed(&client, &id).await?;
     let round = client.get_round(&id, 1).await?;
     assert_eq!(round.attempt, 1, "{round:?}");
     let revealed = round
@@ -654,12 +627,7 @@ async fn fed_median_resists_a_poisoned_participant() -> anyhow::Result<()> {
         )),
     });
     let id = start(&client, robust).await?;
-    let done = wait_finished(&client, &id).await?;
-    assert_eq!(
-        done.state,
-        pb::FederationState::Completed as i32,
-        "{done:?}"
-    );
+    wait_completed(&client, &id).await?;
     // The median of (1, 2, 1000) is 2 each round; FedAvg would have moved ~999 per round.
     let (_, model) = client.download_model(&id, None).await?;
     assert_eq!(model.values, vec![4.0; 6]);
@@ -692,12 +660,7 @@ async fn central_dp_reports_the_privacy_spent_and_stops_at_its_budget() -> anyho
         ..Default::default()
     });
     let id = start(&client, private).await?;
-    let done = wait_finished(&client, &id).await?;
-    assert_eq!(
-        done.state,
-        pb::FederationState::Completed as i32,
-        "{done:?}"
-    );
+    let done = wait_completed(&client, &id).await?;
     assert_eq!(
         done.committed_round, 2,
         "a third round would pass the budget"
