@@ -279,7 +279,7 @@ impl FederationRuntime {
                 return None;
             }
         };
-        self.invite_opening(federation_id, &start, &successor);
+        self.invite(federation_id, &start, &successor);
         Some((round, attempt, Box::pin(started)))
     }
 

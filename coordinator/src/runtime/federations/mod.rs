@@ -290,14 +290,19 @@ impl FederationRuntime {
         };
         let (start, live) = plan;
         let (round, attempt) = (start.round, start.attempt);
-        self.adopt(federation_id, live);
-        match self.inner.agents.propose(Command::StartRound(start)).await {
+        self.adopt(federation_id, live.clone());
+        match self
+            .inner
+            .agents
+            .propose(Command::StartRound(start.clone()))
+            .await
+        {
             Ok(CommandResult {
                 outcome: Ok(Applied::RoundStarted { .. }),
                 ..
             }) => {
                 tracing::debug!(federation_id, round, attempt, "round started");
-                self.invite(federation_id)
+                self.invite(federation_id, &start, &live)
             }
             Ok(CommandResult {
                 outcome: Err(rejection),
@@ -381,30 +386,10 @@ impl FederationRuntime {
         Some((start, Arc::new(live)))
     }
 
-    /// Sends the open attempt's invitation to each participant connected here.
-    fn invite(&self, federation_id: &str) {
-        let invitations: Vec<(String, synod_proto::v1::CoordinatorMessage)> =
-            self.inner.agents.read(|state| {
-                let Some(federation) = state.federations.get(federation_id) else {
-                    return Vec::new();
-                };
-                let Some(open) = federation.open_round() else {
-                    return Vec::new();
-                };
-                let message = invitations::invitation(federation, open);
-                open.participants
-                    .keys()
-                    .map(|id| (id.clone(), message.clone()))
-                    .collect()
-            });
-        for (agent_id, message) in invitations {
-            self.inner.agents.hub().send(&agent_id, message);
-        }
-    }
-
-    /// Invites the participants of `live`, an attempt opened before its start applied: the
-    /// invitation names the model it trains on from `live` rather than from the state.
-    fn invite_opening(&self, federation_id: &str, start: &RoundStart, live: &LiveRound) {
+    /// Invites the participants `start` selected to the attempt `live` aggregates, naming the
+    /// model it trains on from `live`: the same invitation whether the start has applied yet
+    /// or not (an attempt opened behind the previous commit).
+    fn invite(&self, federation_id: &str, start: &RoundStart, live: &LiveRound) {
         let message = self.inner.agents.read(|state| {
             let federation = state.federations.get(federation_id)?;
             let opening = invitations::Opening {
