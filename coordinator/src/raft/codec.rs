@@ -18,7 +18,29 @@ pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, Co
     let error = |source| CodecError { what, source };
     let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
         .map_err(error)?;
-    postcard::to_extend(value, Vec::with_capacity(size)).map_err(error)
+    postcard::serialize_with_flavor(value, Appender(Vec::with_capacity(size))).map_err(error)
+}
+
+/// Postcard output appending each run of bytes with one copy (postcard's `to_extend` output
+/// moves byte strings one byte at a time).
+struct Appender(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Appender {
+    type Output = Vec<u8>;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 /// Decodes a value encoded by [`encode`].
