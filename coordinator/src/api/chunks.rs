@@ -98,6 +98,18 @@ pub async fn receive_pieces<T: Element>(
     limit_name: &str,
     kind: ChecksumKind,
 ) -> Result<Vec<T>, ApiError> {
+    receive_pieces_into(pieces, declared, limit, limit_name, kind, Vec::new()).await
+}
+
+/// [`receive_pieces`] into `buffer`'s memory (its contents are overwritten).
+pub async fn receive_pieces_into<T: Element>(
+    pieces: &mut impl Pieces,
+    declared: &pb::BlobInfo,
+    limit: u64,
+    limit_name: &str,
+    kind: ChecksumKind,
+    buffer: Vec<T>,
+) -> Result<Vec<T>, ApiError> {
     if declared.size_bytes > limit {
         return Err(too_large(declared.size_bytes, limit, limit_name));
     }
@@ -108,7 +120,8 @@ pub async fn receive_pieces<T: Element>(
             format!("{} is not a multiple of {element}", declared.size_bytes),
         ));
     }
-    let mut receiver = Receiver::<T>::new((declared.size_bytes / element) as usize, kind);
+    let len = (declared.size_bytes / element) as usize;
+    let mut receiver = Receiver::<T>::reusing(buffer, len, kind);
     let mut last = false;
     while !last {
         let Some(piece) = pieces.next_piece().await? else {

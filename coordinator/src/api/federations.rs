@@ -300,9 +300,14 @@ impl FederationApi {
             true => Decoded::Masked(
                 chunks::receive_pieces(source, &declared, limit, UPDATE, kind).await?,
             ),
-            false => Decoded::Plain(
-                chunks::receive_pieces(source, &declared, limit, UPDATE, kind).await?,
-            ),
+            false => {
+                let buffers = self.runtime.update_buffers();
+                let buffer = buffers.take(expected as usize / 4);
+                let values =
+                    chunks::receive_pieces_into(source, &declared, limit, UPDATE, kind, buffer)
+                        .await?;
+                Decoded::Plain(buffers.pooled(values))
+            }
         };
         let submission = UpdateSubmission {
             receipt: UpdateReceipt {

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use synod_sdk::secagg::MaskedSum;
 use synod_sdk::tensors::F32Payload;
 
+use super::buffers::PooledUpdate;
 use crate::aggregation::RoundAggregator;
 use crate::state::federations::RoundStart;
 
@@ -34,7 +35,7 @@ pub enum Aggregate {
 /// A decoded update, ready to fold.
 pub enum Decoded {
     /// f32 values.
-    Plain(Vec<f32>),
+    Plain(PooledUpdate),
     /// Masked fixed-point values.
     Masked(Vec<i64>),
 }
@@ -107,7 +108,7 @@ fn fold_batch(
             let plain: Vec<(&[f32], u64)> = fresh
                 .iter()
                 .filter_map(|q| match &q.update {
-                    Decoded::Plain(values) => Some((values.as_slice(), q.num_examples)),
+                    Decoded::Plain(values) => Some((&values[..], q.num_examples)),
                     Decoded::Masked(_) => None,
                 })
                 .collect();
@@ -299,7 +300,7 @@ mod tests {
     #[test]
     fn a_refused_update_leaves_the_aggregate_and_the_folded_set_unchanged() {
         let live = fedavg_round(3);
-        let poisoned = Decoded::Plain(vec![1.0, f32::NAN, 1.0]);
+        let poisoned = Decoded::Plain(vec![1.0, f32::NAN, 1.0].into());
         assert_eq!(
             live.fold("mallory", poisoned, 10),
             Err(FoldError::Refused(
@@ -312,7 +313,7 @@ mod tests {
             Err(FoldError::Refused(_))
         ));
         assert!(live.folded().is_empty());
-        let honest = Decoded::Plain(vec![1.0, 2.0, 3.0]);
+        let honest = Decoded::Plain(vec![1.0, 2.0, 3.0].into());
         assert_eq!(live.fold("alice", honest, 1), Ok(true));
         assert_eq!(live.folded(), BTreeSet::from(["alice".to_owned()]));
         assert_eq!(finish(&live), vec![1.0, 2.0, 3.0]);
@@ -321,8 +322,8 @@ mod tests {
     #[test]
     fn an_update_is_folded_once_and_not_after_the_aggregate_is_taken() {
         let live = fedavg_round(2);
-        let first = || Decoded::Plain(vec![2.0, 2.0]);
-        let second = || Decoded::Plain(vec![4.0, 4.0]);
+        let first = || Decoded::Plain(vec![2.0, 2.0].into());
+        let second = || Decoded::Plain(vec![4.0, 4.0].into());
         assert_eq!(live.fold("alice", first(), 1), Ok(true));
         assert_eq!(live.fold("alice", second(), 1), Ok(false), "folded once");
         assert_eq!(live.fold("bob", second(), 3), Ok(true));
@@ -344,7 +345,7 @@ mod tests {
                         _ => vec![i as f32; dim],
                     };
                     let agent = format!("agent-{}", i % 15);
-                    (i, live.fold(&agent, Decoded::Plain(update), i + 1))
+                    (i, live.fold(&agent, Decoded::Plain(update.into()), i + 1))
                 })
             })
             .collect();

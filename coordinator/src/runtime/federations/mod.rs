@@ -16,6 +16,7 @@
 //! memory) and train while the model is still being replicated; Raft's order makes the start
 //! apply only after the commit, and every receipt of the new round after its start.
 
+mod buffers;
 mod finish;
 pub mod invitations;
 mod live;
@@ -32,6 +33,7 @@ use synod_sdk::tensors::F32Payload;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+pub use buffers::{PooledUpdate, UpdateBuffers};
 pub use finish::stage_chunks;
 pub use live::{Decoded, GlobalModel, LiveRound};
 pub use updates::{finite_metrics, HeaderCheck, UpdateAnswer, UpdateError, UpdateSubmission};
@@ -59,6 +61,7 @@ struct Inner {
     agents: AgentRuntime,
     live: Mutex<HashMap<String, Arc<LiveRound>>>,
     uploads: Semaphore,
+    update_buffers: Arc<UpdateBuffers>,
     wake: Notify,
     spill_dir: PathBuf,
 }
@@ -81,6 +84,7 @@ impl FederationRuntime {
                 agents,
                 live: Mutex::new(HashMap::new()),
                 uploads: Semaphore::new(UPLOAD_KIB_IN_MEMORY_MAX as usize),
+                update_buffers: UpdateBuffers::new(UPLOAD_KIB_IN_MEMORY_MAX as usize * 1024),
                 wake: Notify::new(),
                 spill_dir,
             }),
@@ -90,6 +94,11 @@ impl FederationRuntime {
     /// The agent runtime (sessions, proposals, state).
     pub fn agents(&self) -> &AgentRuntime {
         &self.inner.agents
+    }
+
+    /// Spare vectors to receive plain updates into.
+    pub fn update_buffers(&self) -> &Arc<UpdateBuffers> {
+        &self.inner.update_buffers
     }
 
     /// Asks the driver for a pass now (an update arrived, a round ended).
