@@ -28,7 +28,8 @@ const INLINE_BYTES_MAX: usize = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct UpdateUpload {
     /// Federation, round, attempt, agent, examples, metrics, tensors and masking; `blob` is
-    /// filled in from `payload`.
+    /// computed from `payload` unless it is given with the payload's size (a checksum computed
+    /// while the payload was built saves a pass over it).
     pub header: pb::UpdateHeader,
     /// The payload (little-endian elements; see [`crate::payload::into_le_bytes`]).
     pub payload: Bytes,
@@ -238,8 +239,13 @@ impl Client {
         upload: UpdateUpload,
     ) -> Result<pb::SubmitUpdateResponse, ClientError> {
         use pb::submit_update_request::Part;
+        let size = upload.payload.len() as u64;
+        let blob = match upload.header.blob {
+            Some(blob) if blob.size_bytes == size => blob,
+            _ => blob_info(&upload.payload, ChecksumKind::Crc32),
+        };
         let header = pb::UpdateHeader {
-            blob: Some(blob_info(&upload.payload, ChecksumKind::Crc32)),
+            blob: Some(blob),
             ..upload.header
         };
         let first = wire::message_frame(&pb::SubmitUpdateRequest {

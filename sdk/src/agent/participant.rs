@@ -186,7 +186,10 @@ impl RoundRun {
         .await
         .map_err(|e| RoundError::Participant(e.to_string()))?;
         let fit = fit.map_err(RoundError::Participant)?;
-        let update = delta(fit.weights, &request.model.values, inv.clip_norm)?;
+        let Delta {
+            values: update,
+            crc32,
+        } = delta(fit.weights, &request.model.values, inv.clip_norm)?;
         *self.spare.lock().expect("spare lock") = request.model.values;
         let mut header = pb::UpdateHeader {
             federation_id: inv.federation_id.clone(),
@@ -203,6 +206,11 @@ impl RoundRun {
             masked: false,
         };
         let Some((secure, keyed)) = inv.secure_aggregation.zip(keyed) else {
+            header.blob = crc32.map(|crc32| pb::BlobInfo {
+                size_bytes: (update.len() * 4) as u64,
+                crc32,
+                ..Default::default()
+            });
             let payload = into_le_bytes(update);
             return Ok(self
                 .client
@@ -387,8 +395,20 @@ fn peer(key: &pb::PeerKey) -> Option<(String, [u8; 32])> {
     Some((key.agent_id.clone(), public))
 }
 
-/// local − global, clipped to `clip_norm` in L2 when it is > 0.
-fn delta(mut local: Vec<f32>, global: &[f32], clip_norm: f64) -> Result<Vec<f32>, RoundError> {
+/// Elements per block of [`delta`]'s pass: the block is checksummed while it is still in
+/// the cache that the subtraction left it in.
+const DELTA_BLOCK: usize = 16 * 1024;
+
+/// An update ready to send: its values and, when it could be computed along the way, the
+/// CRC-32 of their little-endian bytes.
+struct Delta {
+    values: Vec<f32>,
+    crc32: Option<u32>,
+}
+
+/// local − global, clipped to `clip_norm` in L2 when it is > 0; checksummed in the same pass
+/// over the values unless clipping rescales them.
+fn delta(mut local: Vec<f32>, global: &[f32], clip_norm: f64) -> Result<Delta, RoundError> {
     if local.len() != global.len() {
         return Err(RoundError::Participant(format!(
             "fit returned {} weights, the model has {}",
@@ -396,20 +416,29 @@ fn delta(mut local: Vec<f32>, global: &[f32], clip_norm: f64) -> Result<Vec<f32>
             global.len()
         )));
     }
-    local.iter_mut().zip(global).for_each(|(l, g)| *l -= g);
-    let mut update = local;
-    if clip_norm > 0.0 {
-        let norm = update
-            .iter()
-            .map(|v| f64::from(*v).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        if norm > clip_norm {
-            let scale = (clip_norm / norm) as f32;
-            update.iter_mut().for_each(|v| *v *= scale);
+    let mut crc = crc32fast::Hasher::new();
+    let mut squares = 0.0f64;
+    for (l, g) in local
+        .chunks_mut(DELTA_BLOCK)
+        .zip(global.chunks(DELTA_BLOCK))
+    {
+        l.iter_mut().zip(g).for_each(|(l, g)| *l -= g);
+        if clip_norm > 0.0 {
+            squares += l.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>();
         }
+        crc.update(bytemuck::cast_slice(l));
     }
-    Ok(update)
+    let mut crc32 = cfg!(target_endian = "little").then(|| crc.finalize());
+    let norm = squares.sqrt();
+    if clip_norm > 0.0 && norm > clip_norm {
+        let scale = (clip_norm / norm) as f32;
+        local.iter_mut().for_each(|v| *v *= scale);
+        crc32 = None;
+    }
+    Ok(Delta {
+        values: local,
+        crc32,
+    })
 }
 
 #[cfg(test)]
@@ -419,9 +448,13 @@ mod tests {
     #[test]
     fn updates_are_local_minus_global_and_clipped() {
         let update = delta(vec![4.0, 6.0], &[1.0, 2.0], 0.0).unwrap();
-        assert_eq!(update, vec![3.0, 4.0]);
+        assert_eq!(update.values, vec![3.0, 4.0]);
+        let bytes = crate::payload::into_le_bytes(update.values);
+        assert_eq!(update.crc32, Some(crate::payload::crc32(&bytes)));
         let clipped = delta(vec![4.0, 6.0], &[1.0, 2.0], 1.0).unwrap();
-        assert!((clipped[0] - 0.6).abs() < 1e-6 && (clipped[1] - 0.8).abs() < 1e-6);
+        let c = &clipped.values;
+        assert!((c[0] - 0.6).abs() < 1e-6 && (c[1] - 0.8).abs() < 1e-6);
+        assert_eq!(clipped.crc32, None, "rescaled after the checksum");
         assert!(delta(vec![1.0], &[1.0, 2.0], 0.0).is_err());
     }
 }
