@@ -236,6 +236,12 @@ impl<T: Element> Receiver<T> {
         self.received as u64
     }
 
+    /// The whole elements received so far, in wire order (little-endian), so that they can be
+    /// checked while their bytes are still in the cache.
+    pub fn filled(&self) -> &[T] {
+        &self.values[..self.received / Self::SIZE]
+    }
+
     /// Takes the chunk of `data` at `offset`.
     pub fn push(&mut self, offset: u64, data: &[u8]) -> Result<(), ReceiveError> {
         if offset != self.received as u64 {
@@ -290,7 +296,9 @@ mod tests {
         assert_eq!(&bytes[..], &expected[..]);
         let mut receiver = Receiver::<f32>::new(4, ChecksumKind::Crc32);
         receiver.push(0, &bytes[..5]).unwrap();
+        assert_eq!(receiver.filled(), &values[..1], "one whole element so far");
         receiver.push(5, &bytes[5..]).unwrap();
+        assert_eq!(receiver.filled(), &values[..]);
         let (back, checksum) = receiver.finish().unwrap();
         assert_eq!(back, values);
         assert_eq!(checksum, Checksum::Crc32(crc32(&expected)));

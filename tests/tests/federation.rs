@@ -537,6 +537,36 @@ async fn a_participant_killed_mid_round_is_dropped_and_the_round_completes() -> 
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_finite_update_is_refused_as_it_arrives_and_rounds_complete_without_it(
+) -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let (cluster, client) = cluster_up(options()).await?;
+    let stop = CancellationToken::new();
+    let steppers = steppers(&[(1.0, 10), (f32::NAN, 10)], Duration::ZERO);
+    start_participants(&cluster, steppers, &stop);
+    wait_for_agents(&client, 2).await?;
+    let id = start(&client, spec(2, 1, 40_000)).await?;
+    wait_completed(&client, &id).await?;
+    for number in 1..=2 {
+        let round = client.get_round(&id, number).await?;
+        let rejected: Vec<_> = round
+            .participants
+            .iter()
+            .filter(|p| p.state == pb::ParticipantState::Rejected as i32)
+            .collect();
+        assert_eq!(rejected.len(), 1, "{round:?}");
+        assert_eq!(
+            rejected[0].reason, "update value at index 0 is not finite",
+            "{round:?}"
+        );
+    }
+    let (_, model) = client.download_model(&id, None).await?;
+    assert_eq!(model.values, vec![2.0; 6], "only the finite steps count");
+    stop.cancel();
+    Ok(())
+}
+
 /// Steppers of (step, examples), each taking `delay` to fit.
 fn steppers(steps: &[(f32, u64)], delay: Duration) -> Vec<Stepper> {
     steps

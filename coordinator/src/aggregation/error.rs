@@ -127,24 +127,38 @@ pub fn all_finite<T: Copy + Into<f64>>(values: &[T]) -> bool {
         .fold(true, |all, &x| all & x.into().is_finite())
 }
 
+/// Checks that `values` has `dim` entries; `what` names the vector in the error.
+pub(crate) fn check_length<T>(
+    what: &'static str,
+    values: &[T],
+    dim: usize,
+) -> Result<(), AggregationError> {
+    match values.len() == dim {
+        true => Ok(()),
+        false => Err(AggregationError::WrongLength {
+            what,
+            expected: dim,
+            actual: values.len(),
+        }),
+    }
+}
+
+/// The index of the first value of `values` that is not finite, if any.
+pub fn first_non_finite<T: Copy + Into<f64>>(values: &[T]) -> Option<usize> {
+    match all_finite(values) {
+        true => None,
+        false => values.iter().position(|&x| !x.into().is_finite()),
+    }
+}
+
 pub(crate) fn check_vector<T: Copy + Into<f64>>(
     what: &'static str,
     values: &[T],
     dim: usize,
 ) -> Result<(), AggregationError> {
-    if values.len() != dim {
-        return Err(AggregationError::WrongLength {
-            what,
-            expected: dim,
-            actual: values.len(),
-        });
+    check_length(what, values, dim)?;
+    match first_non_finite(values) {
+        None => Ok(()),
+        Some(index) => Err(AggregationError::NonFinite { what, index }),
     }
-    if all_finite(values) {
-        return Ok(());
-    }
-    let index = values
-        .iter()
-        .position(|&x| !x.into().is_finite())
-        .unwrap_or_default();
-    Err(AggregationError::NonFinite { what, index })
 }

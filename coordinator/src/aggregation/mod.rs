@@ -42,7 +42,7 @@ mod tests;
 
 pub use accountant::{epsilon, AccountantError, PrivacyAccountant, PrivacySpent};
 pub use dp::CentralDp;
-pub use error::{all_finite, AggregationError};
+pub use error::{all_finite, first_non_finite, AggregationError};
 pub use round::{apply_summed, RoundAggregator};
 pub use state::{ServerState, StateDecodeError};
 pub use strategy::{Adaptive, Strategy};

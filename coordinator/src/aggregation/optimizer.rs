@@ -36,6 +36,14 @@ pub(crate) fn server_step(
     }
 }
 
+/// Whether `strategy`'s server step is the plain x + Δ (no server state).
+pub(crate) fn is_plain(strategy: &Strategy) -> bool {
+    !matches!(
+        strategy,
+        Strategy::FedAvgM { .. } | Strategy::FedAdam(_) | Strategy::FedYogi(_)
+    )
+}
+
 /// x + Δ.
 pub(crate) fn plain_step(global: &[f32], delta: &[f64]) -> Result<Vec<f32>, AggregationError> {
     finite_model(global.iter().zip(delta).map(|(&x, d)| f64::from(x) + d))

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use rand::Rng;
 
-use super::error::check_vector;
+use super::error::{check_length, check_vector};
 use super::spill::{block_coords, SpillFile};
 use super::weighted_sum::WeightedSum;
 use super::{dp, krum, median, optimizer, trimmed_mean};
@@ -90,10 +90,30 @@ impl RoundAggregator {
     /// Folds several updates in, in order, each refused or taken as by [`add`](Self::add); a
     /// refused one changes nothing. Streamed sums take the accepted ones in one pass.
     pub fn add_many(&mut self, updates: &[(&[f32], u64)]) -> Vec<Result<(), AggregationError>> {
+        self.add_many_checking(updates, true)
+    }
+
+    /// [`add_many`](Self::add_many) of updates whose values are already known to be finite
+    /// (checked as they were received); their length and weight are still checked.
+    pub(crate) fn add_many_finite(
+        &mut self,
+        updates: &[(&[f32], u64)],
+    ) -> Vec<Result<(), AggregationError>> {
+        self.add_many_checking(updates, false)
+    }
+
+    fn add_many_checking(
+        &mut self,
+        updates: &[(&[f32], u64)],
+        check_finite: bool,
+    ) -> Vec<Result<(), AggregationError>> {
         let mut results: Vec<Result<(), AggregationError>> = updates
             .iter()
             .map(|&(update, num_examples)| {
-                check_vector("update", update, self.dim)?;
+                match check_finite {
+                    true => check_vector("update", update, self.dim)?,
+                    false => check_length("update", update, self.dim)?,
+                }
                 match num_examples {
                     0 => Err(AggregationError::ZeroWeight),
                     _ => Ok(()),
@@ -156,10 +176,16 @@ impl RoundAggregator {
         state: &mut ServerState,
         rng: &mut R,
     ) -> Result<Vec<f32>, AggregationError> {
-        check_vector("global model", global, self.dim)?;
+        check_length("global model", global, self.dim)?;
         if self.updates() == 0 {
             return Err(AggregationError::NoUpdates);
         }
+        if let (Updates::Streamed(sum), None, true) =
+            (&self.updates, &self.dp, optimizer::is_plain(&self.strategy))
+        {
+            return sum.step_mean(global);
+        }
+        check_vector("global model", global, self.dim)?;
         match self.updates {
             Updates::Streamed(sum) => {
                 let delta = match &self.dp {

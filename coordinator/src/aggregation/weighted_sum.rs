@@ -7,7 +7,8 @@
 //! precision and makes the result depend on arrival order; in f64 both effects stay far below
 //! the final f32 rounding.
 
-use super::CentralDp;
+use super::error::{all_finite, first_non_finite};
+use super::{AggregationError, CentralDp};
 
 /// f64 values of the sum per block of [`WeightedSum::add_many`] (32 KiB: the sum's block and
 /// each update's stay in the core's cache while the block takes them all).
@@ -78,6 +79,39 @@ impl WeightedSum {
         self.sum
     }
 
+    /// FedAvg's new model, global + Σ wᵢΔᵢ / Σ wᵢ, in one pass over the model and the sum (the
+    /// arithmetic of [`mean`](Self::mean) followed by the plain server step, value for value),
+    /// each block checked while it is in the cache. Refuses a global model or a result that is
+    /// not finite. `global` must be `dim` long.
+    pub(crate) fn step_mean(&self, global: &[f32]) -> Result<Vec<f32>, AggregationError> {
+        let total = self.total_weight as f64;
+        let mut model = Vec::with_capacity(global.len());
+        let (mut global_finite, mut model_finite) = (true, true);
+        for (g, s) in global.chunks(SUM_BLOCK).zip(self.sum.chunks(SUM_BLOCK)) {
+            let start = model.len();
+            model.extend(
+                g.iter()
+                    .zip(s)
+                    .map(|(&x, &s)| (f64::from(x) + s / total) as f32),
+            );
+            global_finite &= all_finite(g);
+            model_finite &= all_finite(&model[start..]);
+        }
+        if !global_finite {
+            let index = first_non_finite(global).unwrap_or_default();
+            return Err(AggregationError::NonFinite {
+                what: "global model",
+                index,
+            });
+        }
+        match model_finite {
+            true => Ok(model),
+            false => Err(AggregationError::NonFiniteResult {
+                index: first_non_finite(&model).unwrap_or_default(),
+            }),
+        }
+    }
+
     /// The raw sum (for DP, which adds noise before dividing by the count).
     pub(crate) fn into_sum(self) -> Vec<f64> {
         self.sum
@@ -110,5 +144,34 @@ mod tests {
         assert_eq!(together.count(), 5);
         assert_eq!(together.total_weight, one_by_one.total_weight);
         assert_eq!(together.mean(), one_by_one.mean(), "bit for bit");
+    }
+
+    #[test]
+    fn the_one_pass_fedavg_step_equals_the_mean_then_the_plain_step() {
+        let dim = SUM_BLOCK + 11;
+        let update: Vec<f32> = (0..dim).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+        let global: Vec<f32> = (0..dim).map(|i| (i % 5) as f32 * 1.7).collect();
+        let mut sum = WeightedSum::new(dim, None);
+        sum.add_many(&[(&update, 3), (&global, 7)]);
+        let fused = sum.step_mean(&global).unwrap();
+        let stepwise = super::super::optimizer::plain_step(&global, &sum.mean()).unwrap();
+        assert_eq!(fused, stepwise, "bit for bit");
+
+        let mut sum = WeightedSum::new(dim, None);
+        sum.add_many(&[(&update, 1)]);
+        let mut broken = global.clone();
+        broken[SUM_BLOCK + 3] = f32::INFINITY;
+        assert!(matches!(
+            sum.step_mean(&broken),
+            Err(AggregationError::NonFinite { what: "global model", index }) if index == SUM_BLOCK + 3
+        ));
+        let mut huge = global.clone();
+        huge[5] = f32::MAX;
+        let mut up = WeightedSum::new(dim, None);
+        up.add_many(&[(&vec![f32::MAX; dim], 1)]);
+        assert!(matches!(
+            up.step_mean(&huge),
+            Err(AggregationError::NonFiniteResult { index: 5 })
+        ));
     }
 }

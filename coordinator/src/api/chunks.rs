@@ -98,18 +98,36 @@ pub async fn receive_pieces<T: Element>(
     limit_name: &str,
     kind: ChecksumKind,
 ) -> Result<Vec<T>, ApiError> {
-    receive_pieces_into(pieces, declared, limit, limit_name, kind, Vec::new()).await
+    let into = Destination {
+        buffer: Vec::new(),
+        inspect: |_: usize, _: &[T]| {},
+    };
+    receive_pieces_into(pieces, declared, limit, limit_name, kind, into).await
 }
 
-/// [`receive_pieces`] into `buffer`'s memory (its contents are overwritten).
+/// Where [`receive_pieces_into`] puts a blob's elements.
+pub struct Destination<T, F> {
+    /// Memory to receive into (its contents are overwritten).
+    pub buffer: Vec<T>,
+    /// Called with the index of the first element completed by each chunk and those elements
+    /// (little-endian), while they are still in the cache.
+    pub inspect: F,
+}
+
+/// [`receive_pieces`] into `into.buffer`'s memory, showing each chunk's elements to
+/// `into.inspect`.
 pub async fn receive_pieces_into<T: Element>(
     pieces: &mut impl Pieces,
     declared: &pb::BlobInfo,
     limit: u64,
     limit_name: &str,
     kind: ChecksumKind,
-    buffer: Vec<T>,
+    into: Destination<T, impl FnMut(usize, &[T])>,
 ) -> Result<Vec<T>, ApiError> {
+    let Destination {
+        buffer,
+        mut inspect,
+    } = into;
     if declared.size_bytes > limit {
         return Err(too_large(declared.size_bytes, limit, limit_name));
     }
@@ -133,9 +151,11 @@ pub async fn receive_pieces_into<T: Element>(
                 ),
             ));
         };
+        let done = receiver.filled().len();
         receiver
             .push(piece.offset, &piece.data)
             .map_err(received_error)?;
+        inspect(done, &receiver.filled()[done..]);
         last = piece.last;
     }
     let (values, checksum) = receiver.finish().map_err(received_error)?;
@@ -169,4 +189,64 @@ pub fn too_large(size: u64, max: u64, limit_name: &str) -> ApiError {
 /// A broken request stream.
 pub fn stream_error(status: Status) -> ApiError {
     ApiError::invalid("stream", status.message().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synod_sdk::payload::{crc32, into_le_bytes};
+
+    /// Pieces cut from one payload at the given ends.
+    struct Cut(std::collections::VecDeque<Piece>);
+
+    impl Cut {
+        fn new(data: bytes::Bytes, ends: &[usize]) -> Self {
+            let mut start = 0;
+            let pieces = ends
+                .iter()
+                .map(|&end| {
+                    let piece = Piece {
+                        offset: start as u64,
+                        data: data.slice(start..end),
+                        last: end == data.len(),
+                    };
+                    start = end;
+                    piece
+                })
+                .collect();
+            Self(pieces)
+        }
+    }
+
+    impl Pieces for Cut {
+        async fn next_piece(&mut self) -> Result<Option<Piece>, ApiError> {
+            Ok(self.0.pop_front())
+        }
+    }
+
+    #[tokio::test]
+    async fn each_whole_element_is_shown_once_in_order_wherever_chunks_end() {
+        let values: Vec<f32> = (0..10).map(|i| i as f32).collect();
+        let data = into_le_bytes(values.clone());
+        let declared = pb::BlobInfo {
+            size_bytes: 40,
+            crc32: crc32(&data),
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        let into = Destination {
+            buffer: vec![7.0f32; 3],
+            inspect: |start: usize, run: &[f32]| {
+                assert_eq!(start, seen.len(), "runs follow each other");
+                seen.extend_from_slice(run);
+            },
+        };
+        let mut pieces = Cut::new(data, &[3, 5, 6, 22, 40]);
+        let kind = ChecksumKind::Crc32;
+        let received = receive_pieces_into(&mut pieces, &declared, 40, "limit", kind, into)
+            .await
+            .unwrap();
+        assert_eq!(received, values);
+        assert_eq!(seen, values, "every element, once, split or not");
+    }
 }

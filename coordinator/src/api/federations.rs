@@ -34,6 +34,7 @@ use super::request::{
     check_chars, id_for, next_token, page_position, page_size, require, state_filter,
 };
 use super::{ApiError, Caller, LeaderRouter};
+use crate::aggregation::first_non_finite;
 use crate::runtime::federations::{
     finite_metrics, stage_chunks, Decoded, HeaderCheck, UpdateSubmission,
 };
@@ -302,11 +303,25 @@ impl FederationApi {
             ),
             false => {
                 let buffers = self.runtime.update_buffers();
-                let buffer = buffers.take(expected as usize / 4);
+                let mut non_finite = None;
+                let into = chunks::Destination {
+                    buffer: buffers.take(expected as usize / 4),
+                    inspect: |start: usize, values: &[f32]| {
+                        if non_finite.is_none() && cfg!(target_endian = "little") {
+                            non_finite = first_non_finite(values).map(|i| start + i);
+                        }
+                    },
+                };
                 let values =
-                    chunks::receive_pieces_into(source, &declared, limit, UPDATE, kind, buffer)
+                    chunks::receive_pieces_into(source, &declared, limit, UPDATE, kind, into)
                         .await?;
-                Decoded::Plain(buffers.pooled(values))
+                match cfg!(target_endian = "little") {
+                    true => Decoded::Plain {
+                        values: buffers.pooled(values),
+                        non_finite,
+                    },
+                    false => Decoded::plain(buffers.pooled(values)),
+                }
             }
         };
         let submission = UpdateSubmission {

@@ -21,7 +21,7 @@ use synod_sdk::secagg::MaskedSum;
 use synod_sdk::tensors::F32Payload;
 
 use super::buffers::PooledUpdate;
-use crate::aggregation::RoundAggregator;
+use crate::aggregation::{first_non_finite, AggregationError, RoundAggregator};
 use crate::state::federations::RoundStart;
 
 /// What updates are folded into.
@@ -34,10 +34,24 @@ pub enum Aggregate {
 
 /// A decoded update, ready to fold.
 pub enum Decoded {
-    /// f32 values.
-    Plain(PooledUpdate),
+    /// f32 values, checked for finiteness as they were received: `non_finite` is the first
+    /// index that is not.
+    Plain {
+        /// The values.
+        values: PooledUpdate,
+        /// The first value that is not finite, if any.
+        non_finite: Option<usize>,
+    },
     /// Masked fixed-point values.
     Masked(Vec<i64>),
+}
+
+impl Decoded {
+    /// Plain `values`, checked here.
+    pub fn plain(values: PooledUpdate) -> Self {
+        let non_finite = first_non_finite(&values);
+        Self::Plain { values, non_finite }
+    }
 }
 
 /// Why an update was not folded.
@@ -105,20 +119,33 @@ fn fold_batch(
     }
     let outcomes: Vec<Result<(), FoldError>> = match aggregate {
         Aggregate::Plain(sum) => {
-            let plain: Vec<(&[f32], u64)> = fresh
+            let finite: Vec<(&[f32], u64)> = fresh
                 .iter()
                 .filter_map(|q| match &q.update {
-                    Decoded::Plain(values) => Some((&values[..], q.num_examples)),
-                    Decoded::Masked(_) => None,
+                    Decoded::Plain {
+                        values,
+                        non_finite: None,
+                    } => Some((&values[..], q.num_examples)),
+                    _ => None,
                 })
                 .collect();
-            let mut results = sum.add_many(&plain).into_iter();
+            let mut results = sum.add_many_finite(&finite).into_iter();
             fresh
                 .iter()
                 .map(|q| match &q.update {
-                    Decoded::Plain(_) => results
+                    Decoded::Plain {
+                        non_finite: Some(index),
+                        ..
+                    } => Err(FoldError::Refused(
+                        AggregationError::NonFinite {
+                            what: "update",
+                            index: *index,
+                        }
+                        .to_string(),
+                    )),
+                    Decoded::Plain { .. } => results
                         .next()
-                        .expect("one result per plain update")
+                        .expect("one result per finite plain update")
                         .map_err(|e| match e.is_node_broken() {
                             true => FoldError::Broken(e.to_string()),
                             false => FoldError::Refused(e.to_string()),
@@ -133,7 +160,7 @@ fn fold_batch(
                 Decoded::Masked(values) => sum
                     .add(values)
                     .map_err(|e| FoldError::Refused(e.to_string())),
-                Decoded::Plain(_) => Err(mismatch()),
+                Decoded::Plain { .. } => Err(mismatch()),
             })
             .collect(),
     };
@@ -300,7 +327,7 @@ mod tests {
     #[test]
     fn a_refused_update_leaves_the_aggregate_and_the_folded_set_unchanged() {
         let live = fedavg_round(3);
-        let poisoned = Decoded::Plain(vec![1.0, f32::NAN, 1.0].into());
+        let poisoned = Decoded::plain(vec![1.0, f32::NAN, 1.0].into());
         assert_eq!(
             live.fold("mallory", poisoned, 10),
             Err(FoldError::Refused(
@@ -313,7 +340,7 @@ mod tests {
             Err(FoldError::Refused(_))
         ));
         assert!(live.folded().is_empty());
-        let honest = Decoded::Plain(vec![1.0, 2.0, 3.0].into());
+        let honest = Decoded::plain(vec![1.0, 2.0, 3.0].into());
         assert_eq!(live.fold("alice", honest, 1), Ok(true));
         assert_eq!(live.folded(), BTreeSet::from(["alice".to_owned()]));
         assert_eq!(finish(&live), vec![1.0, 2.0, 3.0]);
@@ -322,8 +349,8 @@ mod tests {
     #[test]
     fn an_update_is_folded_once_and_not_after_the_aggregate_is_taken() {
         let live = fedavg_round(2);
-        let first = || Decoded::Plain(vec![2.0, 2.0].into());
-        let second = || Decoded::Plain(vec![4.0, 4.0].into());
+        let first = || Decoded::plain(vec![2.0, 2.0].into());
+        let second = || Decoded::plain(vec![4.0, 4.0].into());
         assert_eq!(live.fold("alice", first(), 1), Ok(true));
         assert_eq!(live.fold("alice", second(), 1), Ok(false), "folded once");
         assert_eq!(live.fold("bob", second(), 3), Ok(true));
@@ -345,7 +372,7 @@ mod tests {
                         _ => vec![i as f32; dim],
                     };
                     let agent = format!("agent-{}", i % 15);
-                    (i, live.fold(&agent, Decoded::Plain(update.into()), i + 1))
+                    (i, live.fold(&agent, Decoded::plain(update.into()), i + 1))
                 })
             })
             .collect();
