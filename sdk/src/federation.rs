@@ -11,15 +11,21 @@
 use bytes::Bytes;
 use synod_proto::v1 as pb;
 use synod_proto::v1::federation_service_client::FederationServiceClient;
+use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::Status;
 
+use crate::chunk_stream::{ChunkStream, StreamError};
 use crate::payload::{blob_info, chunks, into_le_bytes, ChecksumKind, Receiver};
 use crate::tensors::{elements, specs_from_proto, specs_to_proto, Model, TensorSpec};
 use crate::{raw_call, wire, Client, ClientError};
 
 /// The SubmitUpdate method's path.
 const SUBMIT_UPDATE: &str = "/synod.v1.FederationService/SubmitUpdate";
+/// The DownloadModel method's path.
+const DOWNLOAD_MODEL: &str = "/synod.v1.FederationService/DownloadModel";
+/// Largest message of a model download (its header; chunks are far smaller).
+const DOWNLOAD_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Largest initial model sent inline with the start.
 const INLINE_BYTES_MAX: usize = 1024 * 1024;
@@ -221,10 +227,10 @@ impl Client {
         };
         let buffer = std::sync::Mutex::new(buffer);
         self.call(|channel| {
-            let request = request.clone();
+            let (metadata, _, request) = self.request(request.clone()).into_parts();
             let buffer = std::mem::take(&mut *buffer.lock().expect("buffer lock"));
             async move {
-                download_on(channel, request, buffer)
+                download_on(channel, metadata, request, buffer)
                     .await
                     .map(tonic::Response::new)
             }
@@ -322,18 +328,38 @@ impl Client {
     }
 }
 
-/// Downloads and checks one model over `channel`, receiving into `buffer`.
+/// Downloads and checks one model over `channel`, receiving into `buffer`. The reply is read
+/// straight from its HTTP/2 body: each chunk's bytes go from the received frames into the
+/// model's values, checksummed on the way, with no decode buffer in between.
 async fn download_on(
     channel: Channel,
+    metadata: MetadataMap,
     request: pb::DownloadModelRequest,
     buffer: Vec<f32>,
 ) -> Result<(u32, Model), Status> {
+    let message = wire::message_frame(&request);
+    let body = raw_call::server_streaming(channel, DOWNLOAD_MODEL, metadata, message).await?;
+    let mut stream = ChunkStream::new(body, DOWNLOAD_MESSAGE_BYTES_MAX);
+    let received = read_model(&mut stream, buffer).await;
+    // A server that fails after its first reply says why in the trailers.
+    match stream.trailers().and_then(Status::from_header_map) {
+        Some(status) if received.is_err() && status.code() != tonic::Code::Ok => Err(status),
+        _ => received,
+    }
+}
+
+/// The model a DownloadModel reply stream carries, checked against its header.
+async fn read_model<B>(
+    stream: &mut ChunkStream<B>,
+    buffer: Vec<f32>,
+) -> Result<(u32, Model), Status>
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send,
+    B::Error: std::fmt::Display,
+{
     use pb::download_model_response::Part;
-    let mut stream = federations(channel)
-        .download_model(request)
-        .await?
-        .into_inner();
-    let header = match stream.message().await? {
+    let lost = |e: StreamError| Status::data_loss(format!("model stream: {e}"));
+    let header = match stream.first().await.map_err(lost)? {
         Some(pb::DownloadModelResponse {
             part: Some(Part::Header(header)),
             ..
@@ -355,14 +381,11 @@ async fn download_on(
         )));
     }
     let mut receiver = Receiver::reusing(buffer, elements(&specs) as usize, ChecksumKind::Crc32);
-    while let Some(message) = stream.message().await? {
-        let Some(Part::Chunk(chunk)) = message.part else {
-            return Err(Status::data_loss("a second model header"));
-        };
+    while let Some(piece) = stream.next_piece().await.map_err(lost)? {
         receiver
-            .push(chunk.offset, &chunk.data)
+            .push(piece.offset, &piece.data)
             .map_err(|e| Status::data_loss(format!("model: {e}")))?;
-        if chunk.last {
+        if piece.last {
             break;
         }
     }

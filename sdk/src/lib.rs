@@ -11,6 +11,7 @@ pub mod agent;
 mod barriers;
 mod channels;
 pub mod checkpoints;
+pub mod chunk_stream;
 mod client;
 mod elections;
 mod error;

@@ -1,6 +1,8 @@
-//! A client-streaming gRPC call whose request body is given as ready HTTP/2 data (see
-//! [`crate::wire`]), so a payload's slices go to the connection without an encode buffer; the
-//! unary reply is read back with prost. On the wire it is the same call tonic makes: the
+//! gRPC calls made below tonic's codec, for the bulk transfers: a client-streaming call whose
+//! request body is given as ready HTTP/2 data (see [`crate::wire`]), so a payload's slices go
+//! to the connection without an encode buffer, its unary reply read back with prost; and a
+//! server-streaming call whose reply body is handed over as it arrives, for
+//! [`crate::chunk_stream`] to parse. On the wire they are the calls tonic makes: the
 //! status comes from the response headers or trailers, with its metadata (e.g. the leader
 //! hint), and a connection that cannot be used is `UNAVAILABLE`.
 
@@ -24,6 +26,42 @@ pub async fn client_streaming<M: Message + Default>(
     metadata: MetadataMap,
     data: impl Iterator<Item = Bytes> + Send + 'static,
 ) -> Result<M, Status> {
+    let (in_headers, body) = start(channel, path, metadata, data).await?;
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().and_then(Status::from_header_map);
+    match trailers.or(in_headers) {
+        Some(status) if status.code() != Code::Ok => return Err(status),
+        Some(_) => {}
+        None => return Err(Status::internal("the reply carried no grpc-status")),
+    }
+    let data = collected.to_bytes();
+    let message =
+        single_message(&data).ok_or_else(|| Status::internal("the reply is not one message"))?;
+    M::decode(message).map_err(|e| Status::internal(format!("reply: {e}")))
+}
+
+/// Calls server-streaming `path` on `channel` with `metadata` and the one gRPC-framed request
+/// `message`; returns the reply's body to be read as it arrives (its trailers carry the final
+/// status).
+pub async fn server_streaming(
+    channel: Channel,
+    path: &'static str,
+    metadata: MetadataMap,
+    message: Bytes,
+) -> Result<Body, Status> {
+    let (_, body) = start(channel, path, metadata, std::iter::once(message)).await?;
+    Ok(body)
+}
+
+/// Sends the request and waits for the reply's headers: an error status in them (a
+/// trailers-only reply) is returned as the error; otherwise the status they hold, if any, and
+/// the body.
+async fn start(
+    channel: Channel,
+    path: &'static str,
+    metadata: MetadataMap,
+    data: impl Iterator<Item = Bytes> + Send + 'static,
+) -> Result<(Option<Status>, Body), Status> {
     let frames = futures::stream::iter(data.map(|bytes| Ok::<_, Status>(Frame::data(bytes))));
     let mut request = http::Request::new(Body::new(StreamBody::new(frames)));
     *request.method_mut() = http::Method::POST;
@@ -47,15 +85,5 @@ pub async fn client_streaming<M: Message + Default>(
     if parts.status != http::StatusCode::OK {
         return Err(Status::unknown(format!("HTTP status {}", parts.status)));
     }
-    let collected = body.collect().await?;
-    let trailers = collected.trailers().and_then(Status::from_header_map);
-    match trailers.or(in_headers) {
-        Some(status) if status.code() != Code::Ok => return Err(status),
-        Some(_) => {}
-        None => return Err(Status::internal("the reply carried no grpc-status")),
-    }
-    let data = collected.to_bytes();
-    let message =
-        single_message(&data).ok_or_else(|| Status::internal("the reply is not one message"))?;
-    M::decode(message).map_err(|e| Status::internal(format!("reply: {e}")))
+    Ok((in_headers, body))
 }

@@ -2,7 +2,7 @@
 //! becomes its gRPC prefix and field keys, the payload slice itself, and its `last` flag —
 //! byte for byte what prost encodes, without copying the payload into an encode buffer. The
 //! coordinator sends models this way and the SDK sends updates; both read them back with
-//! prost or the coordinator's streaming parser.
+//! [`crate::chunk_stream`].
 //!
 //! ```text
 //!   message ─► [0][len: u32 BE][protobuf]                        (message_frame)

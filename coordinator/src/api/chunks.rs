@@ -16,19 +16,7 @@ use tonic::{Status, Streaming};
 
 use super::ApiError;
 
-pub use synod_sdk::wire::fields;
-
-/// A run of a blob's bytes: `data` starts at byte `offset` of the blob; `last` marks the end
-/// of the final chunk (it may come with no data).
-#[derive(Debug)]
-pub struct Piece {
-    /// Blob offset of `data`.
-    pub offset: u64,
-    /// The bytes.
-    pub data: bytes::Bytes,
-    /// The final chunk ends here.
-    pub last: bool,
-}
+pub use synod_sdk::chunk_stream::Piece;
 
 /// Where a blob's chunks come from, as pieces in stream order.
 pub trait Pieces {
