@@ -36,7 +36,7 @@ use super::request::{
 use super::{ApiError, Caller, LeaderRouter};
 use crate::aggregation::first_non_finite;
 use crate::runtime::federations::{
-    finite_metrics, stage_chunks, Decoded, HeaderCheck, UpdateSubmission,
+    finite_metrics, stage_chunks, Decoded, HeaderCheck, PlainUpdate, UpdateSubmission,
 };
 use crate::runtime::{CommandResult, FederationRuntime, Proposer};
 use crate::state::federations::secure::SecureStep;
@@ -316,10 +316,10 @@ impl FederationApi {
                     chunks::receive_pieces_into(source, &declared, limit, UPDATE, kind, into)
                         .await?;
                 match cfg!(target_endian = "little") {
-                    true => Decoded::Plain {
-                        values: buffers.pooled(values),
+                    true => Decoded::Plain(PlainUpdate::checked_on_receipt(
+                        buffers.pooled(values),
                         non_finite,
-                    },
+                    )),
                     false => Decoded::plain(buffers.pooled(values)),
                 }
             }

@@ -34,14 +34,8 @@ pub enum Aggregate {
 
 /// A decoded update, ready to fold.
 pub enum Decoded {
-    /// f32 values, checked for finiteness as they were received: `non_finite` is the first
-    /// index that is not.
-    Plain {
-        /// The values.
-        values: PooledUpdate,
-        /// The first value that is not finite, if any.
-        non_finite: Option<usize>,
-    },
+    /// f32 values.
+    Plain(PlainUpdate),
     /// Masked fixed-point values.
     Masked(Vec<i64>),
 }
@@ -49,8 +43,28 @@ pub enum Decoded {
 impl Decoded {
     /// Plain `values`, checked here.
     pub fn plain(values: PooledUpdate) -> Self {
+        Self::Plain(PlainUpdate::check(values))
+    }
+}
+
+/// Plain f32 values whose finiteness is known.
+pub struct PlainUpdate {
+    values: PooledUpdate,
+    /// The first value that is not finite, if any.
+    non_finite: Option<usize>,
+}
+
+impl PlainUpdate {
+    /// `values`, checked here.
+    pub fn check(values: PooledUpdate) -> Self {
         let non_finite = first_non_finite(&values);
-        Self::Plain { values, non_finite }
+        Self { values, non_finite }
+    }
+
+    /// `values` as checked while they were received: `non_finite` is the first index found
+    /// not finite, if any.
+    pub(crate) fn checked_on_receipt(values: PooledUpdate, non_finite: Option<usize>) -> Self {
+        Self { values, non_finite }
     }
 }
 
@@ -122,10 +136,9 @@ fn fold_batch(
             let finite: Vec<(&[f32], u64)> = fresh
                 .iter()
                 .filter_map(|q| match &q.update {
-                    Decoded::Plain {
-                        values,
-                        non_finite: None,
-                    } => Some((&values[..], q.num_examples)),
+                    Decoded::Plain(plain) if plain.non_finite.is_none() => {
+                        Some((&plain.values[..], q.num_examples))
+                    }
                     _ => None,
                 })
                 .collect();
@@ -133,17 +146,17 @@ fn fold_batch(
             fresh
                 .iter()
                 .map(|q| match &q.update {
-                    Decoded::Plain {
+                    Decoded::Plain(PlainUpdate {
                         non_finite: Some(index),
                         ..
-                    } => Err(FoldError::Refused(
+                    }) => Err(FoldError::Refused(
                         AggregationError::NonFinite {
                             what: "update",
                             index: *index,
                         }
                         .to_string(),
                     )),
-                    Decoded::Plain { .. } => results
+                    Decoded::Plain(_) => results
                         .next()
                         .expect("one result per finite plain update")
                         .map_err(|e| match e.is_node_broken() {
@@ -160,7 +173,7 @@ fn fold_batch(
                 Decoded::Masked(values) => sum
                     .add(values)
                     .map_err(|e| FoldError::Refused(e.to_string())),
-                Decoded::Plain { .. } => Err(mismatch()),
+                Decoded::Plain(_) => Err(mismatch()),
             })
             .collect(),
     };
