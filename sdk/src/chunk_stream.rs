@@ -34,6 +34,9 @@ pub enum StreamError {
         /// What is wrong.
         problem: String,
     },
+    /// The body itself failed (the connection dropped, say).
+    #[error("stream: {0}")]
+    Body(String),
     /// A message over the size limit.
     #[error("stream: a message of {len} bytes, the limit is {max}")]
     TooLarge {
@@ -292,7 +295,7 @@ where
             }
             match self.body.frame().await {
                 None => self.ended = true,
-                Some(Err(error)) => return Err(invalid("stream", error.to_string())),
+                Some(Err(error)) => return Err(StreamError::Body(error.to_string())),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) if !data.is_empty() => {
                         self.queued += data.len();
@@ -560,5 +563,17 @@ mod tests {
         stream.first::<pb::SubmitUpdateRequest>().await.unwrap();
         assert!(stream.next_piece().await.unwrap().is_none(), "a clean end");
         assert_eq!(stream.trailers(), Some(&trailers));
+    }
+
+    #[tokio::test]
+    async fn a_failing_body_is_told_apart_from_a_malformed_stream() {
+        let frames: Vec<Result<Frame<Bytes>, String>> = vec![
+            Ok(Frame::data(Bytes::from(wire(&[header().encode_to_vec()])))),
+            Err("connection reset".to_owned()),
+        ];
+        let mut stream = ChunkStream::new(StreamBody::new(futures::stream::iter(frames)), 1024);
+        stream.first::<pb::SubmitUpdateRequest>().await.unwrap();
+        let error = stream.next_piece().await.unwrap_err();
+        assert_eq!(error, StreamError::Body("connection reset".to_owned()));
     }
 }

@@ -348,6 +348,16 @@ async fn download_on(
     }
 }
 
+/// The status of a model stream that could not be read: a body that fails is a connection
+/// lost (`UNAVAILABLE`: another member may serve the model); anything else is a stream that
+/// cannot be a model (`DATA_LOSS`).
+fn model_stream_status(error: StreamError) -> Status {
+    match error {
+        StreamError::Body(problem) => Status::unavailable(format!("model stream: {problem}")),
+        other => Status::data_loss(format!("model stream: {other}")),
+    }
+}
+
 /// The model a DownloadModel reply stream carries, checked against its header.
 async fn read_model<B>(
     stream: &mut ChunkStream<B>,
@@ -358,7 +368,7 @@ where
     B::Error: std::fmt::Display,
 {
     use pb::download_model_response::Part;
-    let lost = |e: StreamError| Status::data_loss(format!("model stream: {e}"));
+    let lost = model_stream_status;
     let header = match stream.first().await.map_err(lost)? {
         Some(pb::DownloadModelResponse {
             part: Some(Part::Header(header)),
@@ -401,4 +411,23 @@ where
     }
     let model = Model::new(specs, values).map_err(|e| Status::data_loss(e.to_string()))?;
     Ok((header.round, model))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retry::{next_step, Next};
+
+    #[test]
+    fn a_model_stream_cut_by_its_connection_is_retried_elsewhere_and_a_bad_one_is_not() {
+        let lost = model_stream_status(StreamError::Body("connection reset".into()));
+        assert_eq!(lost.code(), tonic::Code::Unavailable);
+        assert!(matches!(next_step(&lost), Next::TryAnother));
+        let bad = model_stream_status(StreamError::Invalid {
+            field: "chunk",
+            problem: "malformed message".into(),
+        });
+        assert_eq!(bad.code(), tonic::Code::DataLoss);
+        assert!(matches!(next_step(&bad), Next::Fail));
+    }
 }

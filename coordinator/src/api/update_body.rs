@@ -44,6 +44,7 @@ impl From<StreamError> for ApiError {
     fn from(error: StreamError) -> Self {
         match error {
             StreamError::Invalid { field, problem } => ApiError::invalid(field, problem),
+            StreamError::Body(problem) => ApiError::invalid("stream", problem),
             too_large @ StreamError::TooLarge { .. } => {
                 ApiError::ResourceExhausted(too_large.to_string())
             }
