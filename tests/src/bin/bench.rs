@@ -149,13 +149,20 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let outcome = match Cli::parse().command {
-        BenchCommand::Cluster(args) => run(args).await,
-        BenchCommand::Tasks(args) => run_tasks(args).await,
-        BenchCommand::Schedule(args) => run_schedule(&args),
-        BenchCommand::Coordination(args) => run_coordination(args).await,
-        BenchCommand::Messaging(args) => run_messaging(args).await,
-        BenchCommand::Federated(args) => run_federated(args).await,
+    let command = Cli::parse().command;
+    let work = async move {
+        match command {
+            BenchCommand::Cluster(args) => run(args).await,
+            BenchCommand::Tasks(args) => run_tasks(args).await,
+            BenchCommand::Schedule(args) => run_schedule(&args),
+            BenchCommand::Coordination(args) => run_coordination(args).await,
+            BenchCommand::Messaging(args) => run_messaging(args).await,
+            BenchCommand::Federated(args) => run_federated(args).await,
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        signal = stop_signal() => Err(anyhow::anyhow!("stopped by {signal}; its clusters were shut down")),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,6 +171,23 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Waits for Ctrl-C or SIGTERM. The run in progress is then dropped, and with it its clusters,
+/// whose nodes stop as they drop instead of being left running.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => "Ctrl-C",
+                _ = term.recv() => "SIGTERM",
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "Ctrl-C"
 }
 
 async fn run(args: ClusterArgs) -> anyhow::Result<()> {
