@@ -523,11 +523,7 @@ async fn a_participant_killed_mid_round_is_dropped_and_the_round_completes() -> 
     wait_completed(&client, &id).await?;
     let round = client.get_round(&id, 1).await?;
     assert_eq!(round.attempt, 1, "the round completed without a retry");
-    let dropped: Vec<_> = round
-        .participants
-        .iter()
-        .filter(|p| p.state == pb::ParticipantState::Dropped as i32)
-        .collect();
+    let dropped = in_state(&round, pb::ParticipantState::Dropped);
     assert_eq!(dropped.len(), 1, "{round:?}");
     assert_eq!(dropped[0].reason, "agent lost");
     // Two rounds of (1 + 3) / 2: the killed participant's step never counts.
@@ -550,11 +546,7 @@ async fn a_non_finite_update_is_refused_as_it_arrives_and_rounds_complete_withou
     wait_completed(&client, &id).await?;
     for number in 1..=2 {
         let round = client.get_round(&id, number).await?;
-        let rejected: Vec<_> = round
-            .participants
-            .iter()
-            .filter(|p| p.state == pb::ParticipantState::Rejected as i32)
-            .collect();
+        let rejected = in_state(&round, pb::ParticipantState::Rejected);
         assert_eq!(rejected.len(), 1, "{round:?}");
         assert_eq!(
             rejected[0].reason, "update value at index 0 is not finite",
@@ -565,6 +557,15 @@ async fn a_non_finite_update_is_refused_as_it_arrives_and_rounds_complete_withou
     assert_eq!(model.values, vec![2.0; 6], "only the finite steps count");
     stop.cancel();
     Ok(())
+}
+
+/// The participants of `round` in `state`.
+fn in_state(round: &pb::Round, state: pb::ParticipantState) -> Vec<&pb::RoundParticipant> {
+    round
+        .participants
+        .iter()
+        .filter(|p| p.state == state as i32)
+        .collect()
 }
 
 /// Steppers of (step, examples), each taking `delay` to fit.
