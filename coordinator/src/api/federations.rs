@@ -34,9 +34,8 @@ use super::request::{
     check_chars, id_for, next_token, page_position, page_size, require, state_filter,
 };
 use super::{ApiError, Caller, LeaderRouter};
-use crate::aggregation::first_non_finite;
 use crate::runtime::federations::{
-    finite_metrics, stage_chunks, Decoded, HeaderCheck, PlainUpdate, UpdateSubmission,
+    finite_metrics, stage_chunks, Decoded, FiniteScan, HeaderCheck, UpdateSubmission,
 };
 use crate::runtime::{CommandResult, FederationRuntime, Proposer};
 use crate::state::federations::secure::SecureStep;
@@ -303,25 +302,15 @@ impl FederationApi {
             ),
             false => {
                 let buffers = self.runtime.update_buffers();
-                let mut non_finite = None;
+                let mut scan = FiniteScan::default();
                 let into = chunks::Destination {
                     buffer: buffers.take(expected as usize / 4),
-                    inspect: |start: usize, values: &[f32]| {
-                        if non_finite.is_none() && cfg!(target_endian = "little") {
-                            non_finite = first_non_finite(values).map(|i| start + i);
-                        }
-                    },
+                    inspect: |start: usize, values: &[f32]| scan.observe(start, values),
                 };
                 let values =
                     chunks::receive_pieces_into(source, &declared, limit, UPDATE, kind, into)
                         .await?;
-                match cfg!(target_endian = "little") {
-                    true => Decoded::Plain(PlainUpdate::checked_on_receipt(
-                        buffers.pooled(values),
-                        non_finite,
-                    )),
-                    false => Decoded::plain(buffers.pooled(values)),
-                }
+                Decoded::Plain(scan.finish(buffers.pooled(values)))
             }
         };
         let submission = UpdateSubmission {

@@ -60,11 +60,33 @@ impl PlainUpdate {
         let non_finite = first_non_finite(&values);
         Self { values, non_finite }
     }
+}
 
-    /// `values` as checked while they were received: `non_finite` is the first index found
-    /// not finite, if any.
-    pub(crate) fn checked_on_receipt(values: PooledUpdate, non_finite: Option<usize>) -> Self {
-        Self { values, non_finite }
+/// Checks a plain update for finiteness as its chunks arrive, each while it is still in the
+/// cache; [`finish`](Self::finish) gives the checked update. The received elements are
+/// little-endian, so a big-endian machine checks the whole update at the end instead.
+#[derive(Default)]
+pub struct FiniteScan {
+    non_finite: Option<usize>,
+}
+
+impl FiniteScan {
+    /// Looks at the received elements `values`, the first of which is at index `start`.
+    pub fn observe(&mut self, start: usize, values: &[f32]) {
+        if self.non_finite.is_none() && cfg!(target_endian = "little") {
+            self.non_finite = first_non_finite(values).map(|i| start + i);
+        }
+    }
+
+    /// The update whose every element was observed, with what the scan found.
+    pub fn finish(self, values: PooledUpdate) -> PlainUpdate {
+        match cfg!(target_endian = "little") {
+            true => PlainUpdate {
+                values,
+                non_finite: self.non_finite,
+            },
+            false => PlainUpdate::check(values),
+        }
     }
 }
 
@@ -335,6 +357,27 @@ mod tests {
                 &mut rand::rngs::StdRng::seed_from_u64(7),
             )
             .expect("finishes")
+    }
+
+    #[test]
+    fn a_scan_over_received_runs_finds_the_first_non_finite_value() {
+        let values = vec![1.0, 2.0, 3.0, f32::INFINITY, f32::NAN];
+        let mut scan = FiniteScan::default();
+        scan.observe(0, &values[..2]);
+        scan.observe(2, &values[2..4]);
+        scan.observe(4, &values[4..]);
+        let live = fedavg_round(5);
+        let scanned = Decoded::Plain(scan.finish(values.into()));
+        assert_eq!(
+            live.fold("mallory", scanned, 1),
+            Err(FoldError::Refused(
+                "update value at index 3 is not finite".into()
+            ))
+        );
+        let mut clean = FiniteScan::default();
+        clean.observe(0, &[1.0, 2.0]);
+        let honest = Decoded::Plain(clean.finish(vec![1.0, 2.0, 3.0, 4.0, 5.0].into()));
+        assert_eq!(live.fold("alice", honest, 1), Ok(true));
     }
 
     #[test]

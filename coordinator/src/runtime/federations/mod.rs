@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use buffers::{PooledUpdate, UpdateBuffers};
 pub use finish::stage_chunks;
-pub use live::{Decoded, GlobalModel, LiveRound, PlainUpdate};
+pub use live::{Decoded, FiniteScan, GlobalModel, LiveRound, PlainUpdate};
 pub use updates::{finite_metrics, HeaderCheck, UpdateAnswer, UpdateError, UpdateSubmission};
 
 use super::{clock, AgentRuntime, CommandResult};
