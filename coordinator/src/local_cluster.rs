@@ -219,15 +219,32 @@ impl LocalCluster {
 
     /// Sends SIGTERM to node `id` and waits for it to exit; returns its exit status.
     pub fn terminate(&mut self, id: u64) -> anyhow::Result<std::process::ExitStatus> {
+        self.signal(id, "-TERM")?;
         let node = self.nodes.get_mut(&id).context("unknown node")?;
         let mut child = node.child.take().context("node is not running")?;
+        Ok(child.wait()?)
+    }
+
+    /// Freezes node `id` (SIGSTOP): it keeps its connections but answers nothing, like a node
+    /// whose disk or CPU stalls, until [`Self::resume`].
+    pub fn pause(&self, id: u64) -> anyhow::Result<()> {
+        self.signal(id, "-STOP")
+    }
+
+    /// Lets a node frozen by [`Self::pause`] run again (SIGCONT).
+    pub fn resume(&self, id: u64) -> anyhow::Result<()> {
+        self.signal(id, "-CONT")
+    }
+
+    fn signal(&self, id: u64, signal: &str) -> anyhow::Result<()> {
+        let pid = self.pid(id).context("node is not running")?;
         let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([signal, &pid.to_string()])
             .status()?;
         if !status.success() {
-            bail!("kill -TERM failed");
+            bail!("kill {signal} {pid} failed");
         }
-        Ok(child.wait()?)
+        Ok(())
     }
 
     /// Waits until every running node reports the same leader, itself running; returns it.

@@ -225,6 +225,48 @@ async fn a_killed_node_restarts_from_its_data_dir_and_catches_up() -> anyhow::Re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_frozen_during_large_appends_catches_up_with_every_entry() -> anyhow::Result<()>
+{
+    let _serial = serial().await;
+    let cluster = start_cluster(3, options())?;
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let frozen = (1..=3).find(|id| *id != leader).unwrap();
+    // Frozen, the follower stops reading: the append of the first 1 MiB value to it stalls
+    // past the heartbeat timeout while more writes come in behind it, so retries carry more
+    // entries than the append still in flight.
+    cluster.pause(frozen)?;
+    // The other two nodes commit meanwhile.
+    let live = (1..=3)
+        .filter(|id| *id != frozen)
+        .map(|id| cluster.addr(id));
+    let client = Client::new(live.map(str::to_owned))?;
+    let value = |i: u8| vec![i; 1024 * 1024];
+    for i in 0..4u8 {
+        client.put(format!("big/{i}"), value(i)).await?;
+    }
+    for i in 0..200 {
+        client.put(format!("small/{i:06}"), format!("v{i}")).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.resume(frozen)?;
+    let committed = commit_index(&cluster).await?;
+    cluster
+        .wait_converged(&[1, 2, 3], committed, CONVERGE_TIMEOUT)
+        .await?;
+    assert_eq!(keys_on(&cluster, frozen, "small").await?.len(), 200);
+    let on_frozen = Client::new([cluster.addr(frozen)])?;
+    for i in 0..4u8 {
+        let kv = on_frozen
+            .get(format!("big/{i}"), pb::Consistency::Stale)
+            .await?
+            .kv
+            .expect("the large value reached the frozen follower");
+        assert!(kv.value == value(i), "big/{i} arrived intact");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_fell_behind_a_compaction_catches_up_by_snapshot() -> anyhow::Result<()> {
     let _serial = serial().await;
     let options = NodeOptions {

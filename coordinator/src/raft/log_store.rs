@@ -175,12 +175,13 @@ impl LogStore {
                 .map(|(i, e)| (*i, e.clone()))
                 .collect()
         };
-        let want = (end - start) as usize;
-        if found.len() < want {
+        if let Some((first, last)) = missing(&found, start, end) {
+            // Only the span the cache lacks (its oldest entries leave first, so usually a
+            // prefix): the cached entries in the range may be models of several MB.
             let from_disk = self
                 .inner
                 .wal
-                .read(start, end)
+                .read(first, last + 1)
                 .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
             for (index, bytes) in from_disk {
                 if let std::collections::btree_map::Entry::Vacant(slot) = found.entry(index) {
@@ -192,6 +193,18 @@ impl LogStore {
         }
         Ok(found.into_values().collect())
     }
+}
+
+/// The first and last index in `start..end` that `found` lacks, if any.
+fn missing<V>(found: &BTreeMap<u64, V>, start: u64, end: u64) -> Option<(u64, u64)> {
+    if found.len() as u64 == end - start {
+        return None;
+    }
+    let first = (start..end).find(|index| !found.contains_key(index))?;
+    let last = (first..end)
+        .rev()
+        .find(|index| !found.contains_key(index))?;
+    Some((first, last))
 }
 
 /// What the log held when it was opened, decoded.
@@ -572,5 +585,55 @@ mod tests {
             .inner
             .keep_recent([(log_id(5), RECENT_BYTES)].into_iter());
         assert_eq!(cached(&store), vec![5]);
+    }
+
+    #[test]
+    fn only_the_span_the_cache_lacks_is_read_from_disk() {
+        let found =
+            |indexes: &[u64]| -> BTreeMap<u64, ()> { indexes.iter().map(|i| (*i, ())).collect() };
+        assert_eq!(missing(&found(&[3, 4, 5]), 3, 6), None);
+        assert_eq!(
+            missing(&found(&[5, 6]), 2, 7),
+            Some((2, 4)),
+            "evicted prefix"
+        );
+        assert_eq!(missing(&found(&[2, 6]), 2, 7), Some((3, 5)), "a hole");
+        assert_eq!(missing(&found(&[]), 2, 4), Some((2, 3)));
+    }
+
+    #[tokio::test]
+    async fn a_read_joins_entries_from_disk_with_the_cached_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let blank = |i| Entry::<TypeConfig> {
+            log_id: log_id(i),
+            payload: EntryPayload::Blank,
+        };
+        {
+            let (mut wal, _) = Wal::open(&dir.path().join("wal"), SEGMENT_BYTES).unwrap();
+            let durable: Vec<Record> = (1..=2)
+                .map(|i| Record::Entry {
+                    index: i,
+                    bytes: encode("entry", &blank(i)).unwrap(),
+                })
+                .collect();
+            wal.write(&durable).unwrap();
+        }
+        let mut store = LogStore::open(dir.path()).unwrap();
+        {
+            // Appended, not yet on disk.
+            let mut cached = store.inner.cached.lock().unwrap();
+            for i in 3..=4 {
+                cached.insert(i, blank(i));
+            }
+        }
+        store.inner.bounds.lock().unwrap().last = Some(log_id(4));
+        let read = store.try_get_log_entries(1..5).await.unwrap();
+        let indexes: Vec<u64> = read.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, vec![1, 2, 3, 4]);
+        let tail = store.try_get_log_entries(2..=3).await.unwrap();
+        assert_eq!(
+            tail.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
     }
 }

@@ -2,15 +2,21 @@
 //! gRPC channels to peers (also used to forward client requests to the leader).
 //!
 //! openraft gives every AppendEntries one heartbeat interval before it drops the call and
-//! retries the same entries. A large entry (a checkpoint) can take longer than that to ship and
-//! persist, so a large append runs in a task of its own: when openraft gives up on
-//! it, it keeps going, and openraft's retry of the same entries waits for that transfer instead
-//! of starting another one that would be cut short again.
+//! retries. A large entry (a checkpoint, a round's model) can take longer than that to ship and
+//! persist, so a large append runs in a task of its own: when openraft gives up on it, it keeps
+//! going, and openraft's retry waits for that transfer instead of starting another one that
+//! would be cut short again. The retry often carries more entries than the append in flight
+//! (the leader appended some meanwhile): it still waits for the one in flight, which carries a
+//! prefix of them, and reports that prefix as matched (`PartialSuccess`); openraft then sends
+//! only the rest. Resending a model of several MB to a follower whose disk is slow would only
+//! add to its load.
 //!
 //! ```text
-//!   append_entries(entries a..b) ─► small? ─yes─► send inline
-//!                                   └no─► in flight for a..b? ─yes─► wait for it (may outlive calls)
-//!                                                            └no──► spawn the RPC, wait for it
+//!   append_entries(prev, a..b) ─► small? ─yes─► send inline
+//!                                 └no─► in flight from prev, same vote?
+//!                                         ├ for a..b ─────► wait for it (may outlive calls)
+//!                                         ├ for a..c, c<b ─► wait for it; success = matched to c
+//!                                         └ otherwise ────► abort it, spawn the RPC, wait for it
 //! ```
 
 use std::collections::HashMap;
@@ -109,12 +115,57 @@ pub struct PeerConnection {
     in_flight: Option<(AppendKey, tokio::task::JoinHandle<AppendResult>)>,
 }
 
-/// What identifies a retry of the same append: the leader's vote and the entries it carries.
-type AppendKey = (
-    openraft::Vote<NodeId>,
-    Option<openraft::LogId<NodeId>>,
-    Option<openraft::LogId<NodeId>>,
-);
+/// What an append carries: under the leader's vote, the entries after `prev` up to `last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AppendKey {
+    vote: openraft::Vote<NodeId>,
+    prev: Option<openraft::LogId<NodeId>>,
+    last: Option<openraft::LogId<NodeId>>,
+}
+
+/// What the append in flight does for a wanted one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reuse {
+    /// It carries the same entries.
+    Whole,
+    /// It carries the wanted entries up to this one: a leader never rewrites its own log
+    /// within its term, so under the same vote and from the same `prev` they are a prefix.
+    Prefix(openraft::LogId<NodeId>),
+    /// It is of no use.
+    Nothing,
+}
+
+impl AppendKey {
+    fn of(request: &AppendEntriesRequest<TypeConfig>) -> Self {
+        Self {
+            vote: request.vote,
+            prev: request.prev_log_id,
+            last: request.entries.last().map(|entry| entry.log_id),
+        }
+    }
+
+    /// What an append in flight carrying `self` does for one carrying `wanted`.
+    fn reuse_for(&self, wanted: &AppendKey) -> Reuse {
+        if self.vote != wanted.vote || self.prev != wanted.prev {
+            return Reuse::Nothing;
+        }
+        match (self.last, wanted.last) {
+            (last, wanted) if last == wanted => Reuse::Whole,
+            (Some(last), Some(wanted)) if last.index < wanted.index => Reuse::Prefix(last),
+            _ => Reuse::Nothing,
+        }
+    }
+}
+
+/// The follower's answer to a wanted append, from its reply to the one in flight that served it.
+fn answer(reuse: Reuse, reply: AppendEntriesResponse<NodeId>) -> AppendEntriesResponse<NodeId> {
+    match (reuse, reply) {
+        (Reuse::Prefix(matched), AppendEntriesResponse::Success) => {
+            AppendEntriesResponse::PartialSuccess(Some(matched))
+        }
+        (_, reply) => reply,
+    }
+}
 type AppendResult = PeerResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible>;
 
 #[derive(Clone, Copy)]
@@ -155,24 +206,21 @@ impl PeerConnection {
         request: AppendEntriesRequest<TypeConfig>,
         option: &RPCOption,
     ) -> AppendResult {
-        let key = (
-            request.vote,
-            request.prev_log_id,
-            request.entries.last().map(|entry| entry.log_id),
-        );
-        match &self.in_flight {
-            Some((pending, _)) if *pending == key => {}
-            _ => {
-                if let Some((_, stale)) = self.in_flight.take() {
-                    stale.abort();
-                }
-                let client = self.client().map_err(RPCError::Unreachable)?;
-                let (target, ttl) = (self.target, option.hard_ttl());
-                let task = tokio::spawn(async move {
-                    send(client, target, Rpc::AppendEntries, &request, ttl).await
-                });
-                self.in_flight = Some((key, task));
+        let key = AppendKey::of(&request);
+        let reuse = self
+            .in_flight
+            .as_ref()
+            .map_or(Reuse::Nothing, |(pending, _)| pending.reuse_for(&key));
+        if reuse == Reuse::Nothing {
+            if let Some((_, stale)) = self.in_flight.take() {
+                stale.abort();
             }
+            let client = self.client().map_err(RPCError::Unreachable)?;
+            let (target, ttl) = (self.target, option.hard_ttl());
+            let task = tokio::spawn(async move {
+                send(client, target, Rpc::AppendEntries, &request, ttl).await
+            });
+            self.in_flight = Some((key, task));
         }
         let Some((_, task)) = self.in_flight.as_mut() else {
             unreachable!("an append was just put in flight");
@@ -181,7 +229,7 @@ impl PeerConnection {
         let result = task.await;
         self.in_flight = None;
         match result {
-            Ok(answer) => answer,
+            Ok(reply) => reply.map(|reply| answer(reuse, reply)),
             Err(joined) => Err(RPCError::Network(NetworkError::new(
                 &std::io::Error::other(joined.to_string()),
             ))),
@@ -284,5 +332,62 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> PeerResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         self.call(Rpc::Vote, &request, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, LogId, Vote};
+
+    use super::*;
+
+    fn log_id(term: u64, index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn key(term: u64, prev: u64, last: Option<u64>) -> AppendKey {
+        AppendKey {
+            vote: Vote::new_committed(term, 1),
+            prev: Some(log_id(term, prev)),
+            last: last.map(|index| log_id(term, index)),
+        }
+    }
+
+    #[test]
+    fn an_append_in_flight_serves_the_same_entries_and_a_longer_run_from_the_same_point() {
+        let in_flight = key(1, 10, Some(11));
+        assert_eq!(in_flight.reuse_for(&key(1, 10, Some(11))), Reuse::Whole);
+        assert_eq!(
+            in_flight.reuse_for(&key(1, 10, Some(13))),
+            Reuse::Prefix(log_id(1, 11))
+        );
+        // Fewer entries, another starting point, another vote: sent anew.
+        assert_eq!(in_flight.reuse_for(&key(1, 10, Some(10))), Reuse::Nothing);
+        assert_eq!(in_flight.reuse_for(&key(1, 10, None)), Reuse::Nothing);
+        assert_eq!(in_flight.reuse_for(&key(1, 9, Some(13))), Reuse::Nothing);
+        assert_eq!(in_flight.reuse_for(&key(2, 10, Some(13))), Reuse::Nothing);
+    }
+
+    #[test]
+    fn a_prefix_that_succeeded_is_reported_as_matched_up_to_its_last_entry() {
+        let prefix = Reuse::Prefix(log_id(1, 11));
+        assert_eq!(
+            answer(prefix, AppendEntriesResponse::Success),
+            AppendEntriesResponse::PartialSuccess(Some(log_id(1, 11)))
+        );
+        assert_eq!(
+            answer(Reuse::Whole, AppendEntriesResponse::Success),
+            AppendEntriesResponse::Success
+        );
+        // A conflict or a higher vote is the follower's answer to the wanted append too.
+        assert_eq!(
+            answer(prefix, AppendEntriesResponse::Conflict),
+            AppendEntriesResponse::Conflict
+        );
+        let higher = Vote::new(2, 2);
+        assert_eq!(
+            answer(prefix, AppendEntriesResponse::HigherVote(higher)),
+            AppendEntriesResponse::HigherVote(higher)
+        );
     }
 }
