@@ -22,7 +22,7 @@ mod jobs;
 mod messages;
 pub mod payload;
 mod put_pipeline;
-mod raw_call;
+pub mod raw_call;
 mod relay;
 mod retry;
 pub mod secagg;

@@ -4,7 +4,8 @@
 //! server-streaming call whose reply body is handed over as it arrives, for
 //! [`crate::chunk_stream`] to parse. On the wire they are the calls tonic makes: the
 //! status comes from the response headers or trailers, with its metadata (e.g. the leader
-//! hint), and a connection that cannot be used is `UNAVAILABLE`.
+//! hint), a connection that cannot be used is `UNAVAILABLE`, and a call that outlives its
+//! `grpc-timeout` header is `CANCELLED`.
 
 use bytes::Bytes;
 use http_body::Frame;
@@ -53,6 +54,18 @@ pub async fn server_streaming(
     Ok(body)
 }
 
+/// Whether `error` (or what caused it) is the channel's timeout.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 /// Sends the request and waits for the reply's headers: an error status in them (a
 /// trailers-only reply) is returned as the error; otherwise the status they hold, if any, and
 /// the body.
@@ -76,7 +89,11 @@ async fn start(
     let response = channel
         .oneshot(request)
         .await
-        .map_err(|e| Status::unavailable(format!("connection: {e}")))?;
+        .map_err(|e| match timed_out(&e) {
+            // The request's `grpc-timeout` passed: the call was cut short, as tonic reports it.
+            true => Status::cancelled("Timeout expired"),
+            false => Status::unavailable(format!("connection: {e}")),
+        })?;
     let (parts, body) = response.into_parts();
     let in_headers = Status::from_header_map(&parts.headers);
     if let Some(status) = in_headers.clone().filter(|s| s.code() != Code::Ok) {
@@ -86,4 +103,23 @@ async fn start(
         return Err(Status::unknown(format!("HTTP status {}", parts.status)));
     }
     Ok((in_headers, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error caused by another, as the channel wraps its timeout.
+    #[derive(Debug, thiserror::Error)]
+    #[error("request failed")]
+    struct Wrapped(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+    #[test]
+    fn the_channel_timeout_is_found_anywhere_in_the_error_chain() {
+        let expired = Wrapped(Box::new(Wrapped(Box::new(tonic::TimeoutExpired(())))));
+        assert!(timed_out(&expired));
+        assert!(timed_out(&tonic::TimeoutExpired(())));
+        let refused = Wrapped(Box::new(std::io::Error::other("connection refused")));
+        assert!(!timed_out(&refused));
+    }
 }

@@ -39,6 +39,19 @@ pub fn message_frame(message: &impl Message) -> Bytes {
     data.freeze()
 }
 
+/// One gRPC message whose only field is the length-delimited `field` holding `payload`, as
+/// HTTP/2 data: the prefix and field key, then the payload itself.
+pub fn bytes_field_frames(field: u32, payload: Bytes) -> [Bytes; 2] {
+    let len = payload.len() as u64;
+    let message = 1 + encoded_len_varint(len) + payload.len();
+    let mut head = BytesMut::with_capacity(16);
+    head.put_u8(0);
+    head.put_u32(message as u32);
+    encode_key(field, WireType::LengthDelimited, &mut head);
+    encode_varint(len, &mut head);
+    [head.freeze(), payload]
+}
+
 /// The one uncompressed gRPC message `bytes` holds, if that is all it holds.
 pub fn single_message(bytes: &Bytes) -> Option<Bytes> {
     let len = u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?) as usize;
@@ -87,6 +100,26 @@ pub fn chunk_frames(chunk: pb::Chunk) -> impl Iterator<Item = Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bytes_field_is_framed_as_prost_encodes_it() {
+        for len in [1usize, 127, 128, 300_000] {
+            let payload = Bytes::from(vec![7u8; len]);
+            let joined: Vec<u8> = bytes_field_frames(1, payload.clone()).concat();
+            let encoded = message_frame(&pb::RaftPayload {
+                ok: payload,
+                error: Bytes::new(),
+            });
+            assert_eq!(joined, encoded.to_vec(), "{len} bytes");
+        }
+        // prost leaves an empty field out; written anyway, it decodes the same.
+        let empty = Bytes::from(bytes_field_frames(1, Bytes::new()).concat());
+        let message = single_message(&empty).expect("one message");
+        assert_eq!(
+            pb::RaftPayload::decode(message).unwrap(),
+            pb::RaftPayload::default()
+        );
+    }
 
     #[test]
     fn chunk_frames_encode_as_prost_does_for_both_messages_that_carry_chunks() {

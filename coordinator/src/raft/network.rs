@@ -36,6 +36,8 @@ use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Serialize};
 use synod_proto::v1::raft_transport_client::RaftTransportClient;
 use synod_proto::v1::RaftPayload;
+use synod_sdk::{raw_call, wire};
+use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use super::codec::{decode, encode};
@@ -101,7 +103,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConnection {
         PeerConnection {
             target,
-            client: self.peers.transport(&node.addr).map_err(|e| e.to_string()),
+            channel: self.peers.channel(&node.addr).map_err(|e| e.to_string()),
             in_flight: None,
         }
     }
@@ -110,7 +112,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 /// openraft's connection to one peer.
 pub struct PeerConnection {
     target: NodeId,
-    client: Result<RaftTransportClient<Channel>, String>,
+    channel: Result<Channel, String>,
     /// The append carrying entries that is being sent, by what it carries.
     in_flight: Option<(AppendKey, tokio::task::JoinHandle<AppendResult>)>,
 }
@@ -175,6 +177,27 @@ enum Rpc {
     InstallSnapshot,
 }
 
+impl Rpc {
+    fn path(self) -> &'static str {
+        match self {
+            Rpc::AppendEntries => "/synod.v1.RaftTransport/AppendEntries",
+            Rpc::Vote => "/synod.v1.RaftTransport/Vote",
+            Rpc::InstallSnapshot => "/synod.v1.RaftTransport/InstallSnapshot",
+        }
+    }
+}
+
+/// `RaftPayload.ok`.
+const RAFT_PAYLOAD_OK: u32 = 1;
+
+/// A `grpc-timeout` header value: `after`, in milliseconds (at most the eight digits allowed).
+fn grpc_timeout(after: Duration) -> MetadataValue<Ascii> {
+    let millis = after.as_millis().min(99_999_999);
+    format!("{millis}m")
+        .parse()
+        .expect("digits and a unit are ASCII")
+}
+
 type PeerResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl PeerConnection {
@@ -189,12 +212,12 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let client = self.client().map_err(RPCError::Unreachable)?;
-        send(client, self.target, rpc, request, option.hard_ttl()).await
+        let channel = self.channel().map_err(RPCError::Unreachable)?;
+        send(channel, self.target, rpc, request, option.hard_ttl()).await
     }
 
-    fn client(&self) -> Result<RaftTransportClient<Channel>, Unreachable> {
-        self.client
+    fn channel(&self) -> Result<Channel, Unreachable> {
+        self.channel
             .clone()
             .map_err(|e| Unreachable::new(&std::io::Error::other(e)))
     }
@@ -215,10 +238,10 @@ impl PeerConnection {
             if let Some((_, stale)) = self.in_flight.take() {
                 stale.abort();
             }
-            let client = self.client().map_err(RPCError::Unreachable)?;
+            let channel = self.channel().map_err(RPCError::Unreachable)?;
             let (target, ttl) = (self.target, option.hard_ttl());
             let task = tokio::spawn(async move {
-                send(client, target, Rpc::AppendEntries, &request, ttl).await
+                send(channel, target, Rpc::AppendEntries, &request, ttl).await
             });
             self.in_flight = Some((key, task));
         }
@@ -237,9 +260,11 @@ impl PeerConnection {
     }
 }
 
-/// One RPC to `target`: the request, its reply or error.
+/// One RPC to `target`: the request, its reply or error. The encoded request goes to the
+/// connection as it is (see [`wire::bytes_field_frames`]), not copied into tonic's encode buffer
+/// once more: for a round's model, that is a copy of several MB per follower.
 async fn send<Req, Resp, E>(
-    mut client: RaftTransportClient<Channel>,
+    channel: Channel,
     target: NodeId,
     rpc: Rpc,
     request: &Req,
@@ -254,17 +279,13 @@ where
         encode("raft request", request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
     // Large entries (checkpoints) take longer than a heartbeat to ship and persist.
     let transfer = Duration::from_millis((payload.len() / TRANSFER_BYTES_PER_MS) as u64);
-    let mut grpc_request = tonic::Request::new(RaftPayload {
-        ok: payload.into(),
-        error: Default::default(),
-    });
-    grpc_request.set_timeout(ttl + transfer);
-    let reply = match rpc {
-        Rpc::AppendEntries => client.append_entries(grpc_request).await,
-        Rpc::Vote => client.vote(grpc_request).await,
-        Rpc::InstallSnapshot => client.install_snapshot(grpc_request).await,
-    };
-    let reply = reply.map_err(status_to_rpc_error)?.into_inner();
+    let mut metadata = MetadataMap::new();
+    metadata.insert("grpc-timeout", grpc_timeout(ttl + transfer));
+    let body = wire::bytes_field_frames(RAFT_PAYLOAD_OK, payload.into());
+    let reply: RaftPayload =
+        raw_call::client_streaming(channel, rpc.path(), metadata, body.into_iter())
+            .await
+            .map_err(status_to_rpc_error)?;
     if !reply.error.is_empty() {
         let error: RaftError<NodeId, E> = decode("raft error", &reply.error)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -389,5 +410,11 @@ mod tests {
             answer(prefix, AppendEntriesResponse::HigherVote(higher)),
             AppendEntriesResponse::HigherVote(higher)
         );
+    }
+
+    #[test]
+    fn the_timeout_travels_in_milliseconds_within_eight_digits() {
+        assert_eq!(grpc_timeout(Duration::from_millis(1_500)), "1500m");
+        assert_eq!(grpc_timeout(Duration::from_secs(10_000_000)), "99999999m");
     }
 }
