@@ -90,6 +90,15 @@ async fn commit_index(cluster: &LocalCluster) -> anyhow::Result<u64> {
     Ok(cluster.client()?.status(true).await?.commit_index)
 }
 
+/// Waits until the three nodes have applied, identically, all the cluster has committed.
+async fn all_three_converge(cluster: &LocalCluster) -> anyhow::Result<()> {
+    let committed = commit_index(cluster).await?;
+    cluster
+        .wait_converged(&[1, 2, 3], committed, CONVERGE_TIMEOUT)
+        .await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_elect_one_leader_all_agree_on() -> anyhow::Result<()> {
     let _serial = serial().await;
@@ -209,16 +218,11 @@ async fn a_killed_node_restarts_from_its_data_dir_and_catches_up() -> anyhow::Re
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     write_keys(&cluster, "a", 0..300, 8).await?;
-    cluster
-        .wait_converged(&[1, 2, 3], commit_index(&cluster).await?, CONVERGE_TIMEOUT)
-        .await?;
+    all_three_converge(&cluster).await?;
     cluster.kill(follower)?;
     write_keys(&cluster, "b", 0..700, 8).await?;
     cluster.restart(follower)?;
-    let committed = commit_index(&cluster).await?;
-    cluster
-        .wait_converged(&[1, 2, 3], committed, CONVERGE_TIMEOUT)
-        .await?;
+    all_three_converge(&cluster).await?;
     assert_eq!(keys_on(&cluster, follower, "a").await?.len(), 300);
     assert_eq!(keys_on(&cluster, follower, "b").await?.len(), 700);
     Ok(())
@@ -249,10 +253,7 @@ async fn a_follower_frozen_during_large_appends_catches_up_with_every_entry() ->
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     cluster.resume(frozen)?;
-    let committed = commit_index(&cluster).await?;
-    cluster
-        .wait_converged(&[1, 2, 3], committed, CONVERGE_TIMEOUT)
-        .await?;
+    all_three_converge(&cluster).await?;
     assert_eq!(keys_on(&cluster, frozen, "small").await?.len(), 200);
     let on_frozen = Client::new([cluster.addr(frozen)])?;
     for i in 0..4u8 {
@@ -277,9 +278,7 @@ async fn a_node_that_fell_behind_a_compaction_catches_up_by_snapshot() -> anyhow
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
     let lagger = (1..=3).find(|id| *id != leader).unwrap();
     write_keys(&cluster, "early", 0..50, 1).await?;
-    cluster
-        .wait_converged(&[1, 2, 3], commit_index(&cluster).await?, CONVERGE_TIMEOUT)
-        .await?;
+    all_three_converge(&cluster).await?;
     let lagger_last = cluster
         .client()?
         .status_of(cluster.addr(lagger), false)
@@ -305,10 +304,7 @@ async fn a_node_that_fell_behind_a_compaction_catches_up_by_snapshot() -> anyhow
     );
 
     cluster.restart(lagger)?;
-    let committed = commit_index(&cluster).await?;
-    cluster
-        .wait_converged(&[1, 2, 3], committed, CONVERGE_TIMEOUT)
-        .await?;
+    all_three_converge(&cluster).await?;
     let status = client.status_of(cluster.addr(lagger), false).await?;
     assert!(
         status.snapshot_index > lagger_last,
@@ -520,9 +516,7 @@ async fn sigterm_stops_a_leader_cleanly_and_the_rest_carry_on() -> anyhow::Resul
     assert_ne!(new_leader, leader);
     cluster.client()?.put("after-term", "ok").await?;
     cluster.restart(leader)?;
-    cluster
-        .wait_converged(&[1, 2, 3], commit_index(&cluster).await?, CONVERGE_TIMEOUT)
-        .await?;
+    all_three_converge(&cluster).await?;
     assert_eq!(keys_on(&cluster, leader, "t").await?, acked);
     Ok(())
 }
