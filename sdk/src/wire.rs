@@ -27,12 +27,17 @@ pub mod fields {
     pub const LAST: u32 = 3;
 }
 
+/// The gRPC prefix of an uncompressed message of `len` bytes.
+fn put_prefix(buffer: &mut BytesMut, len: usize) {
+    buffer.put_u8(0);
+    buffer.put_u32(len as u32);
+}
+
 /// `message`, gRPC-framed (uncompressed).
 pub fn message_frame(message: &impl Message) -> Bytes {
     let len = message.encoded_len();
     let mut data = BytesMut::with_capacity(5 + len);
-    data.put_u8(0);
-    data.put_u32(len as u32);
+    put_prefix(&mut data, len);
     message
         .encode(&mut data)
         .expect("the buffer holds the message");
@@ -45,8 +50,7 @@ pub fn bytes_field_frames(field: u32, payload: Bytes) -> [Bytes; 2] {
     let len = payload.len() as u64;
     let message = 1 + encoded_len_varint(len) + payload.len();
     let mut head = BytesMut::with_capacity(16);
-    head.put_u8(0);
-    head.put_u32(message as u32);
+    put_prefix(&mut head, message);
     encode_key(field, WireType::LengthDelimited, &mut head);
     encode_varint(len, &mut head);
     [head.freeze(), payload]
@@ -73,8 +77,7 @@ pub fn chunk_frames(chunk: pb::Chunk) -> impl Iterator<Item = Bytes> {
     let inner = offset_len + data_len + last_len;
     let message = 1 + encoded_len_varint(inner as u64) + inner;
     let mut head = BytesMut::with_capacity(32);
-    head.put_u8(0);
-    head.put_u32(message as u32);
+    put_prefix(&mut head, message);
     encode_key(fields::PART_CHUNK, WireType::LengthDelimited, &mut head);
     encode_varint(inner as u64, &mut head);
     if chunk.offset != 0 {
