@@ -1,13 +1,16 @@
 //! `bench federated`: seconds per FedAvg round with N participants × P parameters (trivial
-//! local training) on a 3-node cluster of real `synod` processes, the leader's peak memory,
-//! and FedAvg's aggregation throughput in process; with `--flower`, the same workload on
-//! Flower's legacy gRPC server and clients in the same run.
+//! local training) on a cluster of real `synod` processes (3 nodes; `--nodes 1,3` adds a
+//! single node, the topology of Flower's one server), the leader's peak memory, FedAvg's
+//! aggregation throughput in process and the host's floor (the round's bytes over plain
+//! loopback TCP); with `--flower`, the same workload on Flower's legacy gRPC server and
+//! clients in the same run.
 //!
 //! ```text
 //!   per (N, P): fresh cluster ─► N SDK participants (a connection each) ─► federation
 //!     of R rounds ─► watch: RoundCommitted arrival times ─► s/round = median interval after
 //!     the warm-up ─► leader VmHWM (peak RSS) and its RSS before the federation
 //!   aggregation: RoundAggregator(FedAvg) over N updates of P, one or 4 per pass ─► bytes / s
+//!   floor: N models out and N updates back over plain sockets (socket_floor) ─► s/round
 //! ```
 
 use std::collections::BTreeMap;
@@ -26,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::coordination::median;
 use super::flower::{baseline_script, ensure_flower_env, run_flower, FlowerOptions};
+use super::socket_floor;
 
 /// Flags of `bench federated`.
 #[derive(Args, Serialize, Debug, Clone)]
@@ -36,6 +40,10 @@ pub struct FederatedArgs {
     /// Model sizes (parameters) to measure.
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
     pub params: Vec<usize>,
+    /// Cluster sizes to measure each configuration on (1 is a single node, as Flower runs one
+    /// server; 3 and 5 replicate every round's model).
+    #[arg(long, value_delimiter = ',', default_value = "3")]
+    pub nodes: Vec<u64>,
     /// Rounds per federation, warm-up included.
     #[arg(long, default_value_t = 12)]
     pub rounds: u32,
@@ -79,6 +87,19 @@ pub struct FederatedReport {
     pub runs: Vec<FederatedRun>,
     /// FedAvg aggregation throughput.
     pub aggregation: Vec<AggregationRun>,
+    /// The host's floor: a round's model and update bytes over plain loopback TCP.
+    pub floors: Vec<FloorRun>,
+}
+
+/// A round's bytes over plain loopback TCP (see `socket_floor`).
+#[derive(Debug, Clone, Serialize)]
+pub struct FloorRun {
+    /// Participants per round.
+    pub participants: usize,
+    /// Model parameters.
+    pub params: usize,
+    /// Median seconds per round.
+    pub seconds_per_round: f64,
 }
 
 /// Updates folded per pass in the batched aggregation measurement: as many as the leader holds
@@ -123,6 +144,7 @@ pub async fn run(
         args: args.clone(),
         runs: Vec::new(),
         aggregation: Vec::new(),
+        floors: Vec::new(),
     };
     let flower = match args.flower {
         true => Some(ensure_flower_env(&venv_dir())?),
@@ -130,10 +152,14 @@ pub async fn run(
     };
     for &params in &args.params {
         for &participants in &args.participants {
-            eprintln!("synod: {participants} participants × {params} parameters");
-            report
-                .runs
-                .push(run_synod(binary, participants, params, args).await?);
+            for &nodes in &args.nodes {
+                eprintln!(
+                    "synod, {nodes} node(s): {participants} participants × {params} parameters"
+                );
+                report
+                    .runs
+                    .push(run_synod(binary, nodes, participants, params, args).await?);
+            }
             for batch in [1, AGGREGATION_BATCH] {
                 report.aggregation.push(AggregationRun {
                     participants,
@@ -142,6 +168,16 @@ pub async fn run(
                     gb_per_s: aggregation_gb_per_s(participants, params, batch),
                 });
             }
+            report.floors.push(FloorRun {
+                participants,
+                params,
+                seconds_per_round: socket_floor::round_seconds(
+                    participants,
+                    params,
+                    (args.rounds - 1) as usize,
+                    args.warmup as usize,
+                )?,
+            });
             if let Some(python) = &flower {
                 eprintln!("flower: {participants} participants × {params} parameters");
                 let options = FlowerOptions {
@@ -175,6 +211,7 @@ fn venv_dir() -> std::path::PathBuf {
 
 async fn run_synod(
     binary: &std::path::Path,
+    nodes: u64,
     participants: usize,
     params: usize,
     args: &FederatedArgs,
@@ -183,7 +220,7 @@ async fn run_synod(
         log: "warn".into(),
         ..NodeOptions::default()
     };
-    let cluster = LocalCluster::start(binary, 3, options)?;
+    let cluster = LocalCluster::start(binary, nodes, options)?;
     let leader = cluster.wait_for_leader(Duration::from_secs(60)).await?;
     let client = cluster.client()?;
     let stop = CancellationToken::new();
@@ -210,7 +247,10 @@ async fn run_synod(
         bail!("the leader changed during the run; its memory peak is not comparable");
     }
     Ok(FederatedRun {
-        system: "synod".into(),
+        system: match nodes {
+            1 => "synod 1 node".into(),
+            n => format!("synod {n} nodes"),
+        },
         participants,
         params,
         seconds_per_round: median(&measured),
@@ -348,22 +388,28 @@ impl FederatedReport {
     /// The report as text.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "FedAvg rounds on a 3-node cluster, trivial local training, median of {} rounds after {} warm-up\n",
+            "FedAvg rounds, trivial local training, median of {} rounds after {} warm-up\n",
             self.args.rounds - self.args.warmup - 1,
             self.args.warmup
         );
-        out.push_str("  system        participants    params   s/round   coordinator peak RSS (above start)\n");
+        out.push_str("  system          participants    params   s/round   coordinator peak RSS (above start)\n");
         for run in &self.runs {
             let above = run
                 .peak_above_start_bytes
                 .map_or(String::new(), |b| format!(" (+{:.0} MB)", b as f64 / 1e6));
             out.push_str(&format!(
-                "  {:<14} {:>11} {:>9} {:>9.3}   {:>8.0} MB{above}\n",
+                "  {:<16} {:>11} {:>9} {:>9.3}   {:>8.0} MB{above}\n",
                 run.system,
                 run.participants,
                 run.params,
                 run.seconds_per_round,
                 run.peak_rss_bytes as f64 / 1e6
+            ));
+        }
+        for floor in &self.floors {
+            out.push_str(&format!(
+                "  plain loopback TCP, only the round's bytes (the host's floor), {} × {}: {:.3} s/round\n",
+                floor.participants, floor.params, floor.seconds_per_round
             ));
         }
         for run in &self.aggregation {

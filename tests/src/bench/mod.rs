@@ -13,6 +13,7 @@
 //!        ├──────► coordination (a large vote and barrier)
 //!        ├──────► messaging (direct messages and channels with many agents)
 //!        └──────► federated (FedAvg rounds, memory, aggregation; Flower side by side)
+//!                     └─► socket_floor (a round's bytes over plain loopback TCP)
 //! ```
 //! Everything talks to 127.0.0.1 only; the bench never installs anything.
 
@@ -29,6 +30,7 @@ pub mod load;
 pub mod messaging;
 pub mod report;
 pub mod schedule;
+pub mod socket_floor;
 pub mod synod;
 pub mod system;
 pub mod tasks;
