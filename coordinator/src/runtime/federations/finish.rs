@@ -10,7 +10,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rand::SeedableRng;
 use synod_sdk::payload::crc32;
@@ -150,9 +149,7 @@ impl FederationRuntime {
         live: &Arc<LiveRound>,
     ) -> Result<(), String> {
         tracing::debug!(federation_id, round = live.round, "finishing");
-        while live.in_flight() > 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        live.settled().await;
         let inputs = self.inputs(federation_id, live)?;
         let aggregate = live.take().ok_or("the aggregate was already taken")?;
         let global = live.global.clone();

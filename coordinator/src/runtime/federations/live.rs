@@ -119,6 +119,8 @@ pub struct LiveRound {
     queue: Mutex<Vec<Queued>>,
     folded: Mutex<BTreeSet<String>>,
     in_flight: AtomicUsize,
+    /// Woken when `in_flight` drops to zero.
+    settled: tokio::sync::Notify,
     finishing: AtomicBool,
 }
 
@@ -227,7 +229,9 @@ pub struct InFlight(Arc<LiveRound>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.settled.notify_waiters();
+        }
     }
 }
 
@@ -245,6 +249,7 @@ impl LiveRound {
             queue: Mutex::new(Vec::new()),
             folded: Mutex::new(BTreeSet::new()),
             in_flight: AtomicUsize::new(0),
+            settled: tokio::sync::Notify::new(),
             finishing: AtomicBool::new(false),
         }
     }
@@ -258,6 +263,18 @@ impl LiveRound {
     /// Updates between their check and their fold.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Returns once no update is between its check and its fold.
+    pub async fn settled(&self) {
+        loop {
+            // Registered before the check, so a drop to zero in between still wakes it.
+            let woken = self.settled.notified();
+            if self.in_flight() == 0 {
+                return;
+            }
+            woken.await;
+        }
     }
 
     /// Folds `agent_id`'s update in, once, after the aggregate has validated it (a refused
@@ -357,6 +374,29 @@ mod tests {
                 &mut rand::rngs::StdRng::seed_from_u64(7),
             )
             .expect("finishes")
+    }
+
+    #[tokio::test]
+    async fn the_finisher_waits_until_the_last_update_in_flight_lands() {
+        use futures::FutureExt;
+        let live = Arc::new(fedavg_round(2));
+        live.settled()
+            .now_or_never()
+            .expect("nothing in flight: settled at once");
+        let (first, second) = (live.begin(), live.begin());
+        let waiter = tokio::spawn({
+            let live = live.clone();
+            async move { live.settled().await }
+        });
+        drop(first);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "one update is still in flight");
+        drop(second);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken when the last update lands")
+            .unwrap();
+        assert_eq!(live.in_flight(), 0);
     }
 
     #[test]
