@@ -46,6 +46,17 @@ impl CpuSample {
         Some(percent(used, wall(self, after)))
     }
 
+    /// CPU seconds `pids` used together between `self` and the later `after`; `None` when
+    /// one of them was not sampled both times.
+    pub fn seconds_used(&self, after: &CpuSample, pids: &[u32]) -> Option<f64> {
+        pids.iter()
+            .map(|pid| {
+                let used = after.process_ticks.get(pid)? - self.process_ticks.get(pid)?;
+                Some(used as f64 / TICKS_PER_SEC)
+            })
+            .sum()
+    }
+
     /// Busy share of the whole machine between `self` and `after`, in % of all cores.
     pub fn machine_percent(&self, after: &CpuSample) -> Option<f64> {
         let (busy0, total0) = self.machine_ticks?;
@@ -111,4 +122,36 @@ pub struct CpuUsage {
     pub bench_pct: Option<f64>,
     /// The whole machine, in % of all cores (100 % = saturated).
     pub machine_pct: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_used_counts_the_cpu_a_process_burned_and_needs_every_pid_sampled() {
+        let me = std::process::id();
+        let before = CpuSample::take(&[me]);
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        // Spins until the counters show 0.1 s used; on a loaded machine that takes longer.
+        let after = loop {
+            let spin = std::time::Instant::now();
+            while spin.elapsed() < Duration::from_millis(50) {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            let after = CpuSample::take(&[me]);
+            let used = before
+                .seconds_used(&after, &[me])
+                .expect("sampled both times");
+            if used >= 0.1 {
+                break after;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{used} s of CPU after 30 s of spinning"
+            );
+        };
+        assert_eq!(before.seconds_used(&after, &[me, u32::MAX]), None);
+    }
 }

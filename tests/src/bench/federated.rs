@@ -8,7 +8,8 @@
 //! ```text
 //!   per (N, P): fresh cluster ─► N SDK participants (a connection each) ─► federation
 //!     of R rounds ─► watch: RoundCommitted arrival times ─► s/round = median interval after
-//!     the warm-up ─► leader VmHWM (peak RSS) and its RSS before the federation
+//!     the warm-up ─► CPU of every node and the bench over those rounds (/proc) ─► leader
+//!     VmHWM (peak RSS) and its RSS before the federation
 //!   aggregation: RoundAggregator(FedAvg) over N updates of P, one or 4 per pass ─► bytes / s
 //!   floor: N models out and N updates back over plain sockets (socket_floor) ─► s/round
 //! ```
@@ -28,6 +29,7 @@ use synod_sdk::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::coordination::median;
+use super::cpu::CpuSample;
 use super::flower::{baseline_script, ensure_flower_env, run_flower, FlowerOptions};
 use super::socket_floor;
 
@@ -76,6 +78,19 @@ pub struct FederatedRun {
     /// Peak RSS above the coordinator's RSS before the run (Flower: before any client
     /// connected), bytes.
     pub peak_above_start_bytes: Option<u64>,
+    /// CPU per timed round (Synod only), where `/proc` can tell.
+    pub cpu: Option<RoundCpu>,
+}
+
+/// CPU seconds per timed round, from `/proc/<pid>/stat` at the first and last timed commits.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundCpu {
+    /// Every node and the bench process with its participants.
+    pub all_seconds: f64,
+    /// The leader alone.
+    pub leader_seconds: f64,
+    /// Busy share of the whole machine over those rounds, % of all cores.
+    pub machine_busy_pct: Option<f64>,
 }
 
 /// What was measured.
@@ -198,6 +213,7 @@ pub async fn run(
                     peak_above_start_bytes: result
                         .server_idle_rss_bytes
                         .map(|idle| result.server_peak_rss_bytes.saturating_sub(idle)),
+                    cpu: None,
                 });
             }
         }
@@ -238,8 +254,26 @@ async fn run_synod(
     let start_rss = rss(pid, "VmRSS:")?;
     let (spec, model) = federation(participants, params, args.rounds);
     let federation = client.start_federation_with_model(spec, &model, "").await?;
-    let rounds = round_intervals(&client, &federation.federation_id, args.rounds).await?;
+    let mut pids: Vec<u32> = cluster
+        .ids()
+        .iter()
+        .filter_map(|id| cluster.pid(*id))
+        .collect();
+    pids.push(std::process::id());
+    let (rounds, samples) =
+        round_intervals(&client, &federation.federation_id, args.rounds, &pids).await?;
     let measured: Vec<f64> = rounds.into_iter().skip(args.warmup as usize).collect();
+    let cpu = samples
+        .get(args.warmup as usize)
+        .zip(samples.last())
+        .and_then(|(first, last)| {
+            let per_round = |seconds: f64| seconds / measured.len().max(1) as f64;
+            Some(RoundCpu {
+                all_seconds: per_round(first.seconds_used(last, &pids)?),
+                leader_seconds: per_round(first.seconds_used(last, &[pid])?),
+                machine_busy_pct: first.machine_percent(last),
+            })
+        });
     let peak = rss(pid, "VmHWM:")?;
     let still_leader = cluster.wait_for_leader(Duration::from_secs(5)).await? == leader;
     stop.cancel();
@@ -257,6 +291,7 @@ async fn run_synod(
         rounds: measured,
         peak_rss_bytes: peak,
         peak_above_start_bytes: Some(peak.saturating_sub(start_rss)),
+        cpu,
     })
 }
 
@@ -299,12 +334,19 @@ fn federation(participants: usize, params: usize, rounds: u32) -> (pb::Federatio
     (spec, model)
 }
 
-/// Seconds between consecutive `RoundCommitted` events, as this process receives them.
-async fn round_intervals(client: &Client, id: &str, rounds: u32) -> anyhow::Result<Vec<f64>> {
+/// Seconds between consecutive `RoundCommitted` events, as this process receives them, and
+/// the CPU counters of `pids` at each of those events.
+async fn round_intervals(
+    client: &Client,
+    id: &str,
+    rounds: u32,
+    pids: &[u32],
+) -> anyhow::Result<(Vec<f64>, Vec<CpuSample>)> {
     use pb::federation_event::Kind;
     let mut events = client.watch_federation(id, 0).await?;
     let mut last: Option<Instant> = None;
     let mut intervals = Vec::new();
+    let mut samples = Vec::new();
     while let Some(event) = tokio::time::timeout(Duration::from_secs(300), events.message())
         .await
         .context("no event for 300 s")??
@@ -312,6 +354,7 @@ async fn round_intervals(client: &Client, id: &str, rounds: u32) -> anyhow::Resu
         match event.kind {
             Some(Kind::RoundCommitted(_)) => {
                 let now = Instant::now();
+                samples.push(CpuSample::take(pids));
                 if let Some(previous) = last {
                     intervals.push(now.duration_since(previous).as_secs_f64());
                 }
@@ -342,7 +385,7 @@ async fn round_intervals(client: &Client, id: &str, rounds: u32) -> anyhow::Resu
             _ => {}
         }
     }
-    Ok(intervals)
+    Ok((intervals, samples))
 }
 
 /// A `/proc/<pid>/status` field in bytes.
@@ -392,13 +435,19 @@ impl FederatedReport {
             self.args.rounds - self.args.warmup - 1,
             self.args.warmup
         );
-        out.push_str("  system          participants    params   s/round   coordinator peak RSS (above start)\n");
+        out.push_str("  system          participants    params   s/round   CPU s/round: all (leader; busy)   coordinator peak RSS (above start)\n");
         for run in &self.runs {
             let above = run
                 .peak_above_start_bytes
                 .map_or(String::new(), |b| format!(" (+{:.0} MB)", b as f64 / 1e6));
+            let cpu = run.cpu.as_ref().map_or("-".to_owned(), |cpu| {
+                let busy = cpu
+                    .machine_busy_pct
+                    .map_or(String::new(), |pct| format!("; {pct:.0} %"));
+                format!("{:.3} ({:.3}{busy})", cpu.all_seconds, cpu.leader_seconds)
+            });
             out.push_str(&format!(
-                "  {:<16} {:>11} {:>9} {:>9.3}   {:>8.0} MB{above}\n",
+                "  {:<16} {:>11} {:>9} {:>9.3}   {cpu:<31} {:>8.0} MB{above}\n",
                 run.system,
                 run.participants,
                 run.params,
