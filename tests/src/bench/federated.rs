@@ -155,6 +155,9 @@ pub async fn run(
     if args.rounds <= args.warmup + 1 {
         bail!("--rounds must exceed --warmup + 1");
     }
+    if args.nodes.contains(&0) {
+        bail!("--nodes: a cluster has at least one node");
+    }
     let mut report = FederatedReport {
         args: args.clone(),
         runs: Vec::new(),
@@ -183,15 +186,15 @@ pub async fn run(
                     gb_per_s: aggregation_gb_per_s(participants, params, batch),
                 });
             }
+            let (rounds, warmup) = ((args.rounds - 1) as usize, args.warmup as usize);
+            let floor = tokio::task::spawn_blocking(move || {
+                socket_floor::round_seconds(participants, params, rounds, warmup)
+            })
+            .await??;
             report.floors.push(FloorRun {
                 participants,
                 params,
-                seconds_per_round: socket_floor::round_seconds(
-                    participants,
-                    params,
-                    (args.rounds - 1) as usize,
-                    args.warmup as usize,
-                )?,
+                seconds_per_round: floor,
             });
             if let Some(python) = &flower {
                 eprintln!("flower: {participants} participants × {params} parameters");
