@@ -261,7 +261,7 @@ impl LiveRound {
     }
 
     /// Updates between their check and their fold.
-    pub fn in_flight(&self) -> usize {
+    fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
 
