@@ -157,6 +157,24 @@ async fn fedavg_rounds_commit_the_weighted_average_of_updates() -> anyhow::Resul
             round.metrics
         );
     }
+    // Updates folded close together are receipted by one log entry, not one each: nine
+    // receipts in three rounds take at most two entries per round (one each took 7 to 9).
+    let receipt_entries: Vec<u64> = history(&client, &id)
+        .await?
+        .iter()
+        .filter(|e| matches!(e.kind, Some(pb::federation_event::Kind::UpdateReceived(_))))
+        .map(|e| e.log_index)
+        .collect();
+    assert_eq!(
+        receipt_entries.len(),
+        9,
+        "three updates in each of three rounds"
+    );
+    let entries: std::collections::BTreeSet<u64> = receipt_entries.iter().copied().collect();
+    assert!(
+        entries.len() <= 6,
+        "receipts not batched: {receipt_entries:?}"
+    );
     // The same idempotency key returns the same federation.
     let again = client
         .start_federation(spec(3, 3, 20_000), "fedavg-1")

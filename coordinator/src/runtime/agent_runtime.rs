@@ -166,15 +166,29 @@ impl AgentRuntime {
         &self,
         command: Command,
     ) -> Result<impl Future<Output = Result<CommandResult, ProposeError>>, ProposeError> {
-        let pending = self.inner.proposer.enqueue(command).await?;
-        let runtime = self.clone();
-        Ok(async move {
-            let result = pending.await?;
-            if let Ok(applied) = &result.outcome {
-                runtime.act(applied);
-            }
-            Ok(result)
-        })
+        let mut pending = self.enqueue_group(vec![command]).await?;
+        Ok(pending.pop().expect("one outcome per command"))
+    }
+
+    /// [`Self::enqueue`] for `commands` committed together in one entry, in their order.
+    pub async fn enqueue_group(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<impl Future<Output = Result<CommandResult, ProposeError>>>, ProposeError> {
+        let pending = self.inner.proposer.enqueue_group(commands).await?;
+        Ok(pending
+            .into_iter()
+            .map(|pending| {
+                let runtime = self.clone();
+                async move {
+                    let result = pending.await?;
+                    if let Ok(applied) = &result.outcome {
+                        runtime.act(applied);
+                    }
+                    Ok(result)
+                }
+            })
+            .collect())
     }
 
     /// Sends the messages an applied command calls for.

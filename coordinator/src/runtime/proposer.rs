@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   propose(cmd) ─► queue ─► [cmd, cmd, ...] up to the batch limits ─► one client_write
-//!                                  (a few batches in flight at once)
+//!   a group of commands ─┘         (a few batches in flight at once; a group is never split)
 //!   on a follower the batch is forwarded to the leader's RaftTransport.Forward instead
 //! ```
 
@@ -64,7 +64,8 @@ struct Pending {
 /// Proposes commands through Raft, batching them. Cheap to clone.
 #[derive(Clone)]
 pub struct Proposer {
-    queue: mpsc::Sender<Pending>,
+    /// Groups of commands, each kept in one batch.
+    queue: mpsc::Sender<Vec<Pending>>,
     writer: BatchWriter,
 }
 
@@ -99,12 +100,34 @@ impl Proposer {
         &self,
         command: Command,
     ) -> Result<impl Future<Output = Result<CommandResult, ProposeError>>, ProposeError> {
-        let (reply, wait) = oneshot::channel();
+        let mut waits = self.enqueue_group(vec![command]).await?;
+        Ok(waits.pop().expect("one wait per command"))
+    }
+
+    /// Queues `commands` to be committed in one entry (after every command queued before them,
+    /// in their order) and returns a future of each one's outcome.
+    pub async fn enqueue_group(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<impl Future<Output = Result<CommandResult, ProposeError>>>, ProposeError> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (group, waits): (Vec<_>, Vec<_>) = commands
+            .into_iter()
+            .map(|command| {
+                let (reply, wait) = oneshot::channel();
+                (Pending { command, reply }, wait)
+            })
+            .unzip();
         self.queue
-            .send(Pending { command, reply })
+            .send(group)
             .await
             .map_err(|_| ProposeError::ShuttingDown)?;
-        Ok(async move { wait.await.map_err(|_| ProposeError::ShuttingDown)? })
+        Ok(waits
+            .into_iter()
+            .map(|wait| async move { wait.await.map_err(|_| ProposeError::ShuttingDown)? })
+            .collect())
     }
 
     /// The forward handler for the transport service.
@@ -114,21 +137,24 @@ impl Proposer {
 }
 
 async fn run_batches(
-    mut receiver: mpsc::Receiver<Pending>,
+    mut receiver: mpsc::Receiver<Vec<Pending>>,
     writer: BatchWriter,
     limits: BatchLimits,
 ) {
     let in_flight = Arc::new(Semaphore::new(limits.in_flight_max));
+    let group_bytes =
+        |group: &[Pending]| -> usize { group.iter().map(|p| p.command.size_bytes()).sum() };
     while let Some(first) = receiver.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let mut bytes = first.command.size_bytes();
-        let mut batch = vec![first];
+        // A group is never split, even past the limits.
+        let mut bytes = group_bytes(&first);
+        let mut batch = first;
         while batch.len() < limits.commands_max && bytes < limits.bytes_max {
             let Ok(next) = receiver.try_recv() else { break };
-            bytes += next.command.size_bytes();
-            batch.push(next);
+            bytes += group_bytes(&next);
+            batch.extend(next);
         }
         let (commands, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.command, p.reply)).unzip();

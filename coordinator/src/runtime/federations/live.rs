@@ -3,8 +3,8 @@
 //! leader, which is why a new leader restarts the attempt.
 //!
 //! ```text
-//!   update received ─► in_flight + 1 ─► fold (validates first) ─► RecordUpdate committed
-//!                                                                 ─► in_flight − 1
+//!   update received ─► in_flight + 1 ─► fold (validates first) ─► its receipt's batch
+//!                                        (see `receipts`) committed ─► in_flight − 1
 //!   finisher: wait for in_flight = 0 ─► take the aggregate (once) ─► the folded set must be
 //!             exactly the receipted set ─► new global model
 //! ```
@@ -21,6 +21,7 @@ use synod_sdk::secagg::MaskedSum;
 use synod_sdk::tensors::F32Payload;
 
 use super::buffers::PooledUpdate;
+use super::receipts::ReceiptBatch;
 use crate::aggregation::{first_non_finite, AggregationError, RoundAggregator};
 use crate::state::federations::RoundStart;
 
@@ -122,6 +123,8 @@ pub struct LiveRound {
     /// Woken when `in_flight` drops to zero.
     settled: tokio::sync::Notify,
     finishing: AtomicBool,
+    /// Receipts of folded updates on their way to Raft.
+    pub receipts: ReceiptBatch,
 }
 
 /// An update waiting for the fold in progress to end.
@@ -132,10 +135,12 @@ struct Queued {
     outcome: Arc<OnceLock<Result<bool, FoldError>>>,
 }
 
-/// Folds `batch` into `aggregate` (none: taken) in order, recording each outcome.
+/// Folds `batch` into `aggregate` (none: taken) in order, recording each outcome. The caller
+/// holds the aggregate's lock, so only it changes `folded`, which stays readable during the
+/// arithmetic.
 fn fold_batch(
     aggregate: Option<&mut Aggregate>,
-    folded: &mut BTreeSet<String>,
+    folded: &Mutex<BTreeSet<String>>,
     batch: Vec<Queued>,
 ) {
     let Some(aggregate) = aggregate else {
@@ -145,14 +150,17 @@ fn fold_batch(
         return;
     };
     let mut fresh = Vec::with_capacity(batch.len());
-    for queued in batch {
-        match folded.contains(&queued.agent_id)
-            || fresh.iter().any(|f: &Queued| f.agent_id == queued.agent_id)
-        {
-            true => {
-                let _ = queued.outcome.set(Ok(false));
+    {
+        let before = folded.lock().expect("folded lock");
+        for queued in batch {
+            match before.contains(&queued.agent_id)
+                || fresh.iter().any(|f: &Queued| f.agent_id == queued.agent_id)
+            {
+                true => {
+                    let _ = queued.outcome.set(Ok(false));
+                }
+                false => fresh.push(queued),
             }
-            false => fresh.push(queued),
         }
     }
     let outcomes: Vec<Result<(), FoldError>> = match aggregate {
@@ -201,6 +209,7 @@ fn fold_batch(
             })
             .collect(),
     };
+    let mut folded = folded.lock().expect("folded lock");
     for (queued, outcome) in fresh.into_iter().zip(outcomes) {
         if outcome.is_ok() {
             folded.insert(queued.agent_id.clone());
@@ -251,6 +260,7 @@ impl LiveRound {
             in_flight: AtomicUsize::new(0),
             settled: tokio::sync::Notify::new(),
             finishing: AtomicBool::new(false),
+            receipts: ReceiptBatch::default(),
         }
     }
 
@@ -300,8 +310,7 @@ impl LiveRound {
         let mut aggregate = self.aggregate.lock().expect("aggregate lock");
         if outcome.get().is_none() {
             let batch = std::mem::take(&mut *self.queue.lock().expect("fold queue lock"));
-            let mut folded = self.folded.lock().expect("folded lock");
-            fold_batch(aggregate.as_mut(), &mut folded, batch);
+            fold_batch(aggregate.as_mut(), &self.folded, batch);
         }
         drop(aggregate);
         outcome
@@ -313,6 +322,12 @@ impl LiveRound {
     /// Whether `agent_id`'s update is in the aggregate.
     pub fn has_folded(&self, agent_id: &str) -> bool {
         self.folded.lock().expect("folded lock").contains(agent_id)
+    }
+
+    /// Whether the updates of every one of `agent_ids` are in the aggregate.
+    pub fn has_folded_all<'a>(&self, mut agent_ids: impl Iterator<Item = &'a String>) -> bool {
+        let folded = self.folded.lock().expect("folded lock");
+        agent_ids.all(|id| folded.contains(id))
     }
 
     /// Agents whose updates are in the aggregate.
@@ -337,13 +352,14 @@ impl LiveRound {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use rand::SeedableRng;
 
     use crate::aggregation::{ServerState, Strategy};
 
-    fn fedavg_round(dim: usize) -> LiveRound {
+    /// A FedAvg attempt of round 1 over `dim` weights for alice, bob and carol.
+    pub(crate) fn fedavg_round(dim: usize) -> LiveRound {
         let aggregator = RoundAggregator::new(&Strategy::FedAvg, dim, None).expect("fedavg");
         let start = RoundStart {
             federation_id: "f".into(),

@@ -20,6 +20,7 @@ mod buffers;
 mod finish;
 pub mod invitations;
 mod live;
+mod receipts;
 mod updates;
 
 use std::collections::HashMap;

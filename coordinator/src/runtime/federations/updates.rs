@@ -2,22 +2,26 @@
 //! any payload is read; a complete, checksummed payload is validated and folded into the
 //! attempt's aggregate by the aggregate itself (a refused update changes nothing), its memory
 //! freed, and only then receipted through Raft, so an upload never holds its memory budget
-//! while a commit is under way.
+//! while a commit is under way. Receipts of updates folded close together are committed as one
+//! entry ([`super::receipts`]).
 //!
 //! ```text
 //!   header ─► check_header (federation, specs, masking, attempt, participant)
-//!   payload (API: order, size, CRC-32) ─► fold (finite / in the masking group) ─► RecordUpdate
-//!                                              └─ refused ─► RejectUpdate
+//!   payload (API: order, size, CRC-32) ─► fold (finite / in the masking group)
+//!        ─► RecordUpdate, in the attempt's batch of receipts
+//!        └─ refused ─► RejectUpdate
 //! ```
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use synod_sdk::tensors::{self, Dtype, TensorSpec};
-use tokio::sync::SemaphorePermit;
+use tokio::sync::{oneshot, SemaphorePermit};
 
-use super::live::{Decoded, FoldError, LiveRound};
+use super::live::{Decoded, FoldError, InFlight, LiveRound};
+use super::receipts::{Waiting, RECEIPT_LINGER};
 use super::{FederationRuntime, UPLOAD_KIB_IN_MEMORY_MAX};
+use crate::raft::ProposeError;
 use crate::runtime::CommandResult;
 use crate::state::federations::{ParticipantState, UpdateReceipt};
 use crate::state::{Applied, Command, Rejection};
@@ -187,10 +191,7 @@ impl FederationRuntime {
             Err(FoldError::Broken(reason)) => return Err(UpdateError::NotFolded(reason)),
         };
         tracing::debug!(agent_id = %receipt.agent_id, round = receipt.round, folded, "update folded");
-        let result = self
-            .agents()
-            .propose(Command::RecordUpdate(receipt.clone()))
-            .await?;
+        let result = self.receipt(&live, receipt.clone(), guard).await?;
         let answer = match &result.outcome {
             Ok(Applied::UpdateRecorded { .. }) => UpdateAnswer {
                 accepted: true,
@@ -201,13 +202,84 @@ impl FederationRuntime {
             Err(rejection) => UpdateAnswer::refused(rejection.to_string()),
             Ok(other) => UpdateAnswer::refused(format!("unexpected outcome {other:?}")),
         };
-        drop(guard);
         tracing::debug!(agent_id = %receipt.agent_id, round = receipt.round, "update receipted");
         self.wake();
         Ok(UpdateAnswer {
             committed: Some(result),
             ..answer
         })
+    }
+
+    /// Commits `receipt` with the attempt's open batch of receipts (see [`super::receipts`]),
+    /// opening one if none is, and returns its outcome.
+    async fn receipt(
+        &self,
+        live: &Arc<LiveRound>,
+        receipt: UpdateReceipt,
+        in_flight: InFlight,
+    ) -> Result<CommandResult, ProposeError> {
+        let federation_id = receipt.federation_id.clone();
+        let (reply, outcome) = oneshot::channel();
+        let opened = live.receipts.push(Waiting {
+            receipt,
+            in_flight,
+            reply,
+        });
+        if self.nothing_left_to_fold(&federation_id, live) {
+            live.receipts.complete();
+        }
+        if opened {
+            // A task of its own: the batch is committed even if this caller goes away.
+            let (runtime, live) = (self.clone(), live.clone());
+            tokio::spawn(async move {
+                live.receipts.linger(RECEIPT_LINGER).await;
+                runtime.commit_receipts(live.receipts.take()).await;
+            });
+        }
+        outcome.await.map_err(|_| ProposeError::ShuttingDown)?
+    }
+
+    /// Whether every participant the attempt `live` still waits on has been folded: those
+    /// still active once its start has applied, every one sampled before (a round opened
+    /// behind the previous commit takes updates before its start applies).
+    fn nothing_left_to_fold(&self, federation_id: &str, live: &LiveRound) -> bool {
+        self.agents().read(|state| {
+            let open = state
+                .federations
+                .get(federation_id)
+                .and_then(|f| f.open_round())
+                .filter(|open| open.round == live.round && open.attempt == live.attempt);
+            match open {
+                Some(open) => live.has_folded_all(open.active().map(|(id, _)| id)),
+                None => live.has_folded_all(live.participants.iter()),
+            }
+        })
+    }
+
+    /// Commits a batch's receipts as one entry and answers each with its outcome.
+    async fn commit_receipts(&self, batch: Vec<Waiting>) {
+        let (commands, waiting): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|w| (Command::RecordUpdate(w.receipt), (w.in_flight, w.reply)))
+            .unzip();
+        let outcomes = match self.agents().enqueue_group(commands).await {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                for (_, reply) in waiting {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                return;
+            }
+        };
+        let answered =
+            outcomes
+                .into_iter()
+                .zip(waiting)
+                .map(|(outcome, (in_flight, reply))| async move {
+                    let _ = reply.send(outcome.await);
+                    drop(in_flight);
+                });
+        futures::future::join_all(answered).await;
     }
 
     async fn reject(
