@@ -157,24 +157,6 @@ async fn fedavg_rounds_commit_the_weighted_average_of_updates() -> anyhow::Resul
             round.metrics
         );
     }
-    // Updates folded close together are receipted by one log entry, not one each: nine
-    // receipts in three rounds take at most two entries per round (one each took 7 to 9).
-    let receipt_entries: Vec<u64> = history(&client, &id)
-        .await?
-        .iter()
-        .filter(|e| matches!(e.kind, Some(pb::federation_event::Kind::UpdateReceived(_))))
-        .map(|e| e.log_index)
-        .collect();
-    assert_eq!(
-        receipt_entries.len(),
-        9,
-        "three updates in each of three rounds"
-    );
-    let entries: std::collections::BTreeSet<u64> = receipt_entries.iter().copied().collect();
-    assert!(
-        entries.len() <= 6,
-        "receipts not batched: {receipt_entries:?}"
-    );
     // The same idempotency key returns the same federation.
     let again = client
         .start_federation(spec(3, 3, 20_000), "fedavg-1")
@@ -186,6 +168,46 @@ async fn fedavg_rounds_commit_the_weighted_average_of_updates() -> anyhow::Resul
     assert_eq!((zero, initial.values), (0, vec![0.0; 6]));
     let pruned = client.download_model(&id, Some(1)).await.unwrap_err();
     assert_eq!(pruned.code(), Some(Code::NotFound), "{pruned}");
+    stop.cancel();
+    drop(cluster);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_of_updates_folded_together_share_log_entries() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let (cluster, client) = cluster_up(options()).await?;
+    let stop = CancellationToken::new();
+    let steps: Vec<(f32, u64)> = (1..=8).map(|i| (i as f32, 10)).collect();
+    start_participants(&cluster, steppers(&steps, Duration::ZERO), &stop);
+    wait_for_agents(&client, 8).await?;
+    let id = start(&client, spec(2, 8, 20_000)).await?;
+    wait_completed(&client, &id).await?;
+    // (round, log index) of every receipt.
+    let receipts: Vec<(u32, u64)> = history(&client, &id)
+        .await?
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(pb::federation_event::Kind::UpdateReceived(r)) => Some((r.round, e.log_index)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(receipts.len(), 16, "eight updates in each of two rounds");
+    // Committed one by one, a round's first receipt has an entry of its own: nothing else is
+    // waiting when it is proposed. Gathered, it waits for the updates folded right after it.
+    for round in [1, 2] {
+        let entries: Vec<u64> = receipts
+            .iter()
+            .filter(|(r, _)| *r == round)
+            .map(|(_, index)| *index)
+            .collect();
+        let first = entries.iter().min().copied();
+        let sharing_first = entries.iter().filter(|&&i| Some(i) == first).count();
+        assert!(
+            sharing_first >= 2,
+            "round {round}: its first receipt was committed alone: {entries:?}"
+        );
+    }
     stop.cancel();
     drop(cluster);
     Ok(())

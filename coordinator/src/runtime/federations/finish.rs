@@ -150,8 +150,10 @@ impl FederationRuntime {
     ) -> Result<(), String> {
         tracing::debug!(federation_id, round = live.round, "finishing");
         live.settled().await;
-        let inputs = self.inputs(federation_id, live)?;
+        // Taken first: no update is folded after this, so the folded set `inputs` checks
+        // against the receipts is the aggregate's.
         let aggregate = live.take().ok_or("the aggregate was already taken")?;
+        let inputs = self.inputs(federation_id, live)?;
         let global = live.global.clone();
         let computed =
             tokio::task::spawn_blocking(move || compute(aggregate, global.values(), inputs))

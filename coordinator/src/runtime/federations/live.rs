@@ -135,12 +135,11 @@ struct Queued {
     outcome: Arc<OnceLock<Result<bool, FoldError>>>,
 }
 
-/// Folds `batch` into `aggregate` (none: taken) in order, recording each outcome. The caller
-/// holds the aggregate's lock, so only it changes `folded`, which stays readable during the
-/// arithmetic.
+/// Folds `batch` into `aggregate` (none: taken) in order, recording each outcome. `folded` is
+/// held throughout, so an update being folded never looks late.
 fn fold_batch(
     aggregate: Option<&mut Aggregate>,
-    folded: &Mutex<BTreeSet<String>>,
+    folded: &mut BTreeSet<String>,
     batch: Vec<Queued>,
 ) {
     let Some(aggregate) = aggregate else {
@@ -150,17 +149,14 @@ fn fold_batch(
         return;
     };
     let mut fresh = Vec::with_capacity(batch.len());
-    {
-        let before = folded.lock().expect("folded lock");
-        for queued in batch {
-            match before.contains(&queued.agent_id)
-                || fresh.iter().any(|f: &Queued| f.agent_id == queued.agent_id)
-            {
-                true => {
-                    let _ = queued.outcome.set(Ok(false));
-                }
-                false => fresh.push(queued),
+    for queued in batch {
+        match folded.contains(&queued.agent_id)
+            || fresh.iter().any(|f: &Queued| f.agent_id == queued.agent_id)
+        {
+            true => {
+                let _ = queued.outcome.set(Ok(false));
             }
+            false => fresh.push(queued),
         }
     }
     let outcomes: Vec<Result<(), FoldError>> = match aggregate {
@@ -209,7 +205,6 @@ fn fold_batch(
             })
             .collect(),
     };
-    let mut folded = folded.lock().expect("folded lock");
     for (queued, outcome) in fresh.into_iter().zip(outcomes) {
         if outcome.is_ok() {
             folded.insert(queued.agent_id.clone());
@@ -310,7 +305,8 @@ impl LiveRound {
         let mut aggregate = self.aggregate.lock().expect("aggregate lock");
         if outcome.get().is_none() {
             let batch = std::mem::take(&mut *self.queue.lock().expect("fold queue lock"));
-            fold_batch(aggregate.as_mut(), &self.folded, batch);
+            let mut folded = self.folded.lock().expect("folded lock");
+            fold_batch(aggregate.as_mut(), &mut folded, batch);
         }
         drop(aggregate);
         outcome

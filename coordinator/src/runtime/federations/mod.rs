@@ -273,6 +273,10 @@ impl FederationRuntime {
                     };
                     let _ = self.propose(command).await;
                 }
+                // Nobody late is waited on any more: receipts still gathering go at once.
+                if let Some(live) = self.live(federation_id) {
+                    self.complete_receipts_if_done(federation_id, &live);
+                }
                 self.wake();
             }
             Step::Finish(round, attempt) => {

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! The linger only delays a participant's answer, never the round: the update that leaves
-//! nothing to fold flushes its batch at once, and the finisher waits for every receipt anyway.
+//! nothing to fold flushes its batch at once (so do dropping the late participants and refusing
+//! the last update), and the finisher waits for every receipt anyway.
 
 use std::sync::Mutex;
 use std::time::Duration;

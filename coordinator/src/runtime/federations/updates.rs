@@ -187,7 +187,12 @@ impl FederationRuntime {
         drop(permit);
         let folded = match folded {
             Ok(folded) => folded,
-            Err(FoldError::Refused(reason)) => return self.reject(&receipt, &reason).await,
+            Err(FoldError::Refused(reason)) => {
+                let answer = self.reject(&receipt, &reason).await;
+                // The refused participant is no longer waited on.
+                self.complete_receipts_if_done(&receipt.federation_id, &live);
+                return answer;
+            }
             Err(FoldError::Broken(reason)) => return Err(UpdateError::NotFolded(reason)),
         };
         tracing::debug!(agent_id = %receipt.agent_id, round = receipt.round, folded, "update folded");
@@ -225,25 +230,25 @@ impl FederationRuntime {
             in_flight,
             reply,
         });
-        if self.nothing_left_to_fold(&federation_id, live) {
-            live.receipts.complete();
-        }
         if opened {
-            // A task of its own: the batch is committed even if this caller goes away.
+            // A task of its own, started first: the batch is committed even if this caller
+            // goes away.
             let (runtime, live) = (self.clone(), live.clone());
             tokio::spawn(async move {
                 live.receipts.linger(RECEIPT_LINGER).await;
                 runtime.commit_receipts(live.receipts.take()).await;
             });
         }
+        self.complete_receipts_if_done(&federation_id, live);
         outcome.await.map_err(|_| ProposeError::ShuttingDown)?
     }
 
-    /// Whether every participant the attempt `live` still waits on has been folded: those
-    /// still active once its start has applied, every one sampled before (a round opened
-    /// behind the previous commit takes updates before its start applies).
-    fn nothing_left_to_fold(&self, federation_id: &str, live: &LiveRound) -> bool {
-        self.agents().read(|state| {
+    /// Flushes the attempt's open batch of receipts at once when every participant it still
+    /// waits on has been folded: those still active once its start has applied, every one
+    /// sampled before (a round opened behind the previous commit takes updates before its
+    /// start applies).
+    pub(super) fn complete_receipts_if_done(&self, federation_id: &str, live: &LiveRound) {
+        let done = self.agents().read(|state| {
             let open = state
                 .federations
                 .get(federation_id)
@@ -253,7 +258,10 @@ impl FederationRuntime {
                 Some(open) => live.has_folded_all(open.active().map(|(id, _)| id)),
                 None => live.has_folded_all(live.participants.iter()),
             }
-        })
+        });
+        if done {
+            live.receipts.complete();
+        }
     }
 
     /// Commits a batch's receipts as one entry and answers each with its outcome.
