@@ -169,7 +169,9 @@ impl FederationRuntime {
         }
     }
 
-    /// Folds a received update, frees its memory (`permit`), then receipts it.
+    /// Folds a received update, frees its memory (`permit`), then receipts it. The fold and
+    /// the queuing of its receipt run apart from the caller: an update folded is receipted even
+    /// if the caller goes away (else the round would wait for its receipt forever).
     pub async fn accept(
         &self,
         live: Arc<LiveRound>,
@@ -177,26 +179,33 @@ impl FederationRuntime {
         permit: SemaphorePermit<'_>,
     ) -> Result<UpdateAnswer, UpdateError> {
         let UpdateSubmission { receipt, values } = submission;
-        let guard = live.begin();
-        let folding = live.clone();
-        let (agent_id, num_examples) = (receipt.agent_id.clone(), receipt.num_examples);
-        let folded =
-            tokio::task::spawn_blocking(move || folding.fold(&agent_id, values, num_examples))
-                .await
-                .map_err(|e| UpdateError::NotFolded(format!("fold task: {e}")))?;
+        let in_flight = live.begin();
+        let (runtime, folding, queued) = (self.clone(), live.clone(), receipt.clone());
+        let (folded, receipted) = tokio::task::spawn_blocking(move || {
+            let folded = folding.fold(&queued.agent_id, values, queued.num_examples);
+            let receipted = folded
+                .is_ok()
+                .then(|| runtime.queue_receipt(&folding, queued, in_flight));
+            (folded, receipted)
+        })
+        .await
+        .map_err(|e| UpdateError::NotFolded(format!("fold task: {e}")))?;
         drop(permit);
-        let folded = match folded {
-            Ok(folded) => folded,
-            Err(FoldError::Refused(reason)) => {
+        let receipted = match (folded, receipted) {
+            (Ok(folded), Some(receipted)) => {
+                tracing::debug!(agent_id = %receipt.agent_id, round = receipt.round, folded, "update folded");
+                receipted
+            }
+            (Err(FoldError::Refused(reason)), _) => {
                 let answer = self.reject(&receipt, &reason).await;
                 // The refused participant is no longer waited on.
                 self.complete_receipts_if_done(&receipt.federation_id, &live);
                 return answer;
             }
-            Err(FoldError::Broken(reason)) => return Err(UpdateError::NotFolded(reason)),
+            (Err(FoldError::Broken(reason)), _) => return Err(UpdateError::NotFolded(reason)),
+            (Ok(_), None) => unreachable!("a folded update's receipt is queued"),
         };
-        tracing::debug!(agent_id = %receipt.agent_id, round = receipt.round, folded, "update folded");
-        let result = self.receipt(&live, receipt.clone(), guard).await?;
+        let result = receipted.await.map_err(|_| ProposeError::ShuttingDown)??;
         let answer = match &result.outcome {
             Ok(Applied::UpdateRecorded { .. }) => UpdateAnswer {
                 accepted: true,
@@ -215,14 +224,15 @@ impl FederationRuntime {
         })
     }
 
-    /// Commits `receipt` with the attempt's open batch of receipts (see [`super::receipts`]),
-    /// opening one if none is, and returns its outcome.
-    async fn receipt(
+    /// Queues `receipt` in the attempt's open batch of receipts (see [`super::receipts`]),
+    /// opening one if none is; the receiver gets its outcome. Runs inside the runtime, from
+    /// any thread.
+    fn queue_receipt(
         &self,
         live: &Arc<LiveRound>,
         receipt: UpdateReceipt,
         in_flight: InFlight,
-    ) -> Result<CommandResult, ProposeError> {
+    ) -> oneshot::Receiver<Result<CommandResult, ProposeError>> {
         let federation_id = receipt.federation_id.clone();
         let (reply, outcome) = oneshot::channel();
         let opened = live.receipts.push(Waiting {
@@ -231,8 +241,7 @@ impl FederationRuntime {
             reply,
         });
         if opened {
-            // A task of its own, started first: the batch is committed even if this caller
-            // goes away.
+            // Started first, so nothing can leave the batch open without its flush.
             let (runtime, live) = (self.clone(), live.clone());
             tokio::spawn(async move {
                 live.receipts.linger(RECEIPT_LINGER).await;
@@ -240,7 +249,7 @@ impl FederationRuntime {
             });
         }
         self.complete_receipts_if_done(&federation_id, live);
-        outcome.await.map_err(|_| ProposeError::ShuttingDown)?
+        outcome
     }
 
     /// Flushes the attempt's open batch of receipts at once when every participant it still
