@@ -181,29 +181,26 @@ impl FederationRuntime {
         let UpdateSubmission { receipt, values } = submission;
         let in_flight = live.begin();
         let (runtime, folding, queued) = (self.clone(), live.clone(), receipt.clone());
-        let (folded, receipted) = tokio::task::spawn_blocking(move || {
-            let folded = folding.fold(&queued.agent_id, values, queued.num_examples);
-            let receipted = folded
-                .is_ok()
-                .then(|| runtime.queue_receipt(&folding, queued, in_flight));
-            (folded, receipted)
+        let folded = tokio::task::spawn_blocking(move || {
+            folding
+                .fold(&queued.agent_id, values, queued.num_examples)
+                .map(|folded| (folded, runtime.queue_receipt(&folding, queued, in_flight)))
         })
         .await
         .map_err(|e| UpdateError::NotFolded(format!("fold task: {e}")))?;
         drop(permit);
-        let receipted = match (folded, receipted) {
-            (Ok(folded), Some(receipted)) => {
+        let receipted = match folded {
+            Ok((folded, receipted)) => {
                 tracing::debug!(agent_id = %receipt.agent_id, round = receipt.round, folded, "update folded");
                 receipted
             }
-            (Err(FoldError::Refused(reason)), _) => {
+            Err(FoldError::Refused(reason)) => {
                 let answer = self.reject(&receipt, &reason).await;
                 // The refused participant is no longer waited on.
                 self.complete_receipts_if_done(&receipt.federation_id, &live);
                 return answer;
             }
-            (Err(FoldError::Broken(reason)), _) => return Err(UpdateError::NotFolded(reason)),
-            (Ok(_), None) => unreachable!("a folded update's receipt is queued"),
+            Err(FoldError::Broken(reason)) => return Err(UpdateError::NotFolded(reason)),
         };
         let result = receipted.await.map_err(|_| ProposeError::ShuttingDown)??;
         let answer = match &result.outcome {
