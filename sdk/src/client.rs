@@ -390,11 +390,13 @@ fn endpoint(addr: &str, policy: &RetryPolicy) -> Result<Endpoint, ClientError> {
         .timeout(policy.attempt_timeout)
         .tcp_nodelay(true)
         // Sessions share connections with model downloads: wide windows keep one slow stream
-        // from stalling the rest.
+        // from stalling the rest, and let a download's chunks flow without waiting for
+        // window updates.
         .initial_connection_window_size(64 * 1024 * 1024)
-        .initial_stream_window_size(1024 * 1024)
-        // A model chunk crosses in a few frames rather than 64 of the default 16 KiB.
-        .max_frame_size(256 * 1024))
+        .initial_stream_window_size(4 * 1024 * 1024)
+        // A downloaded model chunk (1 MiB) crosses as one frame rather than 64 of the default
+        // 16 KiB.
+        .max_frame_size(4 * 1024 * 1024))
 }
 
 fn kv(channel: Channel) -> KvServiceClient<Channel> {

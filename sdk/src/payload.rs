@@ -61,19 +61,34 @@ pub fn into_le_bytes<T: Element>(mut values: Vec<T>) -> Bytes {
     Bytes::from_owner(WireVec(values))
 }
 
-/// Bytes per chunk sent. Small enough that a server streaming a model to many participants at
-/// once holds little per stream in its HTTP/2 send buffers (about one chunk each); chunks are
-/// slices, so their number costs no copies.
+/// Bytes per chunk a client sends (updates, checkpoints). A server reads many such streams at
+/// once and holds each one's chunks as they come: small chunks keep that small.
 pub const CHUNK_BYTES: usize = 128 * 1024;
 
-/// `data` from `offset` as chunks, each a slice of it (no copy); one empty last chunk for an
-/// empty remainder.
+/// Bytes per chunk of a model a server streams to its participants. Each chunk is a slice of
+/// the model the server holds anyway and crosses as one HTTP/2 frame to a client that allows
+/// frames this large (the SDK's do), so it is one socket write: larger chunks move the same
+/// bytes in fewer writes, and fewer writes are most of what a transfer costs on a busy host.
+pub const DOWNLOAD_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// `data` from `offset` as chunks of [`CHUNK_BYTES`], each a slice of it (no copy); one empty
+/// last chunk for an empty remainder.
 pub fn chunks(data: Bytes, offset: usize) -> impl Iterator<Item = pb::Chunk> {
+    chunks_of(data, offset, CHUNK_BYTES)
+}
+
+/// As [`chunks`], `chunk_bytes` (at least 1) at a time.
+pub fn chunks_of(
+    data: Bytes,
+    offset: usize,
+    chunk_bytes: usize,
+) -> impl Iterator<Item = pb::Chunk> {
+    let chunk_bytes = chunk_bytes.max(1);
     let rest = data.slice(offset.min(data.len())..);
-    let count = rest.len().div_ceil(CHUNK_BYTES).max(1);
+    let count = rest.len().div_ceil(chunk_bytes).max(1);
     (0..count).map(move |i| {
-        let start = i * CHUNK_BYTES;
-        let end = (start + CHUNK_BYTES).min(rest.len());
+        let start = i * chunk_bytes;
+        let end = (start + chunk_bytes).min(rest.len());
         pb::Chunk {
             offset: (offset + start) as u64,
             data: rest.slice(start..end),
@@ -334,6 +349,23 @@ mod tests {
         assert!(sent[2].last && !sent[1].last);
         let empty: Vec<pb::Chunk> = chunks(Bytes::new(), 0).collect();
         assert_eq!((empty.len(), empty[0].last), (1, true));
+    }
+
+    #[test]
+    fn chunks_of_a_size_slice_the_payload_without_copies() {
+        let data = Bytes::from((0..10u8).collect::<Vec<_>>());
+        let sent: Vec<pb::Chunk> = chunks_of(data.clone(), 1, 4).collect();
+        let offsets: Vec<u64> = sent.iter().map(|c| c.offset).collect();
+        assert_eq!(offsets, [1, 5, 9]);
+        assert_eq!(sent[2].data.as_ref(), [9]);
+        assert!(sent[2].last && !sent[0].last);
+        assert_eq!(
+            sent[1].data.as_ptr(),
+            data[5..].as_ptr(),
+            "a slice, not a copy"
+        );
+        let whole: Vec<pb::Chunk> = chunks_of(data, 0, 0).collect();
+        assert_eq!(whole.len(), 10, "a size of 0 is taken as 1");
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! Blobs streamed as `Chunk` messages, both ways: receiving checks order, the declared size,
 //! a size limit and the checksum (SHA-256 for checkpoints, CRC-32 for federation payloads)
 //! before anything is used, copying each chunk once into its final element vector; sending
-//! cuts a payload into 128 KiB chunks from an offset, each a slice of it (no copy). Shared by
-//! checkpoints, models and federated updates.
+//! cuts a payload into chunks from an offset, each a slice of it (no copy): 128 KiB for
+//! checkpoints, 1 MiB for models streamed to participants. Shared by checkpoints, models and
+//! federated updates.
 //!
 //! ```text
 //!   receive: chunk.offset == bytes so far ─► size ≤ declared ≤ limit ─► last ─► size, checksum
-//!   send:    payload[offset..] ─► Chunk{offset, ≤ 128 KiB slice, last}
+//!   send:    payload[offset..] ─► Chunk{offset, ≤ 128 KiB or 1 MiB slice, last}
 //! ```
 
+use bytes::Bytes;
 use synod_proto::v1 as pb;
 pub use synod_sdk::payload::{chunks, CHUNK_BYTES};
+use synod_sdk::payload::{chunks_of, DOWNLOAD_CHUNK_BYTES};
 use synod_sdk::payload::{ChecksumKind, Element, Receiver};
 use tonic::{Status, Streaming};
 
@@ -57,6 +60,11 @@ where
             last: chunk.last,
         }))
     }
+}
+
+/// A model from `offset` as the chunks of a download, each a slice of it.
+pub fn download_chunks(model: Bytes, offset: usize) -> impl Iterator<Item = pb::Chunk> {
+    chunks_of(model, offset, DOWNLOAD_CHUNK_BYTES)
 }
 
 /// Receives the chunks following a header that declared `declared`, refusing blobs over

@@ -108,7 +108,7 @@ impl FederationService {
         let response = match self.api.prepare_download(download).await {
             Ok((first, data, offset)) => {
                 let frames = std::iter::once(message_frame(&first))
-                    .chain(chunks::chunks(data, offset).flat_map(chunk_frames))
+                    .chain(chunks::download_chunks(data, offset).flat_map(chunk_frames))
                     .map(|data| Ok(Frame::data(data)))
                     .chain(std::iter::once(Ok(Frame::trailers(ok_trailers()))));
                 grpc_response(frames)

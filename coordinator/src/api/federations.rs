@@ -346,7 +346,7 @@ impl FederationApi {
         use pb::download_model_response::Part;
         let (first, data, offset) = self.prepare_download(request).await?;
         // Chunks are slices of the shared payload: nothing is copied until the encoder's.
-        let rest = chunks::chunks(data, offset).map(|chunk| pb::DownloadModelResponse {
+        let rest = chunks::download_chunks(data, offset).map(|chunk| pb::DownloadModelResponse {
             part: Some(Part::Chunk(chunk)),
             read: None,
         });
