@@ -357,8 +357,10 @@ impl FederationApi {
 
     /// What a download from this replica sends: the header message, the model's bytes and the
     /// offset its chunks start at. The model a leader is committing is served from its memory
-    /// to the round it opened on it; another replica asked for the next round's model waits
-    /// (up to [`NEXT_MODEL_WAIT`]) until it has applied its commit.
+    /// to the round it opened on it. A model not yet committed here is waited for (up to
+    /// [`NEXT_MODEL_WAIT`]) until its commit is applied: on the leader only the next round's,
+    /// since the leader knows every commit; on another replica any round the federation may
+    /// still reach, since that replica may be behind the leader by a commit or more.
     pub(super) async fn prepare_download(
         &self,
         request: pb::DownloadModelRequest,
@@ -369,11 +371,16 @@ impl FederationApi {
         let id = request.federation_id.clone();
         let deadline = tokio::time::Instant::now() + NEXT_MODEL_WAIT;
         let mut applied = self.router.raft().metrics();
+        let leader = self.router.is_leader();
         let (round, (crc32, data), tensors, read) = loop {
             let (found, read) = self.router.read_local(linearizable, |state| {
                 let f = state.federations.get(&id)?;
                 let round = request.round.unwrap_or(f.committed_round);
-                let next = round == f.committed_round + 1 && !f.state.is_terminal();
+                let reachable = match leader {
+                    true => round == f.committed_round + 1,
+                    false => round > f.committed_round && round <= f.spec.rounds,
+                };
+                let next = reachable && !f.state.is_terminal();
                 Some((
                     round,
                     f.models.get(&round).map(|m| (m.crc32, m.data.clone())),
