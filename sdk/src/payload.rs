@@ -61,8 +61,8 @@ pub fn into_le_bytes<T: Element>(mut values: Vec<T>) -> Bytes {
     Bytes::from_owner(WireVec(values))
 }
 
-/// Bytes per chunk a client sends (updates, checkpoints). A server reads many such streams at
-/// once and holds each one's chunks as they come: small chunks keep that small.
+/// Bytes per chunk a client sends (updates, checkpoints). Kept small: with 1 MiB update chunks
+/// a leader taking 50 participants' updates at once held 6–12 MB more at its peak.
 pub const CHUNK_BYTES: usize = 128 * 1024;
 
 /// Bytes per chunk of a model a server streams to its participants. Each chunk is a slice of
