@@ -3,7 +3,7 @@
 //! refused without poisoning the round, training surviving the leader's kill -9 with every
 //! committed round intact (also when it dies as the next round opens behind a commit), a
 //! participant lost mid-round, and the next round's model served by every replica as soon as
-//! it commits.
+//! it commits, also by a follower that was frozen through the commit before.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -362,6 +362,63 @@ async fn the_next_rounds_model_is_served_on_every_replica_once_it_commits() -> a
         assert_eq!(beyond.code(), Some(Code::NotFound), "{beyond}");
     }
     let done = wait_finished(&client, &id).await?;
+    assert_eq!(done.committed_round, 3, "{done:?}");
+    stop.cancel();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_leaders_commit_waits_for_the_next_model() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    // Elections far slower than the freeze below, so that the frozen follower neither loses
+    // its place nor deposes the leader when it runs again.
+    let slow_elections = synod_coordinator::local_cluster::NodeOptions {
+        election_timeout_min_ms: 5_000,
+        ..options()
+    };
+    let (cluster, client) = cluster_up(slow_elections).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let follower = *cluster.ids().iter().find(|&&id| id != leader).unwrap();
+    let stop = CancellationToken::new();
+    let steppers = steppers(&[(1.0, 1), (3.0, 1)], Duration::from_millis(1500));
+    start_participants(&cluster, steppers, &stop);
+    wait_for_agents(&client, 2).await?;
+    let id = start(&client, spec(3, 2, 20_000)).await?;
+    // The follower knows the federation (it serves the initial model), then freezes while
+    // round 1 still trains, so it misses round 1's commit.
+    let on_follower = Client::new([cluster.addr(follower)])?;
+    wait_until(
+        FEDERATION_TIMEOUT,
+        "the follower to apply the start",
+        || async { on_follower.download_model(&id, Some(0)).await.ok() },
+    )
+    .await?;
+    cluster.pause(follower)?;
+    let on_leader = Client::new([cluster.addr(leader)])?;
+    let before = on_leader.get_federation(&id).await?.committed_round;
+    anyhow::ensure!(before == 0, "round {before} committed before the freeze");
+    let committed = wait_until(FEDERATION_TIMEOUT, "round 1 to commit", || async {
+        let f = on_leader.get_federation(&id).await.ok()?;
+        (f.committed_round >= 1).then_some(f.committed_round)
+    })
+    .await?;
+    // Asked while frozen, the follower sees the request only once it runs again, before it has
+    // applied the commit: it waits for that commit instead of refusing the round.
+    let asked = tokio::spawn({
+        let id = id.clone();
+        async move { on_follower.download_model(&id, Some(committed + 1)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.resume(follower)?;
+    let (round, model) = asked.await??;
+    assert_eq!(round, committed + 1);
+    let expected = 2.0 * round as f32;
+    assert!(
+        model.values.iter().all(|v| (v - expected).abs() < 1e-4),
+        "round {round} from the follower: {:?}",
+        model.values
+    );
+    let done = wait_completed(&client, &id).await?;
     assert_eq!(done.committed_round, 3, "{done:?}");
     stop.cancel();
     Ok(())
