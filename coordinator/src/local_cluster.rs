@@ -13,6 +13,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use synod_sdk::Client;
 
+/// Log lines of each node that a failed wait reports.
+pub const LOG_TAIL_LINES: usize = 8;
+
 /// Settings passed to every node of a [`LocalCluster`].
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -247,14 +250,46 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// The last `lines` lines of each node's log, for the message of a failed wait.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for id in self.nodes.keys() {
+            let log = self.root.join(format!("node-{id}.log"));
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            let state = match self.pid(*id) {
+                Some(pid) => format!("pid {pid}"),
+                None => "stopped".into(),
+            };
+            out.push_str(&format!(
+                "\n--- node {id} ({state}), last {} log lines:",
+                tail.len()
+            ));
+            for line in tail {
+                out.push_str("\n  ");
+                out.push_str(line);
+            }
+        }
+        out
+    }
+
     /// Waits until every running node reports the same leader, itself running; returns it.
+    /// On timeout the error carries what each node last answered and the tails of their logs.
     pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
         let client = self.client()?;
         let running = self.running_ids();
-        wait_until(timeout, "a leader all running nodes agree on", || async {
+        let answers = std::sync::Mutex::new(BTreeMap::new());
+        let agreed = wait_until(timeout, "a leader all running nodes agree on", || async {
             let mut leader = None;
             for id in &running {
-                let status = client.status_of(self.addr(*id), false).await.ok()?;
+                let answer = client.status_of(self.addr(*id), false).await;
+                let summary = match &answer {
+                    Ok(s) => format!("leader {} at term {}", s.leader_id, s.term),
+                    Err(e) => format!("error: {e}"),
+                };
+                answers.lock().expect("answers lock").insert(*id, summary);
+                let status = answer.ok()?;
                 let stale = !running.contains(&status.leader_id);
                 if stale || leader.is_some_and(|l| l != status.leader_id) {
                     return None;
@@ -263,7 +298,14 @@ impl LocalCluster {
             }
             leader
         })
-        .await
+        .await;
+        agreed.map_err(|error| {
+            let answers = answers.into_inner().expect("answers lock");
+            anyhow::anyhow!(
+                "{error}; last answers: {answers:?}{}",
+                self.log_tails(LOG_TAIL_LINES)
+            )
+        })
     }
 
     /// Waits until the nodes `ids` have applied the same index with identical state digests,
@@ -320,8 +362,39 @@ where
     }
 }
 
-/// A free TCP address on 127.0.0.1.
+/// A free TCP address on 127.0.0.1 for a node to listen on.
+///
+/// A port the kernel hands out for binding to port 0 comes from its ephemeral range, from which
+/// it also picks the local ports of outgoing connections: between this probe and the node's own
+/// bind, a connection could take it, and the node would fail to start. So ports are taken
+/// below the ephemeral range, in turn from a random start, each checked free by binding it;
+/// only where that range leaves no room does this fall back to port 0.
 pub fn free_addr() -> anyhow::Result<String> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    if let Some(ports) = ports_below_ephemeral() {
+        let span = u32::from(ports.end - ports.start);
+        let _ = NEXT.compare_exchange(
+            0,
+            rand::random_range(1..=span),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        for _ in 0..256 {
+            let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+            let port = ports.start + offset as u16;
+            if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                return Ok(listener.local_addr()?.to_string());
+            }
+        }
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.to_string())
+}
+
+/// Ports below the kernel's ephemeral range (Linux), when at least 4096 fit above 10000.
+fn ports_below_ephemeral() -> Option<std::ops::Range<u16>> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let low: u16 = range.split_whitespace().next()?.parse().ok()?;
+    (low >= 14_096).then_some(10_000..low)
 }

@@ -6,12 +6,12 @@
 // protects the replicated core.
 #![allow(clippy::disallowed_methods)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use synod_coordinator::local_cluster::free_addr;
 
 /// A `synod dev` process, killed when dropped.
 struct DevServer {
@@ -22,7 +22,7 @@ struct DevServer {
 
 impl DevServer {
     fn start() -> Self {
-        let addr = free_addr();
+        let addr = free_addr().unwrap();
         let data = tempfile::tempdir().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_synod"))
             .args(["dev", "--listen", &addr, "--data-dir"])
@@ -105,11 +105,6 @@ fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn free_addr() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
 }
 
 fn stdout(output: &Output) -> String {

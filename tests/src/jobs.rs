@@ -31,17 +31,34 @@ pub async fn cluster_up(options: NodeOptions) -> anyhow::Result<(LocalCluster, C
     Ok((cluster, client))
 }
 
-/// Waits until at least `count` agents are connected.
+/// Waits until at least `count` agents are connected. On timeout the error says what the
+/// cluster last answered: the agents it knew and their states, or its error.
 pub async fn wait_for_agents(client: &Client, count: usize) -> anyhow::Result<()> {
-    wait_until(LEADER_TIMEOUT, "agents to register", || async {
-        let agents = client.list_agents().await.ok()?;
-        let connected = agents
+    let last = std::sync::Mutex::new(String::from("no answer"));
+    let connected = wait_until(LEADER_TIMEOUT, "agents to register", || async {
+        let answer = client.list_agents().await;
+        *last.lock().expect("last answer") = match &answer {
+            Ok(agents) => format!(
+                "{:?}",
+                agents
+                    .iter()
+                    .map(|a| (a.name.as_str(), a.state))
+                    .collect::<Vec<_>>()
+            ),
+            Err(error) => format!("error: {error}"),
+        };
+        let connected = answer
+            .ok()?
             .iter()
             .filter(|a| a.state == pb::AgentState::Connected as i32)
             .count();
         (connected >= count).then_some(())
     })
-    .await
+    .await;
+    connected.map_err(|error| {
+        let last = last.into_inner().expect("last answer");
+        anyhow::anyhow!("{error} ({count} wanted); last answer: {last}")
+    })
 }
 
 /// Waits until the job is in a terminal state.
