@@ -17,7 +17,7 @@ use synod_sdk::proto::federation_service_client::FederationServiceClient;
 use synod_sdk::tensors::{specs_to_proto, Model, TensorSpec};
 use synod_sdk::{Client, Code};
 use synod_tests::jobs::{cluster_up, options, wait_for_agents};
-use synod_tests::serial;
+use synod_tests::{serial, start_cluster};
 use tokio_util::sync::CancellationToken;
 
 /// How long a federation may take.
@@ -376,8 +376,10 @@ async fn a_replica_behind_the_leaders_commit_waits_for_the_next_model() -> anyho
         election_timeout_min_ms: 5_000,
         ..options()
     };
-    let (cluster, client) = cluster_up(slow_elections).await?;
+    // A leader may take up to two of these timeouts to emerge.
+    let cluster = start_cluster(3, slow_elections)?;
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let client = cluster.client()?;
     let follower = *cluster.ids().iter().find(|&&id| id != leader).unwrap();
     let stop = CancellationToken::new();
     let steppers = steppers(&[(1.0, 1), (3.0, 1)], Duration::from_millis(1500));
