@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use synod_coordinator::local_cluster::{wait_until, LocalCluster};
+use synod_coordinator::local_cluster::{wait_until, LocalCluster, NodeOptions};
 use synod_sdk::agent::{AgentBuilder, AgentHandle, FitRequest, FitResult, Participant};
 use synod_sdk::federation::UpdateUpload;
 use synod_sdk::payload::{crc32, into_le_bytes};
@@ -372,7 +372,7 @@ async fn a_replica_behind_the_leaders_commit_waits_for_the_next_model() -> anyho
     let _serial = serial().await;
     // Elections far slower than the freeze below, so that the frozen follower neither loses
     // its place nor deposes the leader when it runs again.
-    let slow_elections = synod_coordinator::local_cluster::NodeOptions {
+    let slow_elections = NodeOptions {
         election_timeout_min_ms: 5_000,
         ..options()
     };
