@@ -44,21 +44,49 @@ impl Element for i64 {
     }
 }
 
-/// Owns an element vector already in wire order and shows it as bytes.
-struct WireVec<T>(Vec<T>);
+/// Owns an element vector already in wire order and shows it as bytes; hands the vector to
+/// `then`, when there is one, once no slice of it is left.
+struct WireVec<T> {
+    values: Vec<T>,
+    then: Option<Box<dyn FnOnce(Vec<T>) + Send>>,
+}
 
 impl<T: Element> AsRef<[u8]> for WireVec<T> {
     fn as_ref(&self) -> &[u8] {
-        bytemuck::cast_slice(&self.0)
+        bytemuck::cast_slice(&self.values)
+    }
+}
+
+impl<T> Drop for WireVec<T> {
+    fn drop(&mut self) {
+        if let Some(then) = self.then.take() {
+            then(std::mem::take(&mut self.values));
+        }
     }
 }
 
 /// `values` as little-endian bytes, without a copy on little-endian machines.
-pub fn into_le_bytes<T: Element>(mut values: Vec<T>) -> Bytes {
+pub fn into_le_bytes<T: Element>(values: Vec<T>) -> Bytes {
+    wire_bytes(values, None)
+}
+
+/// As [`into_le_bytes`]; the vector (its values no longer meaningful) goes to `then` once the
+/// bytes and every slice of them are dropped, so that its memory can serve again.
+pub fn into_le_bytes_then<T: Element>(
+    values: Vec<T>,
+    then: impl FnOnce(Vec<T>) + Send + 'static,
+) -> Bytes {
+    wire_bytes(values, Some(Box::new(then)))
+}
+
+fn wire_bytes<T: Element>(
+    mut values: Vec<T>,
+    then: Option<Box<dyn FnOnce(Vec<T>) + Send>>,
+) -> Bytes {
     if cfg!(target_endian = "big") {
         values.iter_mut().for_each(|v| *v = v.swap_le());
     }
-    Bytes::from_owner(WireVec(values))
+    Bytes::from_owner(WireVec { values, then })
 }
 
 /// Bytes per chunk a client sends (updates, checkpoints). Kept small: with 1 MiB update chunks
@@ -302,6 +330,21 @@ impl<T: Element> Receiver<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sent_vector_comes_back_once_its_last_slice_is_dropped() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let values = vec![1.0f32, 2.0, 3.0];
+        let address = values.as_ptr();
+        let bytes = into_le_bytes_then(values, move |back| tx.send(back).unwrap());
+        let slice = bytes.slice(4..8);
+        drop(bytes);
+        assert!(rx.try_recv().is_err(), "a slice still reads it");
+        assert_eq!(&slice[..], &2.0f32.to_le_bytes()[..]);
+        drop(slice);
+        let back = rx.try_recv().expect("handed back");
+        assert_eq!(back.as_ptr(), address, "the same memory");
+    }
 
     #[test]
     fn sent_bytes_are_little_endian_and_received_back_exactly() {

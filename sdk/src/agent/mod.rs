@@ -18,6 +18,7 @@ mod mailbox;
 mod outbox;
 mod participant;
 mod session;
+mod weights_memory;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

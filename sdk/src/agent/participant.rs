@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use synod_proto::v1 as pb;
 
+use super::weights_memory::WeightsMemory;
 use crate::federation::UpdateUpload;
-use crate::payload::into_le_bytes;
+use crate::payload::{into_le_bytes, into_le_bytes_then};
 use crate::secagg::{self, KeyPair, MaskingParams};
 use crate::tensors::{specs_to_proto, Dtype, Model};
 use crate::{Client, ClientError};
@@ -38,12 +39,24 @@ pub struct FitRequest {
     pub config: pb::RoundConfig,
     /// FedProx: weight μ of the proximal term (μ/2)·‖w − w_global‖²; 0 otherwise.
     pub proximal_mu: f64,
+    weights_memory: WeightsMemory,
+}
+
+impl FitRequest {
+    /// An empty vector with room for the model's values, in the memory of this participant's
+    /// last update once it has been sent. Building [`FitResult::weights`] in it (`extend`,
+    /// `push`) rather than in a new vector spares faulting a model's worth of fresh pages in
+    /// every round.
+    pub fn weights_buffer(&self) -> Vec<f32> {
+        self.weights_memory.take(self.model.values.len())
+    }
 }
 
 /// The participant's answer to a fit.
 #[derive(Debug, Clone)]
 pub struct FitResult {
-    /// Locally trained weights, in the model's layout.
+    /// Locally trained weights, in the model's layout (built, ideally, in
+    /// [`FitRequest::weights_buffer`]).
     pub weights: Vec<f32>,
     /// Examples trained on (> 0).
     pub num_examples: u64,
@@ -76,6 +89,7 @@ pub(crate) struct Rounds {
     agent_id: Arc<Mutex<String>>,
     seen: HashSet<(String, u32, u32)>,
     spare: Spare,
+    weights_memory: WeightsMemory,
 }
 
 /// The last round's model values, kept to receive the next model into (a model's memory is
@@ -90,6 +104,7 @@ impl Rounds {
             agent_id: Arc::new(Mutex::new(String::new())),
             seen: HashSet::new(),
             spare: Spare::default(),
+            weights_memory: WeightsMemory::default(),
         }
     }
 
@@ -114,6 +129,7 @@ impl Rounds {
             agent_id: self.agent_id.lock().expect("agent id lock").clone(),
             invitation,
             spare: self.spare.clone(),
+            weights_memory: self.weights_memory.clone(),
         };
         tokio::spawn(async move {
             let (id, number) = (
@@ -142,6 +158,7 @@ struct RoundRun {
     agent_id: String,
     invitation: pb::RoundInvitation,
     spare: Spare,
+    weights_memory: WeightsMemory,
 }
 
 /// Why a round could not be completed.
@@ -172,6 +189,7 @@ impl RoundRun {
             model,
             config: inv.config.clone().unwrap_or_default(),
             proximal_mu: inv.proximal_mu,
+            weights_memory: self.weights_memory.clone(),
         };
         let keyed = match inv.secure_aggregation {
             Some(secure) => Some(self.share_keys(secure).await?),
@@ -211,7 +229,8 @@ impl RoundRun {
                 crc32,
                 ..Default::default()
             });
-            let payload = into_le_bytes(update);
+            let memory = self.weights_memory.clone();
+            let payload = into_le_bytes_then(update, move |sent| memory.keep(sent));
             return Ok(self
                 .client
                 .submit_update(UpdateUpload { header, payload })
@@ -225,6 +244,7 @@ impl RoundRun {
             &keyed.mask_peers,
             params,
         )?;
+        self.weights_memory.keep(update);
         let masked = keyed;
         header.masked = true;
         header.tensors = request

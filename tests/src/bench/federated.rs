@@ -139,8 +139,10 @@ struct Trivial;
 
 impl Participant for Trivial {
     fn fit(&self, request: &FitRequest) -> Result<FitResult, String> {
+        let mut weights = request.weights_buffer();
+        weights.extend(request.model.values.iter().map(|w| w + 0.001));
         Ok(FitResult {
-            weights: request.model.values.iter().map(|w| w + 0.001).collect(),
+            weights,
             num_examples: 100,
             metrics: BTreeMap::new(),
         })
@@ -164,6 +166,7 @@ pub async fn run(
         aggregation: Vec::new(),
         floors: Vec::new(),
     };
+    super::participant_heap::keep_freed_memory();
     let flower = match args.flower {
         true => Some(ensure_flower_env(&venv_dir())?),
         false => None,

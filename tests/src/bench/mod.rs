@@ -28,6 +28,7 @@ pub mod flower;
 pub mod level;
 pub mod load;
 pub mod messaging;
+pub mod participant_heap;
 pub mod report;
 pub mod schedule;
 pub mod socket_floor;
