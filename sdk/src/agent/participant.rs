@@ -43,10 +43,30 @@ pub struct FitRequest {
 }
 
 impl FitRequest {
+    /// A request to train `model` in `round` of `federation_id`, as the SDK makes one for each
+    /// round (also to try a participant's handlers outside a federation); no memory is kept
+    /// for its weights buffer yet.
+    pub fn new(
+        federation_id: impl Into<String>,
+        round: u32,
+        model: Model,
+        config: pb::RoundConfig,
+        proximal_mu: f64,
+    ) -> Self {
+        Self {
+            federation_id: federation_id.into(),
+            round,
+            model,
+            config,
+            proximal_mu,
+            weights_memory: WeightsMemory::default(),
+        }
+    }
+
     /// An empty vector with room for the model's values, in the memory of this participant's
-    /// last update once it has been sent. Building [`FitResult::weights`] in it (`extend`,
-    /// `push`) rather than in a new vector spares faulting a model's worth of fresh pages in
-    /// every round.
+    /// last update once it has been sent (when that update was built in it too). Building
+    /// [`FitResult::weights`] in it (`extend`, `push`) rather than in a new vector spares
+    /// faulting a model's worth of fresh pages in every round.
     pub fn weights_buffer(&self) -> Vec<f32> {
         self.weights_memory.take(self.model.values.len())
     }
@@ -184,12 +204,14 @@ impl RoundRun {
             .download_model_into(&inv.federation_id, Some(inv.model_round), buffer)
             .await?;
         let request = FitRequest {
-            federation_id: inv.federation_id.clone(),
-            round: inv.round,
-            model,
-            config: inv.config.clone().unwrap_or_default(),
-            proximal_mu: inv.proximal_mu,
             weights_memory: self.weights_memory.clone(),
+            ..FitRequest::new(
+                inv.federation_id.clone(),
+                inv.round,
+                model,
+                inv.config.clone().unwrap_or_default(),
+                inv.proximal_mu,
+            )
         };
         let keyed = match inv.secure_aggregation {
             Some(secure) => Some(self.share_keys(secure).await?),

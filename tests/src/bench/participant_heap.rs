@@ -7,7 +7,8 @@
 //! that a participant of its own does not pay. [`keep_freed_memory`] sets the thresholds once
 //! so that freed memory stays in the process.
 
-/// Largest allocation served from the heap rather than mapped on its own: glibc's ceiling.
+/// Largest allocation served from the heap rather than mapped on its own: glibc's ceiling on
+/// 64-bit machines (on others glibc refuses it, and says so below).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MAP_ON_ITS_OWN_ABOVE: libc::c_int = 32 << 20;
 
