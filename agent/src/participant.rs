@@ -42,15 +42,34 @@ impl Participant for StepParticipant {
         if self.0.delay_ms > 0 {
             std::thread::sleep(Duration::from_millis(self.0.delay_ms));
         }
+        let mut weights = request.weights_buffer();
+        weights.extend(request.model.values.iter().map(|w| w + self.0.step));
         Ok(FitResult {
-            weights: request
-                .model
-                .values
-                .iter()
-                .map(|w| w + self.0.step)
-                .collect(),
+            weights,
             num_examples: self.0.examples.max(1),
             metrics: BTreeMap::from([("loss".to_owned(), f64::from(self.0.step))]),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use synod_sdk::tensors::{Model, TensorSpec};
+
+    use super::*;
+
+    #[test]
+    fn a_fit_moves_every_weight_by_the_step_and_reports_its_examples() {
+        let model = Model::new(vec![TensorSpec::f32("w", &[3])], vec![1.0, -2.0, 0.5]).unwrap();
+        let request = FitRequest::new("f", 1, model, Default::default(), 0.0);
+        let participant = StepParticipant(ParticipantSection {
+            step: 0.25,
+            examples: 0,
+            delay_ms: 0,
+        });
+        let fit = participant.fit(&request).unwrap();
+        assert_eq!(fit.weights, vec![1.25, -1.75, 0.75]);
+        assert_eq!(fit.num_examples, 1, "at least one example");
+        assert_eq!(fit.metrics["loss"], 0.25);
     }
 }
