@@ -42,10 +42,8 @@ impl Participant for StepParticipant {
         if self.0.delay_ms > 0 {
             std::thread::sleep(Duration::from_millis(self.0.delay_ms));
         }
-        let mut weights = request.weights_buffer();
-        weights.extend(request.model.values.iter().map(|w| w + self.0.step));
         Ok(FitResult {
-            weights,
+            weights: request.map_weights(|w| w + self.0.step),
             num_examples: self.0.examples.max(1),
             metrics: BTreeMap::from([("loss".to_owned(), f64::from(self.0.step))]),
         })

@@ -33,12 +33,10 @@ struct Stepper {
 impl Participant for Stepper {
     fn fit(&self, request: &FitRequest) -> Result<FitResult, String> {
         std::thread::sleep(self.delay);
-        // In the memory of the last update, which still holds its values: the results below
+        // In the memory of the last update, its old values still there: the results below
         // show that none of them leaks into this round's weights.
-        let mut weights = request.weights_buffer();
-        weights.extend(request.model.values.iter().map(|w| w + self.step));
         Ok(FitResult {
-            weights,
+            weights: request.map_weights(|w| w + self.step),
             num_examples: self.examples,
             metrics: BTreeMap::from([("loss".to_owned(), f64::from(self.step))]),
         })
@@ -534,7 +532,7 @@ impl Participant for Reporter {
         let _ = self.started.send(request.round);
         std::thread::sleep(Duration::from_millis(300));
         Ok(FitResult {
-            weights: request.model.values.iter().map(|w| w + self.step).collect(),
+            weights: request.map_weights(|w| w + self.step),
             num_examples: 1,
             metrics: BTreeMap::new(),
         })

@@ -70,6 +70,14 @@ impl FitRequest {
     pub fn weights_buffer(&self) -> Vec<f32> {
         self.weights_memory.take(self.model.values.len())
     }
+
+    /// The model's values, each passed through `update`, in [`Self::weights_buffer`]: the
+    /// weights of a fit that moves every weight on its own.
+    pub fn map_weights(&self, update: impl FnMut(f32) -> f32) -> Vec<f32> {
+        let mut weights = self.weights_buffer();
+        weights.extend(self.model.values.iter().copied().map(update));
+        weights
+    }
 }
 
 /// The participant's answer to a fit.

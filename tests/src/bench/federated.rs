@@ -139,10 +139,8 @@ struct Trivial;
 
 impl Participant for Trivial {
     fn fit(&self, request: &FitRequest) -> Result<FitResult, String> {
-        let mut weights = request.weights_buffer();
-        weights.extend(request.model.values.iter().map(|w| w + 0.001));
         Ok(FitResult {
-            weights,
+            weights: request.map_weights(|w| w + 0.001),
             num_examples: 100,
             metrics: BTreeMap::new(),
         })
