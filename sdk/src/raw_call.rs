@@ -5,12 +5,18 @@
 //! [`crate::chunk_stream`] to parse. On the wire they are the calls tonic makes: the
 //! status comes from the response headers or trailers, with its metadata (e.g. the leader
 //! hint), a connection that cannot be used is `UNAVAILABLE`, and a call that outlives its
-//! `grpc-timeout` header is `CANCELLED`.
+//! `grpc-timeout` header is `CANCELLED`. An upload can also hold its payload back until the
+//! server admits it (the reply's headers), so that a server never buffers the payloads of
+//! calls still waiting for their turn.
+
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use prost::Message;
+use tokio::sync::oneshot;
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
@@ -27,7 +33,39 @@ pub async fn client_streaming<M: Message + Default>(
     metadata: MetadataMap,
     data: impl Iterator<Item = Bytes> + Send + 'static,
 ) -> Result<M, Status> {
+    let (in_headers, body) = start(channel, path, metadata, futures::stream::iter(data)).await?;
+    reply(in_headers, body).await
+}
+
+/// Like [`client_streaming`], for a server that admits a call before it reads its payload:
+/// sends `first`, then `rest` only once the reply's headers arrive (the server's go-ahead), or
+/// after `admission_wait` without them (a server that replies only at the end still gets the
+/// payload). A call the server ends before its go-ahead sends nothing more.
+pub async fn client_streaming_admitted<M: Message + Default>(
+    channel: Channel,
+    path: &'static str,
+    metadata: MetadataMap,
+    first: Bytes,
+    rest: impl Iterator<Item = Bytes> + Send + 'static,
+    admission_wait: Duration,
+) -> Result<M, Status> {
+    let (go_ahead, admitted) = oneshot::channel::<()>();
+    let rest = futures::stream::once(async move {
+        match tokio::time::timeout(admission_wait, admitted).await {
+            Ok(Err(_)) => None,
+            Ok(Ok(())) | Err(_) => Some(futures::stream::iter(rest)),
+        }
+    })
+    .filter_map(std::future::ready)
+    .flatten();
+    let data = futures::stream::once(std::future::ready(first)).chain(rest);
     let (in_headers, body) = start(channel, path, metadata, data).await?;
+    let _ = go_ahead.send(());
+    reply(in_headers, body).await
+}
+
+/// The one message of a unary reply, after its status (in its headers or trailers) is OK.
+async fn reply<M: Message + Default>(in_headers: Option<Status>, body: Body) -> Result<M, Status> {
     let collected = body.collect().await?;
     let trailers = collected.trailers().and_then(Status::from_header_map);
     match trailers.or(in_headers) {
@@ -50,7 +88,8 @@ pub async fn server_streaming(
     metadata: MetadataMap,
     message: Bytes,
 ) -> Result<Body, Status> {
-    let (_, body) = start(channel, path, metadata, std::iter::once(message)).await?;
+    let data = futures::stream::once(std::future::ready(message));
+    let (_, body) = start(channel, path, metadata, data).await?;
     Ok(body)
 }
 
@@ -73,9 +112,9 @@ async fn start(
     channel: Channel,
     path: &'static str,
     metadata: MetadataMap,
-    data: impl Iterator<Item = Bytes> + Send + 'static,
+    data: impl Stream<Item = Bytes> + Send + 'static,
 ) -> Result<(Option<Status>, Body), Status> {
-    let frames = futures::stream::iter(data.map(|bytes| Ok::<_, Status>(Frame::data(bytes))));
+    let frames = data.map(|bytes| Ok::<_, Status>(Frame::data(bytes)));
     let mut request = http::Request::new(Body::new(StreamBody::new(frames)));
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = http::Uri::from_static(path);
@@ -108,6 +147,179 @@ async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::convert::Infallible;
+    use std::task::{Context, Poll};
+
+    use synod_proto::v1 as pb;
+    use tokio_stream::wrappers::TcpListenerStream;
+
+    const PUT: &str = "/test.Uploads/Put";
+    const REST_FRAMES: usize = 4;
+    const REST_FRAME_BYTES: usize = 64 * 1024;
+
+    /// How a test server answers an upload.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// Reply headers after the first frame, then read the rest and reply.
+        Admit,
+        /// Refuse after the first frame, without admitting the call.
+        Refuse,
+        /// Read everything, then reply (no go-ahead before the end).
+        AtTheEnd,
+    }
+
+    /// A server of one client-streaming method whose reply's `rejection_reason` says how many
+    /// bytes came after the first frame before its go-ahead (`early N`) and in all (`N bytes`).
+    #[derive(Clone)]
+    struct Uploads(Answer);
+
+    impl tonic::server::NamedService for Uploads {
+        const NAME: &'static str = "test.Uploads";
+    }
+
+    /// The bytes of `body`'s data frames until it ends.
+    async fn drain(body: &mut Body) -> usize {
+        let mut total = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            total += frame.into_data().map_or(0, |d| d.len());
+        }
+        total
+    }
+
+    /// A reply of one message whose `rejection_reason` is `reason`, and an OK status.
+    fn reply_frames(reason: String) -> [Result<Frame<Bytes>, Infallible>; 2] {
+        let message = pb::SubmitUpdateResponse {
+            rejection_reason: reason,
+            ..Default::default()
+        };
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        [
+            Ok(Frame::data(crate::wire::message_frame(&message))),
+            Ok(Frame::trailers(trailers)),
+        ]
+    }
+
+    fn grpc_response(
+        frames: impl Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static,
+    ) -> http::Response<Body> {
+        let mut response = http::Response::new(Body::new(StreamBody::new(frames)));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        response
+    }
+
+    impl tower::Service<http::Request<Body>> for Uploads {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = futures::future::BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+            let answer = self.0;
+            Box::pin(async move {
+                let mut body = request.into_body();
+                let first = match body.frame().await {
+                    Some(Ok(frame)) => frame.into_data().map_or(0, |d| d.len()),
+                    _ => 0,
+                };
+                match answer {
+                    Answer::Refuse => Ok(Status::failed_precondition("not your turn").into_http()),
+                    Answer::AtTheEnd => {
+                        let total = first + drain(&mut body).await;
+                        let frames = reply_frames(format!("early 0, {total} bytes"));
+                        Ok(grpc_response(futures::stream::iter(frames)))
+                    }
+                    Answer::Admit => {
+                        // Whatever a client sends unprompted arrives well within this.
+                        let wait = Duration::from_millis(300);
+                        let mut early = 0;
+                        while let Ok(Some(Ok(frame))) =
+                            tokio::time::timeout(wait, body.frame()).await
+                        {
+                            early += frame.into_data().map_or(0, |d| d.len());
+                        }
+                        let reply = async move {
+                            let total = first + early + drain(&mut body).await;
+                            futures::stream::iter(reply_frames(format!(
+                                "early {early}, {total} bytes"
+                            )))
+                        };
+                        Ok(grpc_response(futures::stream::once(reply).flatten()))
+                    }
+                }
+            })
+        }
+    }
+
+    /// A channel to a fresh server of `Uploads(answer)` on a loopback socket.
+    async fn serve(answer: Answer) -> Channel {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(Uploads(answer))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn upload(channel: Channel, wait: Duration) -> Result<String, Status> {
+        let first = Bytes::from_static(b"the header");
+        let rest = (0..REST_FRAMES).map(|_| Bytes::from(vec![7u8; REST_FRAME_BYTES]));
+        client_streaming_admitted::<pb::SubmitUpdateResponse>(
+            channel,
+            PUT,
+            MetadataMap::new(),
+            first,
+            rest,
+            wait,
+        )
+        .await
+        .map(|reply| reply.rejection_reason)
+    }
+
+    #[tokio::test]
+    async fn an_admitted_upload_sends_its_payload_only_after_the_go_ahead() {
+        let all = 10 + REST_FRAMES * REST_FRAME_BYTES;
+        let admitted = upload(serve(Answer::Admit).await, Duration::from_secs(60)).await;
+        assert_eq!(admitted.unwrap(), format!("early 0, {all} bytes"));
+        // The same server sees the payload at once from a plain client-streaming call.
+        let data = std::iter::once(Bytes::from_static(b"the header"))
+            .chain((0..REST_FRAMES).map(|_| Bytes::from(vec![7u8; REST_FRAME_BYTES])));
+        let eager: pb::SubmitUpdateResponse =
+            client_streaming(serve(Answer::Admit).await, PUT, MetadataMap::new(), data)
+                .await
+                .unwrap();
+        assert_ne!(eager.rejection_reason, format!("early 0, {all} bytes"));
+        assert!(eager.rejection_reason.ends_with(&format!(", {all} bytes")));
+    }
+
+    #[tokio::test]
+    async fn an_upload_refused_before_its_go_ahead_gets_the_refusal() {
+        let refused = upload(serve(Answer::Refuse).await, Duration::from_secs(60)).await;
+        let status = refused.unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert_eq!(status.message(), "not your turn");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_replies_only_at_the_end_gets_the_payload_after_the_wait() {
+        let all = 10 + REST_FRAMES * REST_FRAME_BYTES;
+        let started = std::time::Instant::now();
+        let late = upload(serve(Answer::AtTheEnd).await, Duration::from_millis(200)).await;
+        assert_eq!(late.unwrap(), format!("early 0, {all} bytes"));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
 
     /// An error caused by another, as the channel wraps its timeout.
     #[derive(Debug, thiserror::Error)]

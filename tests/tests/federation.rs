@@ -2,15 +2,16 @@
 //! global models equal the hand-computed weighted averages, shape mismatches and bad checksums
 //! refused without poisoning the round, training surviving the leader's kill -9 with every
 //! committed round intact (also when it dies as the next round opens behind a commit), a
-//! participant lost mid-round, and the next round's model served by every replica as soon as
-//! it commits, also by a follower that was frozen through the commit before.
+//! participant lost mid-round, the next round's model served by every replica as soon as it
+//! commits (also by a follower that was frozen through the commit before), and an update
+//! admitted by the leader before its payload is sent.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use synod_coordinator::local_cluster::{wait_until, LocalCluster, NodeOptions};
 use synod_sdk::agent::{AgentBuilder, AgentHandle, FitRequest, FitResult, Participant};
-use synod_sdk::federation::UpdateUpload;
+use synod_sdk::federation::{UpdateUpload, UPDATE_ADMISSION_WAIT};
 use synod_sdk::payload::{crc32, into_le_bytes};
 use synod_sdk::proto as pb;
 use synod_sdk::proto::federation_service_client::FederationServiceClient;
@@ -96,6 +97,52 @@ fn start_participants(
 async fn start(client: &Client, spec: pb::FederationSpec) -> anyhow::Result<String> {
     let started = client.start_federation(spec, "").await?;
     Ok(started.federation.unwrap().federation_id)
+}
+
+/// Round 1, open, of a one-round federation whose only participant fits for a while: the
+/// federation's id, the round, and a client acting as that participant.
+struct OpenRound {
+    id: String,
+    round: pb::Round,
+    as_participant: Client,
+}
+
+impl OpenRound {
+    /// Starts a participant that fits for `delay` (stopped by `stop`) and the federation, and
+    /// waits for round 1.
+    async fn start(
+        cluster: &LocalCluster,
+        client: &Client,
+        delay: Duration,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let handles = start_participants(cluster, steppers(&[(1.0, 5)], delay), stop);
+        let as_participant = handles[0].1.client()?;
+        wait_for_agents(client, 1).await?;
+        let id = start(client, spec(1, 1, 20_000)).await?;
+        let round = wait_until(Duration::from_secs(10), "round 1 to start", || async {
+            client.get_round(&id, 1).await.ok()
+        })
+        .await?;
+        Ok(Self {
+            id,
+            round,
+            as_participant,
+        })
+    }
+
+    /// The header of an update from the round's participant, for `tensors`.
+    fn header(&self, tensors: &[TensorSpec]) -> pb::UpdateHeader {
+        pb::UpdateHeader {
+            federation_id: self.id.clone(),
+            round: 1,
+            attempt: self.round.attempt,
+            agent_id: self.round.participants[0].agent_id.clone(),
+            num_examples: 5,
+            tensors: specs_to_proto(tensors),
+            ..Default::default()
+        }
+    }
 }
 
 async fn wait_finished(client: &Client, id: &str) -> anyhow::Result<pb::Federation> {
@@ -237,25 +284,9 @@ async fn bad_specs_and_malformed_updates_are_refused_without_poisoning_the_round
 
     // One slow honest participant keeps the round open while an intruder tries its luck.
     let stop = CancellationToken::new();
-    let slow = steppers(&[(1.0, 5)], Duration::from_millis(1500));
-    let handles = start_participants(&cluster, slow, &stop);
-    let as_participant = handles[0].1.client()?;
-    wait_for_agents(&client, 1).await?;
-    let id = start(&client, spec(1, 1, 20_000)).await?;
-    let round = wait_until(Duration::from_secs(10), "round 1 to start", || async {
-        client.get_round(&id, 1).await.ok()
-    })
-    .await?;
-    let participant = round.participants[0].agent_id.clone();
-    let header = |tensors: Vec<TensorSpec>| pb::UpdateHeader {
-        federation_id: id.clone(),
-        round: 1,
-        attempt: round.attempt,
-        agent_id: participant.clone(),
-        num_examples: 5,
-        tensors: specs_to_proto(&tensors),
-        ..Default::default()
-    };
+    let open = OpenRound::start(&cluster, &client, Duration::from_millis(1500), &stop).await?;
+    let (id, as_participant) = (&open.id, &open.as_participant);
+    let header = |tensors: Vec<TensorSpec>| open.header(&tensors);
     // Someone else acting as the participant.
     let poison = UpdateUpload {
         header: header(specs()),
@@ -317,13 +348,46 @@ async fn bad_specs_and_malformed_updates_are_refused_without_poisoning_the_round
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("blob.crc32"), "{status:?}");
     // The honest update still lands and is the only one aggregated.
-    wait_completed(&client, &id).await?;
-    let (_, model) = client.download_model(&id, None).await?;
+    wait_completed(&client, id).await?;
+    let (_, model) = client.download_model(id, None).await?;
     assert_eq!(model.values, vec![1.0; 6], "only the honest update counts");
     // A finished round takes no more updates.
     let late = as_participant.submit_update(poison).await?;
     assert!(!late.accepted);
     assert_eq!(late.rejection_reason, "round closed");
+    stop.cancel();
+    Ok(())
+}
+
+/// The leader admits an update (its reply's headers) before it reads the payload, and an SDK
+/// participant sends the payload only then: the upload lands long before the participant
+/// would send it unasked, and the payload it then sends is the one aggregated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_admits_an_update_before_its_payload_is_sent() -> anyhow::Result<()> {
+    let _serial = serial().await;
+    let (cluster, client) = cluster_up(options()).await?;
+    let stop = CancellationToken::new();
+    // The participant's own update comes too late to count.
+    let open = OpenRound::start(&cluster, &client, Duration::from_secs(5), &stop).await?;
+    let upload = UpdateUpload {
+        header: open.header(&specs()),
+        payload: into_le_bytes(vec![2.0f32; 6]),
+    };
+    let started = Instant::now();
+    let answer = open.as_participant.submit_update(upload).await?;
+    let took = started.elapsed();
+    assert!(answer.accepted, "{answer:?}");
+    assert!(
+        took < UPDATE_ADMISSION_WAIT,
+        "the upload took {took:?}: its payload waited for the leader's go-ahead in vain"
+    );
+    wait_completed(&client, &open.id).await?;
+    let (_, model) = client.download_model(&open.id, None).await?;
+    assert_eq!(
+        model.values,
+        vec![2.0; 6],
+        "the admitted payload is aggregated"
+    );
     stop.cancel();
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! gRPC service either way.
 //!
 //! ```text
-//!   SubmitUpdate, uncompressed  ─► UpdateBody ─► submit
+//!   SubmitUpdate, uncompressed  ─► UpdateBody ─► submit (reply headers once admitted)
 //!   DownloadModel, served here  ─► header message ─► per chunk: [prefix + field keys][slice][last]
 //!   anything else               ─► FederationServiceServer
 //! ```
@@ -16,17 +16,20 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use prost::Message;
 use synod_proto::v1 as pb;
 use synod_proto::v1::federation_service_server::FederationServiceServer;
 use synod_sdk::wire::{chunk_frames, message_frame, single_message};
+use tokio::sync::oneshot;
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
 use tonic::Status;
 use tower::Service;
+use tracing::Instrument;
 
 use super::chunks;
 use super::leader::wants_linearizable;
@@ -111,7 +114,7 @@ impl FederationService {
                     .chain(chunks::download_chunks(data, offset).flat_map(chunk_frames))
                     .map(|data| Ok(Frame::data(data)))
                     .chain(std::iter::once(Ok(Frame::trailers(ok_trailers()))));
-                grpc_response(frames)
+                grpc_response(futures::stream::iter(frames))
             }
             Err(error) => Status::from(error).into_http(),
         };
@@ -131,6 +134,11 @@ fn uncompressed_grpc(headers: &http::HeaderMap) -> bool {
     grpc && identity
 }
 
+/// Takes an update. The reply's headers go out as soon as the update is admitted (given its
+/// share of the upload memory), and its message and status once the update is folded and
+/// receipted: an SDK participant sends its payload only after those headers, so an update
+/// waiting for its turn holds no more than its header here. An update refused or failed before
+/// its admission gets its whole reply at once.
 #[tracing::instrument(skip_all)]
 async fn submit_update(
     api: FederationApi,
@@ -139,22 +147,54 @@ async fn submit_update(
 ) -> http::Response<Body> {
     let (parts, body) = request.into_parts();
     let metadata = MetadataMap::from_headers(parts.headers);
-    let mut source = UpdateBody::new(body, message_max);
-    match api.submit(&metadata, &mut source).await {
-        Ok(response) => unary_response(&response),
-        Err(error) => Status::from(error).into_http(),
+    let (admitted, admission) = oneshot::channel();
+    let mut source = UpdateBody::announcing(body, message_max, admitted);
+    let mut answer =
+        Box::pin(async move { api.submit(&metadata, &mut source).await }.in_current_span());
+    tokio::select! {
+        biased;
+        answer = &mut answer => return match answer {
+            Ok(response) => unary_response(&response),
+            Err(error) => Status::from(error).into_http(),
+        },
+        Ok(()) = admission => {}
     }
+    let frames = futures::stream::once(answer)
+        .flat_map(|answer| futures::stream::iter(answer_frames(answer).map(Ok)));
+    grpc_response(frames)
+}
+
+/// The frames after the headers of a reply to an update: its message and an OK status, or the
+/// error's status.
+fn answer_frames(
+    answer: Result<pb::SubmitUpdateResponse, super::ApiError>,
+) -> impl Iterator<Item = Frame<Bytes>> {
+    let (message, trailers) = match answer {
+        Ok(response) => (Some(Frame::data(message_frame(&response))), ok_trailers()),
+        Err(error) => (None, status_trailers(&Status::from(error))),
+    };
+    message
+        .into_iter()
+        .chain(std::iter::once(Frame::trailers(trailers)))
+}
+
+/// Trailers carrying `status`.
+fn status_trailers(status: &Status) -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    if status.add_header(&mut trailers).is_err() {
+        trailers.clear();
+        let _ =
+            Status::internal("the reply's status could not be encoded").add_header(&mut trailers);
+    }
+    trailers
 }
 
 /// A gRPC response of one message and an OK status.
 fn unary_response(message: &impl Message) -> http::Response<Body> {
-    grpc_response(
-        [
-            Ok(Frame::data(message_frame(message))),
-            Ok(Frame::trailers(ok_trailers())),
-        ]
-        .into_iter(),
-    )
+    grpc_response(futures::stream::iter([
+        Ok(Frame::data(message_frame(message))),
+        Ok(Frame::trailers(ok_trailers())),
+    ]))
 }
 
 fn ok_trailers() -> http::HeaderMap {
@@ -165,9 +205,9 @@ fn ok_trailers() -> http::HeaderMap {
 
 /// A gRPC response whose body is `frames`.
 fn grpc_response(
-    frames: impl Iterator<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static,
+    frames: impl Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static,
 ) -> http::Response<Body> {
-    let body = Body::new(StreamBody::new(futures::stream::iter(frames)));
+    let body = Body::new(StreamBody::new(frames));
     let mut response = http::Response::new(body);
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

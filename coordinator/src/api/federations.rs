@@ -294,6 +294,7 @@ impl FederationApi {
             ));
         }
         let permit = self.runtime.upload_permit(expected).await;
+        source.admitted();
         tracing::debug!(agent_id = %header.agent_id, round = header.round, "update upload");
         let (limit, kind) = (expected, ChecksumKind::Crc32);
         let values = match header.masked {
@@ -874,6 +875,9 @@ pub(super) trait UpdateSource: Pieces + Send {
     fn first(
         &mut self,
     ) -> impl std::future::Future<Output = Result<Option<pb::SubmitUpdateRequest>, ApiError>> + Send;
+
+    /// The update was given its share of the upload memory: its payload is read next.
+    fn admitted(&mut self) {}
 }
 
 /// The stream as tonic decodes it.
@@ -904,5 +908,9 @@ where
 {
     async fn first(&mut self) -> Result<Option<pb::SubmitUpdateRequest>, ApiError> {
         super::update_body::UpdateBody::first(self).await
+    }
+
+    fn admitted(&mut self) {
+        super::update_body::UpdateBody::admitted(self)
     }
 }

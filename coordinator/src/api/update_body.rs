@@ -7,12 +7,16 @@
 use bytes::Bytes;
 use synod_proto::v1 as pb;
 use synod_sdk::chunk_stream::{ChunkStream, StreamError};
+use tokio::sync::oneshot;
 
 use super::chunks::{Piece, Pieces};
 use super::ApiError;
 
-/// The messages of one SubmitUpdate request body.
-pub struct UpdateBody<B>(ChunkStream<B>);
+/// The messages of one SubmitUpdate request body, and who to tell once it is admitted.
+pub struct UpdateBody<B> {
+    stream: ChunkStream<B>,
+    on_admission: Option<oneshot::Sender<()>>,
+}
 
 impl<B> UpdateBody<B>
 where
@@ -21,12 +25,30 @@ where
 {
     /// The stream of `body`, refusing messages over `message_max` bytes.
     pub fn new(body: B, message_max: usize) -> Self {
-        Self(ChunkStream::new(body, message_max))
+        Self {
+            stream: ChunkStream::new(body, message_max),
+            on_admission: None,
+        }
+    }
+
+    /// The stream of `body`, whose admission is told to `on_admission`.
+    pub fn announcing(body: B, message_max: usize, on_admission: oneshot::Sender<()>) -> Self {
+        Self {
+            on_admission: Some(on_admission),
+            ..Self::new(body, message_max)
+        }
     }
 
     /// The first message, whole; `None` when the stream is empty.
     pub async fn first(&mut self) -> Result<Option<pb::SubmitUpdateRequest>, ApiError> {
-        self.0.first().await.map_err(ApiError::from)
+        self.stream.first().await.map_err(ApiError::from)
+    }
+
+    /// The update is admitted: its payload is read next.
+    pub fn admitted(&mut self) {
+        if let Some(on_admission) = self.on_admission.take() {
+            let _ = on_admission.send(());
+        }
     }
 }
 
@@ -36,7 +58,7 @@ where
     B::Error: std::fmt::Display,
 {
     async fn next_piece(&mut self) -> Result<Option<Piece>, ApiError> {
-        self.0.next_piece().await.map_err(ApiError::from)
+        self.stream.next_piece().await.map_err(ApiError::from)
     }
 }
 
