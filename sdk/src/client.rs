@@ -48,6 +48,11 @@ struct Inner {
 }
 
 impl Client {
+    /// The retry timing this client uses.
+    pub fn policy(&self) -> RetryPolicy {
+        self.inner.policy
+    }
+
     /// A client for the cluster reachable at any of `addrs` (host:port). Connects lazily.
     pub fn new<A: Into<String>>(addrs: impl IntoIterator<Item = A>) -> Result<Self, ClientError> {
         Self::with_policy(addrs, RetryPolicy::default())

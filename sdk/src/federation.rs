@@ -24,10 +24,6 @@ use crate::{raw_call, wire, Client, ClientError};
 const SUBMIT_UPDATE: &str = "/synod.v1.FederationService/SubmitUpdate";
 /// The DownloadModel method's path.
 const DOWNLOAD_MODEL: &str = "/synod.v1.FederationService/DownloadModel";
-/// How long an update's payload waits for the leader to admit it (the reply's headers) before
-/// it is sent anyway: a leader admits an update once the updates before it leave room in its
-/// memory, while one that replies only at the end (an older release) still gets the payload.
-pub const UPDATE_ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Largest message of a model download (its header; chunks are far smaller).
 const DOWNLOAD_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -244,8 +240,10 @@ impl Client {
 
     /// Submits a participant's update to the leader. The payload's chunks are written to the
     /// connection as slices of it (see [`crate::wire`]) rather than through an encode buffer,
-    /// once the leader has admitted the update (or after [`UPDATE_ADMISSION_WAIT`] without
-    /// word from it): an update waiting for its turn holds only its header on the leader.
+    /// once the leader has admitted the update: an update waiting for its turn holds only its
+    /// header on the leader. Each attempt takes at most the policy's attempt timeout, and a
+    /// leader that says nothing for half of it gets the payload anyway (see
+    /// [`raw_call::client_streaming_admitted`]).
     pub async fn submit_update(
         &self,
         upload: UpdateUpload,
@@ -264,6 +262,7 @@ impl Client {
             part: Some(Part::Header(header)),
         });
         let payload = upload.payload;
+        let timeout = self.policy().attempt_timeout;
         self.call(|channel| {
             let rest = chunks(payload.clone(), 0).flat_map(wire::chunk_frames);
             let (metadata, _, ()) = self.request(()).into_parts();
@@ -275,7 +274,7 @@ impl Client {
                     metadata,
                     first,
                     rest,
-                    UPDATE_ADMISSION_WAIT,
+                    timeout,
                 )
                 .await
                 .map(tonic::Response::new)

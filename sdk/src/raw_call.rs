@@ -33,25 +33,31 @@ pub async fn client_streaming<M: Message + Default>(
     metadata: MetadataMap,
     data: impl Iterator<Item = Bytes> + Send + 'static,
 ) -> Result<M, Status> {
-    let (in_headers, body) = start(channel, path, metadata, futures::stream::iter(data)).await?;
+    let (in_headers, _, body) = start(channel, path, metadata, futures::stream::iter(data)).await?;
     reply(in_headers, body).await
 }
 
+/// The reply header by which a server admits a call before reading its payload (see
+/// [`client_streaming_admitted`]).
+pub const ADMITTED_HEADER: &str = "synod-admitted";
+
 /// Like [`client_streaming`], for a server that admits a call before it reads its payload:
-/// sends `first`, then `rest` only once the reply's headers arrive (the server's go-ahead), or
-/// after `admission_wait` without them (a server that replies only at the end still gets the
-/// payload). A call the server ends before its go-ahead sends nothing more.
+/// sends `first`, then `rest` only once the reply's headers arrive carrying [`ADMITTED_HEADER`]
+/// (the server's go-ahead), or after half of `timeout` without any reply (a server that replies
+/// only at the end still gets the payload). A reply that comes without the go-ahead ended the
+/// call: nothing more is sent. The whole call takes at most `timeout`, as the channel's timeout
+/// bounds a call whose reply comes at the end; past it the call is `CANCELLED`.
 pub async fn client_streaming_admitted<M: Message + Default>(
     channel: Channel,
     path: &'static str,
     metadata: MetadataMap,
     first: Bytes,
     rest: impl Iterator<Item = Bytes> + Send + 'static,
-    admission_wait: Duration,
+    timeout: Duration,
 ) -> Result<M, Status> {
     let (go_ahead, admitted) = oneshot::channel::<()>();
     let rest = futures::stream::once(async move {
-        match tokio::time::timeout(admission_wait, admitted).await {
+        match tokio::time::timeout(timeout / 2, admitted).await {
             Ok(Err(_)) => None,
             Ok(Ok(())) | Err(_) => Some(futures::stream::iter(rest)),
         }
@@ -59,9 +65,16 @@ pub async fn client_streaming_admitted<M: Message + Default>(
     .filter_map(std::future::ready)
     .flatten();
     let data = futures::stream::once(std::future::ready(first)).chain(rest);
-    let (in_headers, body) = start(channel, path, metadata, data).await?;
-    let _ = go_ahead.send(());
-    reply(in_headers, body).await
+    let call = async move {
+        let (in_headers, headers, body) = start(channel, path, metadata, data).await?;
+        if headers.contains_key(ADMITTED_HEADER) {
+            let _ = go_ahead.send(());
+        }
+        reply(in_headers, body).await
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(Status::cancelled("Timeout expired")))
 }
 
 /// The one message of a unary reply, after its status (in its headers or trailers) is OK.
@@ -89,7 +102,7 @@ pub async fn server_streaming(
     message: Bytes,
 ) -> Result<Body, Status> {
     let data = futures::stream::once(std::future::ready(message));
-    let (_, body) = start(channel, path, metadata, data).await?;
+    let (_, _, body) = start(channel, path, metadata, data).await?;
     Ok(body)
 }
 
@@ -106,14 +119,14 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Sends the request and waits for the reply's headers: an error status in them (a
-/// trailers-only reply) is returned as the error; otherwise the status they hold, if any, and
-/// the body.
+/// trailers-only reply) is returned as the error; otherwise the status they hold, if any, the
+/// headers and the body.
 async fn start(
     channel: Channel,
     path: &'static str,
     metadata: MetadataMap,
     data: impl Stream<Item = Bytes> + Send + 'static,
-) -> Result<(Option<Status>, Body), Status> {
+) -> Result<(Option<Status>, http::HeaderMap, Body), Status> {
     let frames = data.map(|bytes| Ok::<_, Status>(Frame::data(bytes)));
     let mut request = http::Request::new(Body::new(StreamBody::new(frames)));
     *request.method_mut() = http::Method::POST;
@@ -141,13 +154,15 @@ async fn start(
     if parts.status != http::StatusCode::OK {
         return Err(Status::unknown(format!("HTTP status {}", parts.status)));
     }
-    Ok((in_headers, body))
+    Ok((in_headers, parts.headers, body))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::convert::Infallible;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     use std::task::{Context, Poll};
 
     use synod_proto::v1 as pb;
@@ -156,15 +171,22 @@ mod tests {
     const PUT: &str = "/test.Uploads/Put";
     const REST_FRAMES: usize = 4;
     const REST_FRAME_BYTES: usize = 64 * 1024;
+    /// Every byte of an upload: its first frame ("the header") and the rest.
+    const ALL: usize = 10 + REST_FRAMES * REST_FRAME_BYTES;
 
-    /// How a test server answers an upload.
+    /// How a test server answers an upload after its first frame.
     #[derive(Clone, Copy)]
     enum Answer {
-        /// Reply headers after the first frame, then read the rest and reply.
+        /// Admits it (marked reply headers), then reads the rest and replies.
         Admit,
-        /// Refuse after the first frame, without admitting the call.
+        /// Admits it, reads the rest and never replies.
+        AdmitAndStall,
+        /// Refuses it with an error status, without admitting it.
         Refuse,
-        /// Read everything, then reply (no go-ahead before the end).
+        /// Answers it with a whole OK reply, without admitting it (as a leader answers an
+        /// update for a closed round).
+        ReplyAtOnce,
+        /// Reads everything, then replies (no go-ahead before the end).
         AtTheEnd,
     }
 
@@ -202,12 +224,17 @@ mod tests {
 
     fn grpc_response(
         frames: impl Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static,
+        admitted: bool,
     ) -> http::Response<Body> {
         let mut response = http::Response::new(Body::new(StreamBody::new(frames)));
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/grpc"),
         );
+        if admitted {
+            headers.insert(ADMITTED_HEADER, http::HeaderValue::from_static("true"));
+        }
         response
     }
 
@@ -228,31 +255,40 @@ mod tests {
                     Some(Ok(frame)) => frame.into_data().map_or(0, |d| d.len()),
                     _ => 0,
                 };
-                match answer {
-                    Answer::Refuse => Ok(Status::failed_precondition("not your turn").into_http()),
-                    Answer::AtTheEnd => {
-                        let total = first + drain(&mut body).await;
-                        let frames = reply_frames(format!("early 0, {total} bytes"));
-                        Ok(grpc_response(futures::stream::iter(frames)))
-                    }
-                    Answer::Admit => {
-                        // Whatever a client sends unprompted arrives well within this.
-                        let wait = Duration::from_millis(300);
-                        let mut early = 0;
-                        while let Ok(Some(Ok(frame))) =
-                            tokio::time::timeout(wait, body.frame()).await
-                        {
-                            early += frame.into_data().map_or(0, |d| d.len());
-                        }
-                        let reply = async move {
-                            let total = first + early + drain(&mut body).await;
-                            futures::stream::iter(reply_frames(format!(
-                                "early {early}, {total} bytes"
-                            )))
-                        };
-                        Ok(grpc_response(futures::stream::once(reply).flatten()))
-                    }
+                // Whatever a client sends unprompted arrives well within this.
+                let wait = Duration::from_millis(300);
+                let mut early = 0;
+                while let Ok(Some(Ok(frame))) = tokio::time::timeout(wait, body.frame()).await {
+                    early += frame.into_data().map_or(0, |d| d.len());
                 }
+                let frames = match answer {
+                    Answer::Refuse => {
+                        return Ok(Status::failed_precondition("not your turn").into_http())
+                    }
+                    Answer::ReplyAtOnce => {
+                        let frames = reply_frames(format!("answered, early {early}"));
+                        return Ok(grpc_response(futures::stream::iter(frames), false));
+                    }
+                    Answer::AtTheEnd => {
+                        let total = first + early + drain(&mut body).await;
+                        let frames = reply_frames(format!("early 0, {total} bytes"));
+                        return Ok(grpc_response(futures::stream::iter(frames), false));
+                    }
+                    Answer::Admit => futures::stream::once(async move {
+                        let total = first + early + drain(&mut body).await;
+                        futures::stream::iter(reply_frames(format!("early {early}, {total} bytes")))
+                    })
+                    .flatten()
+                    .boxed(),
+                    Answer::AdmitAndStall => futures::stream::once(async move {
+                        drain(&mut body).await;
+                        futures::future::pending::<()>().await;
+                        futures::stream::iter(reply_frames(String::new()))
+                    })
+                    .flatten()
+                    .boxed(),
+                };
+                Ok(grpc_response(frames, true))
             })
         }
     }
@@ -273,26 +309,41 @@ mod tests {
             .unwrap()
     }
 
-    async fn upload(channel: Channel, wait: Duration) -> Result<String, Status> {
-        let first = Bytes::from_static(b"the header");
-        let rest = (0..REST_FRAMES).map(|_| Bytes::from(vec![7u8; REST_FRAME_BYTES]));
-        client_streaming_admitted::<pb::SubmitUpdateResponse>(
+    /// Uploads "the header" and then `REST_FRAMES` frames to a server answering with
+    /// `answer`: the reply's `rejection_reason` or the error, whether the client took any of the
+    /// rest to send, and how long the call took.
+    async fn upload(answer: Answer, timeout: Duration) -> (Result<String, Status>, bool, Duration) {
+        let channel = serve(answer).await;
+        let taken = Arc::new(AtomicBool::new(false));
+        let rest = {
+            let taken = taken.clone();
+            (0..REST_FRAMES).map(move |_| {
+                taken.store(true, Ordering::SeqCst);
+                Bytes::from(vec![7u8; REST_FRAME_BYTES])
+            })
+        };
+        let started = std::time::Instant::now();
+        let reply = client_streaming_admitted::<pb::SubmitUpdateResponse>(
             channel,
             PUT,
             MetadataMap::new(),
-            first,
+            Bytes::from_static(b"the header"),
             rest,
-            wait,
+            timeout,
         )
         .await
-        .map(|reply| reply.rejection_reason)
+        .map(|reply| reply.rejection_reason);
+        (reply, taken.load(Ordering::SeqCst), started.elapsed())
     }
 
     #[tokio::test]
     async fn an_admitted_upload_sends_its_payload_only_after_the_go_ahead() {
-        let all = 10 + REST_FRAMES * REST_FRAME_BYTES;
-        let admitted = upload(serve(Answer::Admit).await, Duration::from_secs(60)).await;
-        assert_eq!(admitted.unwrap(), format!("early 0, {all} bytes"));
+        let (reply, _, took) = upload(Answer::Admit, Duration::from_secs(30)).await;
+        assert_eq!(reply.unwrap(), format!("early 0, {ALL} bytes"));
+        assert!(
+            took < Duration::from_secs(10),
+            "{took:?}: sent without the go-ahead"
+        );
         // The same server sees the payload at once from a plain client-streaming call.
         let data = std::iter::once(Bytes::from_static(b"the header"))
             .chain((0..REST_FRAMES).map(|_| Bytes::from(vec![7u8; REST_FRAME_BYTES])));
@@ -300,25 +351,40 @@ mod tests {
             client_streaming(serve(Answer::Admit).await, PUT, MetadataMap::new(), data)
                 .await
                 .unwrap();
-        assert_ne!(eager.rejection_reason, format!("early 0, {all} bytes"));
-        assert!(eager.rejection_reason.ends_with(&format!(", {all} bytes")));
+        assert_eq!(
+            eager.rejection_reason,
+            format!("early {}, {ALL} bytes", ALL - 10)
+        );
     }
 
     #[tokio::test]
-    async fn an_upload_refused_before_its_go_ahead_gets_the_refusal() {
-        let refused = upload(serve(Answer::Refuse).await, Duration::from_secs(60)).await;
+    async fn an_upload_answered_before_its_go_ahead_sends_nothing_more() {
+        let (refused, taken, _) = upload(Answer::Refuse, Duration::from_secs(30)).await;
         let status = refused.unwrap_err();
         assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
         assert_eq!(status.message(), "not your turn");
+        assert!(!taken, "the payload was sent after a refusal");
+        let (answered, taken, _) = upload(Answer::ReplyAtOnce, Duration::from_secs(30)).await;
+        assert_eq!(answered.unwrap(), "answered, early 0");
+        assert!(!taken, "the payload was sent after a whole reply");
     }
 
     #[tokio::test]
-    async fn a_server_that_replies_only_at_the_end_gets_the_payload_after_the_wait() {
-        let all = 10 + REST_FRAMES * REST_FRAME_BYTES;
-        let started = std::time::Instant::now();
-        let late = upload(serve(Answer::AtTheEnd).await, Duration::from_millis(200)).await;
-        assert_eq!(late.unwrap(), format!("early 0, {all} bytes"));
-        assert!(started.elapsed() >= Duration::from_millis(200));
+    async fn a_server_that_replies_only_at_the_end_gets_the_payload_after_half_the_timeout() {
+        let (reply, taken, took) = upload(Answer::AtTheEnd, Duration::from_secs(2)).await;
+        assert_eq!(reply.unwrap(), format!("early 0, {ALL} bytes"));
+        assert!(taken);
+        assert!(took >= Duration::from_secs(1), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn an_admitted_upload_never_answered_is_cancelled_at_its_timeout() {
+        let (reply, taken, took) = upload(Answer::AdmitAndStall, Duration::from_secs(1)).await;
+        let status = reply.unwrap_err();
+        assert_eq!(status.code(), Code::Cancelled, "{status:?}");
+        assert!(taken);
+        assert!(took >= Duration::from_secs(1), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
     }
 
     /// An error caused by another, as the channel wraps its timeout.

@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use prost::Message;
 use synod_proto::v1 as pb;
 use synod_proto::v1::federation_service_server::FederationServiceServer;
+use synod_sdk::raw_call::ADMITTED_HEADER;
 use synod_sdk::wire::{chunk_frames, message_frame, single_message};
 use tokio::sync::oneshot;
 use tonic::body::Body;
@@ -134,11 +135,11 @@ fn uncompressed_grpc(headers: &http::HeaderMap) -> bool {
     grpc && identity
 }
 
-/// Takes an update. The reply's headers go out as soon as the update is admitted (given its
-/// share of the upload memory), and its message and status once the update is folded and
-/// receipted: an SDK participant sends its payload only after those headers, so an update
-/// waiting for its turn holds no more than its header here. An update refused or failed before
-/// its admission gets its whole reply at once.
+/// Takes an update. The reply's headers go out, marked [`ADMITTED_HEADER`], as soon as the
+/// update is admitted (given its share of the upload memory), and its message and status once
+/// the update is folded and receipted: an SDK participant sends its payload only after those
+/// headers, so an update waiting for its turn holds no more than its header here. An update
+/// refused or failed before its admission gets its whole reply at once, unmarked.
 #[tracing::instrument(skip_all)]
 async fn submit_update(
     api: FederationApi,
@@ -161,7 +162,11 @@ async fn submit_update(
     }
     let frames = futures::stream::once(answer)
         .flat_map(|answer| futures::stream::iter(answer_frames(answer).map(Ok)));
-    grpc_response(frames)
+    let mut response = grpc_response(frames);
+    response
+        .headers_mut()
+        .insert(ADMITTED_HEADER, http::HeaderValue::from_static("true"));
+    response
 }
 
 /// The frames after the headers of a reply to an update: its message and an OK status, or the
