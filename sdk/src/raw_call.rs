@@ -214,26 +214,19 @@ mod tests {
             rejection_reason: reason,
             ..Default::default()
         };
-        let mut trailers = http::HeaderMap::new();
-        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-        [
-            Ok(Frame::data(crate::wire::message_frame(&message))),
-            Ok(Frame::trailers(trailers)),
-        ]
+        crate::wire::reply_frames(&message).map(Ok)
     }
 
+    /// A reply of `frames`, marked as the go-ahead when `admitted`.
     fn grpc_response(
         frames: impl Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static,
         admitted: bool,
     ) -> http::Response<Body> {
-        let mut response = http::Response::new(Body::new(StreamBody::new(frames)));
-        let headers = response.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/grpc"),
-        );
+        let mut response = crate::wire::grpc_response(frames);
         if admitted {
-            headers.insert(ADMITTED_HEADER, http::HeaderValue::from_static("true"));
+            response
+                .headers_mut()
+                .insert(ADMITTED_HEADER, http::HeaderValue::from_static("true"));
         }
         response
     }

@@ -2,17 +2,24 @@
 //! becomes its gRPC prefix and field keys, the payload slice itself, and its `last` flag —
 //! byte for byte what prost encodes, without copying the payload into an encode buffer. The
 //! coordinator sends models this way and the SDK sends updates; both read them back with
-//! [`crate::chunk_stream`].
+//! [`crate::chunk_stream`]. Replies are built here too, for servers that answer below tonic
+//! (the coordinator's fast paths).
 //!
 //! ```text
 //!   message ─► [0][len: u32 BE][protobuf]                        (message_frame)
 //!   chunk   ─► [0][len][part key, len][offset][data key, len] [data slice] [last]
 //! ```
 
+use std::convert::Infallible;
+
 use bytes::{BufMut, Bytes, BytesMut};
+use futures::Stream;
+use http_body::Frame;
+use http_body_util::StreamBody;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message;
 use synod_proto::v1 as pb;
+use tonic::body::Body;
 
 /// Protobuf field numbers of `Chunk` and of the `chunk` part of the messages that carry one
 /// (`SubmitUpdateRequest`, `DownloadModelResponse`), for code that reads or writes them by hand.
@@ -98,6 +105,33 @@ pub fn chunk_frames(chunk: pb::Chunk) -> impl Iterator<Item = Bytes> {
         .into_iter()
         .flatten()
         .filter(|b| !b.is_empty())
+}
+
+/// Trailers of an OK status.
+pub fn ok_trailers() -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    trailers
+}
+
+/// The frames of a unary reply after its headers: `message` and an OK status.
+pub fn reply_frames(message: &impl Message) -> [Frame<Bytes>; 2] {
+    [
+        Frame::data(message_frame(message)),
+        Frame::trailers(ok_trailers()),
+    ]
+}
+
+/// A gRPC response whose body is `frames`.
+pub fn grpc_response(
+    frames: impl Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static,
+) -> http::Response<Body> {
+    let mut response = http::Response::new(Body::new(StreamBody::new(frames)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
 }
 
 #[cfg(test)]

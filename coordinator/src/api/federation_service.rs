@@ -16,14 +16,16 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use http_body::Frame;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, Limited};
 use prost::Message;
 use synod_proto::v1 as pb;
 use synod_proto::v1::federation_service_server::FederationServiceServer;
 use synod_sdk::raw_call::ADMITTED_HEADER;
-use synod_sdk::wire::{chunk_frames, message_frame, single_message};
+use synod_sdk::wire::{
+    chunk_frames, grpc_response, message_frame, ok_trailers, reply_frames, single_message,
+};
 use tokio::sync::oneshot;
 use tonic::body::Body;
 use tonic::metadata::MetadataMap;
@@ -174,13 +176,11 @@ async fn submit_update(
 fn answer_frames(
     answer: Result<pb::SubmitUpdateResponse, super::ApiError>,
 ) -> impl Iterator<Item = Frame<Bytes>> {
-    let (message, trailers) = match answer {
-        Ok(response) => (Some(Frame::data(message_frame(&response))), ok_trailers()),
-        Err(error) => (None, status_trailers(&Status::from(error))),
-    };
-    message
-        .into_iter()
-        .chain(std::iter::once(Frame::trailers(trailers)))
+    match answer {
+        Ok(response) => Vec::from(reply_frames(&response)),
+        Err(error) => vec![Frame::trailers(status_trailers(&Status::from(error)))],
+    }
+    .into_iter()
 }
 
 /// Trailers carrying `status`.
@@ -196,27 +196,5 @@ fn status_trailers(status: &Status) -> http::HeaderMap {
 
 /// A gRPC response of one message and an OK status.
 fn unary_response(message: &impl Message) -> http::Response<Body> {
-    grpc_response(futures::stream::iter([
-        Ok(Frame::data(message_frame(message))),
-        Ok(Frame::trailers(ok_trailers())),
-    ]))
-}
-
-fn ok_trailers() -> http::HeaderMap {
-    let mut trailers = http::HeaderMap::new();
-    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-    trailers
-}
-
-/// A gRPC response whose body is `frames`.
-fn grpc_response(
-    frames: impl Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static,
-) -> http::Response<Body> {
-    let body = Body::new(StreamBody::new(frames));
-    let mut response = http::Response::new(body);
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/grpc"),
-    );
-    response
+    grpc_response(futures::stream::iter(reply_frames(message).map(Ok)))
 }
