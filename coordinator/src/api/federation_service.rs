@@ -151,7 +151,7 @@ async fn submit_update(
     let (parts, body) = request.into_parts();
     let metadata = MetadataMap::from_headers(parts.headers);
     let (admitted, admission) = oneshot::channel();
-    let mut source = UpdateBody::announcing(body, message_max, admitted);
+    let mut source = UpdateBody::new(body, message_max, admitted);
     let mut answer =
         Box::pin(async move { api.submit(&metadata, &mut source).await }.in_current_span());
     tokio::select! {

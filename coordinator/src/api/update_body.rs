@@ -1,8 +1,9 @@
 //! A SubmitUpdate request read straight from its HTTP/2 body by the SDK's [`ChunkStream`]:
 //! each chunk's payload goes from the received frames into the update's element vector
 //! without first being gathered into a message buffer (tonic's decoder copies every byte once
-//! more to do that, the largest single cost of an upload on the leader). Stream errors become
-//! API errors here.
+//! more to do that, the largest single cost of an upload on the leader). It also tells the
+//! service when the update is admitted, so that the reply's headers can give the go-ahead.
+//! Stream errors become API errors here.
 
 use bytes::Bytes;
 use synod_proto::v1 as pb;
@@ -23,19 +24,12 @@ where
     B: http_body::Body<Data = Bytes> + Unpin + Send,
     B::Error: std::fmt::Display,
 {
-    /// The stream of `body`, refusing messages over `message_max` bytes.
-    pub fn new(body: B, message_max: usize) -> Self {
+    /// The stream of `body`, refusing messages over `message_max` bytes; its admission is told
+    /// to `on_admission`.
+    pub fn new(body: B, message_max: usize, on_admission: oneshot::Sender<()>) -> Self {
         Self {
             stream: ChunkStream::new(body, message_max),
-            on_admission: None,
-        }
-    }
-
-    /// The stream of `body`, whose admission is told to `on_admission`.
-    pub fn announcing(body: B, message_max: usize, on_admission: oneshot::Sender<()>) -> Self {
-        Self {
             on_admission: Some(on_admission),
-            ..Self::new(body, message_max)
         }
     }
 
